@@ -1,0 +1,42 @@
+"""Which device and dtype to run on: cuda, then mps, then cpu; bf16 / fp16 / fp32 by default."""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_DTYPES = {"cuda": torch.bfloat16, "mps": torch.float16, "cpu": torch.float32}
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def pick_device(name: str | torch.device | None = None) -> torch.device:
+    """The named device, or the best one present when name is None or "auto"."""
+    if name is not None and str(name) != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        if device.type == "mps" and not mps_available():
+            raise ValueError("device 'mps' requested but MPS is not available")
+        if device.type not in DEFAULT_DTYPES:
+            raise ValueError(f"unsupported device {str(name)!r}; use cuda, mps or cpu")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return DEFAULT_DTYPES[device.type]
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise ValueError(f"unsupported dtype {dtype!r}; use one of {', '.join(names)}")
+    return names[dtype]

@@ -1,0 +1,146 @@
+"""The decoder-only transformer, hand-written: RMSNorm → RoPE → Attention → MLP → Block.
+
+One file serves llama, qwen2, qwen3 and gemma3; their differences are `ModelConfig` fields.
+The model turns token ids into logits and nothing else: it never samples, tokenizes or reads
+files. The KV cache is run state passed into `forward`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ollamapy.engine.config import ModelConfig
+from ollamapy.engine.kv_cache import KVCache
+from ollamapy.engine.ops import Linear, RMSNorm, activation
+from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
+
+
+def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """(T, S) bool, True where query position q may see key position k: causal, and within the
+    sliding window when there is one (q - k < window, so a query always sees itself)."""
+    visible = k_pos[None, :] <= q_pos[:, None]
+    if window is not None:
+        visible &= (q_pos[:, None] - k_pos[None, :]) < window
+    return visible
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        c = config
+        self.layer = layer
+        self.n_heads, self.n_kv_heads, self.head_dim = c.n_heads, c.n_kv_heads, c.head_dim
+        self.scale = c.scale
+        self.wq = Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
+        self.wk = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.wv = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        self.wo = Linear(c.n_heads * c.head_dim, c.dim)
+        self.q_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
+        self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor, start_pos: int, cache: KVCache | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        # (B, T, n_heads * head_dim) → (B, n_heads, T, head_dim)
+        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache is not None:
+            k, v = cache.update(self.layer, start_pos, k, v)  # (B, n_kv_heads, S, head_dim)
+        # grouped-query attention: each kv head serves n_heads // n_kv_heads query heads
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                             enable_gqa=self.n_kv_heads != self.n_heads)
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
+        return self.wo(out)
+
+
+class FeedForward(nn.Module):
+    """Gated MLP: w_down(act(w_gate(x)) * w_up(x))."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.activation = config.activation
+        self.w_gate = Linear(config.dim, config.ffn_dim)
+        self.w_up = Linear(config.dim, config.ffn_dim)
+        self.w_down = Linear(config.ffn_dim, config.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_down(activation(self.activation, self.w_gate(x)) * self.w_up(x))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block; gemma3 adds a norm on each branch's output (post_norms)."""
+
+    def __init__(self, config: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn = Attention(config, layer)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn = FeedForward(config)
+        self.post_attn_norm = RMSNorm(config.dim, config.norm_eps) if config.post_norms else None
+        self.post_ffn_norm = RMSNorm(config.dim, config.norm_eps) if config.post_norms else None
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor, start_pos: int, cache: KVCache | None) -> torch.Tensor:
+        h = self.attn(self.attn_norm(x), cos, sin, mask, start_pos, cache)
+        if self.post_attn_norm is not None:
+            h = self.post_attn_norm(h)
+        x = x + h
+        h = self.ffn(self.ffn_norm(x))
+        if self.post_ffn_norm is not None:
+            h = self.post_ffn_norm(h)
+        return x + h
+
+
+class Transformer(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
+        self.tok_embeddings.weight.requires_grad_(False)
+        self.layers = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.output = Linear(config.dim, config.vocab_size)
+        # inverse RoPE frequencies, global and (gemma3) local; rebuilt on the real device
+        self.register_buffer("inv_freq", torch.empty(config.rope_dim // 2), persistent=False)
+        self.register_buffer("inv_freq_local", torch.empty(config.rope_dim // 2),
+                             persistent=False)
+
+    def init_rope(self) -> None:
+        """Fill the RoPE tables on the model's device (after weights have been assigned)."""
+        c, device = self.config, self.tok_embeddings.weight.device
+        self.inv_freq = rope_frequencies(c.rope_dim, c.rope_base, device)
+        self.inv_freq_local = rope_frequencies(c.rope_dim, c.rope_base_local or c.rope_base,
+                                               device)
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
+                *, all_logits: bool = False) -> torch.Tensor:
+        """tokens (B, T) at positions [start_pos, start_pos + T) → float32 logits,
+        (B, T, vocab) when all_logits else (B, vocab) for the last position only."""
+        c = self.config
+        B, T = tokens.shape
+        x = self.tok_embeddings(tokens)  # (B, T, dim)
+        if c.embed_scale != 1.0:
+            x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
+        q_pos = torch.arange(start_pos, start_pos + T, device=tokens.device)
+        k_pos = torch.arange(0, start_pos + T, device=tokens.device) if cache is not None \
+            else q_pos
+        cos, sin = rope_cos_sin(q_pos, self.inv_freq, c.rope_scale)
+        cos_l, sin_l = rope_cos_sin(q_pos, self.inv_freq_local)
+        mask_global = attention_mask(q_pos, k_pos, None)  # (T, S)
+        mask_local = attention_mask(q_pos, k_pos, c.sliding_window)
+        for i, layer in enumerate(self.layers):
+            if c.is_sliding(i):
+                x = layer(x, cos_l, sin_l, mask_local, start_pos, cache)
+            else:
+                x = layer(x, cos, sin, mask_global, start_pos, cache)
+        if not all_logits:
+            x = x[:, -1:, :]
+        logits = self.output(self.norm(x)).float()  # (B, T or 1, vocab)
+        return logits if all_logits else logits[:, -1, :]

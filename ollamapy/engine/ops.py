@@ -1,0 +1,48 @@
+"""Reference building blocks shared by the decoder: RMSNorm, the linear layer, activations.
+
+Each op here is the pure-PyTorch reference; `kernels/` may provide accelerated twins with the
+same signature (for example a linear layer whose weight stays quantized in memory), swapped in
+from outside the model.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ollamapy.engine.config import Activation
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) * weight, computed in float32. The weight is stored ready to multiply
+    (gemma's "1 + w" convention is folded in by the loader)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (normed * self.weight.float()).to(x.dtype)
+
+
+class Linear(nn.Module):
+    """y = x @ W.T (+ b). The weight is a dense tensor here; a quantized twin keeps the same
+    `forward(x)` and is chosen per weight by the loader, so the model code never changes."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(out_features), requires_grad=False) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+def activation(name: Activation, x: torch.Tensor) -> torch.Tensor:
+    if name == "silu":
+        return F.silu(x)
+    return F.gelu(x, approximate="tanh")

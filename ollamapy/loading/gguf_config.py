@@ -1,0 +1,103 @@
+"""GGUF metadata → ModelConfig.
+
+Every number comes from the file's `<arch>.*` keys. The few facts that llama.cpp hard-codes
+per architecture instead of storing them (gemma3's local RoPE base and sliding-layer pattern,
+its embedding scale and GELU) live in `ARCH_DEFAULTS`, keyed by `general.architecture` — the
+file's own word for its architecture, never a model name.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Set
+from typing import Any
+
+from ollamapy.engine.config import ModelConfig
+
+SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+
+# Per-architecture facts absent from GGUF metadata; sources: llama.cpp src/llama-model.cpp
+# (LLM_ARCH_GEMMA3: swa pattern 6, rope_freq_base_train_swa 10000) and the HF Gemma3 config.
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "gemma3": {"sliding_pattern": 6, "rope_base_local": 10_000.0, "activation": "gelu_tanh",
+               "scale_embeddings": True},
+}
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+def _int(meta: Mapping[str, Any], key: str, default: int | None = None) -> int:
+    value = meta.get(key, default)
+    if isinstance(value, list | tuple):  # per-layer arrays: only uniform ones are supported
+        if len(set(value)) != 1:
+            raise UnsupportedModelError(f"{key}: per-layer values {value[:4]}… not supported")
+        value = value[0]
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        raise UnsupportedModelError(f"GGUF metadata {key} is missing or not a number")
+    return int(value)
+
+
+def _float(meta: Mapping[str, Any], key: str, default: float) -> float:
+    value = meta.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UnsupportedModelError(f"GGUF metadata {key} is not a number")
+    return float(value)
+
+
+def _sliding_layers(meta: Mapping[str, Any], arch: str, n_layers: int) -> tuple[bool, ...]:
+    pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
+    if isinstance(pattern, list | tuple):  # newer files store one bool per layer
+        return tuple(bool(p) for p in pattern)
+    every = int(pattern) if pattern else ARCH_DEFAULTS.get(arch, {}).get("sliding_pattern", 0)
+    if not every:
+        return ()
+    # every `every`-th layer is global (full attention), the others slide (llama.cpp
+    # set_swa_pattern): layer i slides unless (i + 1) % every == 0
+    return tuple((i + 1) % every != 0 for i in range(n_layers))
+
+
+def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str]) -> ModelConfig:
+    arch = meta.get("general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise UnsupportedModelError(f"unsupported architecture {arch!r}; "
+                                    f"supported: {', '.join(SUPPORTED_ARCHS)}")
+    assert isinstance(arch, str)
+    defaults = ARCH_DEFAULTS.get(arch, {})
+    p = f"{arch}."
+    dim = _int(meta, p + "embedding_length")
+    n_heads = _int(meta, p + "attention.head_count")
+    head_dim = _int(meta, p + "attention.key_length", dim // n_heads)
+    n_layers = _int(meta, p + "block_count")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    vocab = _int(meta, p + "vocab_size", len(tokens) if tokens is not None else None)
+    window = meta.get(p + "attention.sliding_window")
+    scaling = meta.get(p + "rope.scaling.type", "none")
+    if scaling not in ("none", "linear"):
+        raise UnsupportedModelError(f"RoPE scaling {scaling!r} is not supported")
+    return ModelConfig(
+        arch=arch,
+        vocab_size=vocab,
+        dim=dim,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=_int(meta, p + "attention.head_count_kv", n_heads),
+        head_dim=head_dim,
+        ffn_dim=_int(meta, p + "feed_forward_length"),
+        norm_eps=_float(meta, p + "attention.layer_norm_rms_epsilon", 1e-5),
+        context_length=_int(meta, p + "context_length", 2048),
+        rope_base=_float(meta, p + "rope.freq_base", 10_000.0),
+        rope_dim=_int(meta, p + "rope.dimension_count", head_dim),
+        rope_scale=_float(meta, p + "rope.scaling.factor", 1.0) if scaling == "linear" else 1.0,
+        rope_base_local=(_float(meta, p + "rope.freq_base_swa", defaults["rope_base_local"])
+                         if "rope_base_local" in defaults else None),
+        sliding_window=int(window) if window else None,
+        sliding_layers=_sliding_layers(meta, arch, n_layers) if window else (),
+        qkv_bias="blk.0.attn_q.bias" in tensor_names,
+        qk_norm="blk.0.attn_q_norm.weight" in tensor_names,
+        post_norms="blk.0.post_attention_norm.weight" in tensor_names,
+        embed_scale=math.sqrt(dim) if defaults.get("scale_embeddings") else 1.0,
+        activation=defaults.get("activation", "silu"),
+        tied_embeddings="output.weight" not in tensor_names,
+    )
