@@ -8,7 +8,7 @@ import transformers
 VOCAB = 96
 
 
-def tiny_hf_model(arch: str, seed: int = 0) -> transformers.PreTrainedModel:
+def tiny_hf_model(arch: str, seed: int = 0, **overrides) -> transformers.PreTrainedModel:
     common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
                   rms_norm_eps=1e-6)
@@ -33,6 +33,8 @@ def tiny_hf_model(arch: str, seed: int = 0) -> transformers.PreTrainedModel:
         cls = transformers.Gemma3ForCausalLM
     else:
         raise ValueError(arch)
+    for key, value in overrides.items():
+        setattr(config, key, value)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = cls(config).eval()
