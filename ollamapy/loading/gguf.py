@@ -10,6 +10,7 @@ The file is untrusted. Every count, length, offset and size is checked against f
 and against the bytes left in the file *before* anything is allocated for it, with Python
 integers (no wrap-around); any violation raises `GGUFError` naming the reason. The checks
 follow ../shared/reference/hardening.md §5.4 (llama.cpp's gguf.cpp and Ollama's fs/gguf).
+Parsing imports no torch (the model store reads metadata with it); reading tensors does.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from ollamapy.loading.quants import GGML_TYPES, dequantize
+from ollamapy.loading.ggml_types import GGML_TYPES
+
+if TYPE_CHECKING:
+    import torch
 
 MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -242,6 +245,8 @@ class GGUFFile:
 
     def raw(self, name: str) -> torch.Tensor:
         """The tensor's bytes as stored, (nbytes,) uint8, copied out of the map."""
+        import torch  # the header parse needs no torch: the store reads metadata without it
+
         info = self.tensors[name]
         view = torch.frombuffer(self._map, dtype=torch.uint8, count=info.nbytes,
                                 offset=info.offset)
@@ -249,6 +254,8 @@ class GGUFFile:
 
     def tensor(self, name: str) -> torch.Tensor:
         """The tensor dequantized to float32, shape `tensors[name].shape`."""
+        from ollamapy.loading.quants import dequantize
+
         info = self.tensors[name]
         return dequantize(self.raw(name), info.type_name, info.shape)
 

@@ -1,9 +1,7 @@
-"""ggml tensor types: their block geometry, and dequantization of their bytes into torch.
+"""Dequantization of ggml tensor bytes into float32 torch tensors.
 
-A ggml tensor is stored as a run of blocks; each block packs `block_size` weights into
-`type_size` bytes (scales as fp16, quants as 2–8 bit integers). `GGML_TYPES` is the table of
-every type id a GGUF may name, so the reader can size any tensor; `dequantize` turns the
-bytes of the types listed in `DEQUANTIZE` into float32, bit for bit what gguf-py (and so
+A ggml tensor is stored as a run of blocks (`ollamapy.loading.ggml_types`); `dequantize` turns
+the bytes of the types listed in `DEQUANTIZE` into float32, bit for bit what gguf-py (and so
 llama.cpp's reference `dequantize_row_*`) computes: every float operation below happens in
 the same order, as a separate rounding step (no fused multiply-add).
 
@@ -25,37 +23,10 @@ its high nibble.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
-
-@dataclass(frozen=True, slots=True)
-class GGMLType:
-    id: int
-    name: str
-    block_size: int  # weights per block
-    type_size: int  # bytes per block
-
-
-GGML_TYPES: dict[int, GGMLType] = {t.id: t for t in (
-    GGMLType(0, "F32", 1, 4), GGMLType(1, "F16", 1, 2), GGMLType(2, "Q4_0", 32, 18),
-    GGMLType(3, "Q4_1", 32, 20), GGMLType(6, "Q5_0", 32, 22), GGMLType(7, "Q5_1", 32, 24),
-    GGMLType(8, "Q8_0", 32, 34), GGMLType(9, "Q8_1", 32, 40), GGMLType(10, "Q2_K", 256, 84),
-    GGMLType(11, "Q3_K", 256, 110), GGMLType(12, "Q4_K", 256, 144),
-    GGMLType(13, "Q5_K", 256, 176), GGMLType(14, "Q6_K", 256, 210),
-    GGMLType(15, "Q8_K", 256, 292), GGMLType(16, "IQ2_XXS", 256, 66),
-    GGMLType(17, "IQ2_XS", 256, 74), GGMLType(18, "IQ3_XXS", 256, 98),
-    GGMLType(19, "IQ1_S", 256, 50), GGMLType(20, "IQ4_NL", 32, 18),
-    GGMLType(21, "IQ3_S", 256, 110), GGMLType(22, "IQ2_S", 256, 82),
-    GGMLType(23, "IQ4_XS", 256, 136), GGMLType(24, "I8", 1, 1), GGMLType(25, "I16", 1, 2),
-    GGMLType(26, "I32", 1, 4), GGMLType(27, "I64", 1, 8), GGMLType(28, "F64", 1, 8),
-    GGMLType(29, "IQ1_M", 256, 56), GGMLType(30, "BF16", 1, 2),
-    GGMLType(34, "TQ1_0", 256, 54), GGMLType(35, "TQ2_0", 256, 66),
-    GGMLType(39, "MXFP4", 32, 17), GGMLType(40, "NVFP4", 64, 36),
-    GGMLType(41, "Q1_0", 128, 18),
-)}
-GGML_TYPE_IDS: dict[str, int] = {t.name: t.id for t in GGML_TYPES.values()}
+from ollamapy.loading.ggml_types import GGML_TYPE_IDS, GGML_TYPES
 
 
 def _u8(values: list[int]) -> torch.Tensor:

@@ -10,8 +10,9 @@ import torch
 from gguf import GGMLQuantizationType as Q
 from gguf import quants
 
+from ollamapy.loading.ggml_types import GGML_TYPE_IDS, GGML_TYPES
 from ollamapy.loading.gguf import read_gguf
-from ollamapy.loading.quants import DEQUANTIZE, GGML_TYPE_IDS, GGML_TYPES, dequantize
+from ollamapy.loading.quants import DEQUANTIZE, dequantize
 from tests.conftest import model_path
 
 # byte offsets of the fp16 scale fields inside one block (ggml-common.h)

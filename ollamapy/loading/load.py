@@ -1,0 +1,85 @@
+"""Path on disk → a ready checkpoint: model on its device, tokenizer, chat template, metadata.
+
+A `.gguf` file or a Hugging Face safetensors folder. Decoders (llama, qwen2, qwen3, gemma3)
+become a `Transformer`; BERT folders become a `BertEncoder`. This is the only module that
+knows which reader and which name map go with which format.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ollamapy.engine.bert import BertEncoder
+from ollamapy.engine.model import Transformer
+from ollamapy.loading.gguf import GGUFFile, read_gguf
+from ollamapy.loading.gguf_config import UnsupportedModelError, config_from_gguf
+from ollamapy.loading.hf_config import config_from_hf
+from ollamapy.loading.safetensors import HFFolder, read_hf_folder
+from ollamapy.loading.weights import (
+    build_transformer,
+    fix_gguf_tensor,
+    fix_hf_tensor,
+    gguf_name,
+    hf_name,
+)
+from ollamapy.text.tokenizer import Tokenizer
+
+
+@dataclass
+class Checkpoint:
+    kind: Literal["decoder", "encoder"]
+    model: Transformer | BertEncoder
+    tokenizer: Tokenizer
+    chat_template: str | None
+    metadata: dict[str, Any] = field(default_factory=dict)  # GGUF metadata or config.json
+
+
+def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype) -> Checkpoint:
+    path = Path(path)
+    if path.is_dir():
+        return _load_hf(read_hf_folder(path), device, dtype)
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file or folder at {path}")
+    with read_gguf(path) as gguf:
+        return _load_gguf(gguf, device, dtype)
+
+
+def _gguf_tensors(gguf: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
+    for name in gguf.tensors:
+        ours = gguf_name(name)
+        yield ours, fix_gguf_tensor(ours, gguf.tensor(name), config)
+
+
+def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype) -> Checkpoint:
+    meta = gguf.metadata
+    config = config_from_gguf(meta, gguf.tensors.keys())
+    model = build_transformer(config, _gguf_tensors(gguf, config), device, dtype)
+    template = meta.get("tokenizer.chat_template")
+    return Checkpoint("decoder", model, Tokenizer.from_gguf_metadata(meta),
+                      template if isinstance(template, str) else None, dict(meta))
+
+
+def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Checkpoint:
+    if folder.tokenizer_json is None:
+        raise UnsupportedModelError(f"{folder.path}: no tokenizer.json")
+    tok_config = folder.extra.get("tokenizer_config.json") or {}
+    tokenizer = Tokenizer.from_tokenizer_json(folder.tokenizer_json, tok_config)
+    if folder.config.get("model_type") == "bert":
+        model = BertEncoder.from_hf(folder, device=device, dtype=dtype)
+        return Checkpoint("encoder", model, tokenizer, None, dict(folder.config))
+    config = config_from_hf(folder.config)
+    tensors = ((hf_name(n, config), t) for n, t in folder.tensors.items())
+    fixed = ((n, fix_hf_tensor(n, t, config)) for n, t in tensors)
+    model = build_transformer(config, fixed, device, dtype)
+    template = tok_config.get("chat_template")
+    if template is None and (folder.path / "chat_template.jinja").is_file():
+        template = (folder.path / "chat_template.jinja").read_text()
+    if isinstance(template, list):  # named templates: take the default one
+        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    return Checkpoint("decoder", model, tokenizer, template, json.loads(json.dumps(folder.config)))
