@@ -186,8 +186,10 @@ class BertEncoder(nn.Module):
         return x
 
     @torch.inference_mode()
-    def embed(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids (B, T), mask (B, T) → float32 sentence embeddings (B, dim)."""
+    def embed(self, ids: torch.Tensor, mask: torch.Tensor, normalize: bool | None = None
+              ) -> torch.Tensor:
+        """ids (B, T), mask (B, T) → float32 sentence embeddings (B, dim), L2-normalised
+        when normalize (None: as the checkpoint's pipeline says)."""
         hidden = self(ids, mask).float()  # pool in float32 whatever the weights' dtype
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]  # (B, dim): the [CLS] state
@@ -195,14 +197,18 @@ class BertEncoder(nn.Module):
             weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
             # clamp as sentence-transformers does, so an all-padding row gives 0, not NaN
             pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, dim)
-        return F.normalize(pooled, p=2, dim=-1) if self.config.normalize else pooled
+        normalize = self.config.normalize if normalize is None else normalize
+        return F.normalize(pooled, p=2, dim=-1) if normalize else pooled
 
-    def embed_ids(self, batch: Sequence[Sequence[int]]) -> torch.Tensor:
+    def embed_ids(self, batch: Sequence[Sequence[int]], max_tokens: int | None = None,
+                  normalize: bool | None = None) -> torch.Tensor:
         """Token id lists (with [CLS] … [SEP]) of any lengths → float32 (B, dim), in one
-        padded forward; lists longer than config.max_tokens are truncated first."""
+        padded forward; lists longer than max_tokens (at most config.max_tokens) are
+        truncated first."""
+        limit = min(max_tokens or self.config.max_tokens, self.config.max_tokens)
         device = self.tok_embeddings.weight.device
-        ids, mask = pad_batch([truncate(seq, self.config.max_tokens) for seq in batch], device)
-        return self.embed(ids, mask)
+        ids, mask = pad_batch([truncate(seq, limit) for seq in batch], device)
+        return self.embed(ids, mask, normalize)
 
     @classmethod
     def from_hf(

@@ -40,3 +40,11 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     if dtype not in names:
         raise ValueError(f"unsupported dtype {dtype!r}; use one of {', '.join(names)}")
     return names[dtype]
+
+
+def release_cached_memory() -> None:
+    """Give memory held by torch's caching allocators back to the device (after unloading)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if mps_available():
+        torch.mps.empty_cache()

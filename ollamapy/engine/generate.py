@@ -58,7 +58,10 @@ def prefill(model: Transformer, ids: Sequence[int], cache: KVCache, start_pos: i
 
 def generate(model: Transformer, prompt_ids: Sequence[int], opts: Options, *,
              eos_ids: frozenset[int], detokenizer: Detokenizer, add_bos: bool = False,
-             new_cache: Callable[[int], KVCache] | None = None) -> Iterator[Delta | Done]:
+             shift: bool = True, new_cache: Callable[[int], KVCache] | None = None
+             ) -> Iterator[Delta | Done]:
+    """shift=False ends generation with done_reason "length" when the window is full,
+    instead of shifting the context (Ollama's `shift` request field)."""
     t_start = time.perf_counter_ns()
     config = model.config
     device = model.tok_embeddings.weight.device
@@ -96,6 +99,8 @@ def generate(model: Transformer, prompt_ids: Sequence[int], opts: Options, *,
             break
         pos = len(history) - 1  # position of the token just sampled
         if pos >= num_ctx:  # the cache is full: drop the middle and rebuild, as Ollama shifts
+            if not shift:
+                break
             history = context_shift(history, num_ctx, keep)
             cache.truncate(0)
             logits = prefill(model, history, cache, 0, max(1, opts.num_batch))

@@ -1,0 +1,157 @@
+"""The engine's public face for notebooks and scripts: `ollamapy.load(path)` → `LoadedModel`.
+
+    m = ollamapy.load("model.gguf")            # or a Hugging Face safetensors folder
+    for chunk in m.generate("Why is the sky blue?", temperature=0):
+        print(chunk.get("response", ""), end="")
+
+Chunks are dicts shaped like Ollama's /api/generate stream (chat chunks like /api/chat).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ollamapy.engine.device import pick_device, pick_dtype
+from ollamapy.engine.generate import Delta, generate
+from ollamapy.engine.model import Transformer
+from ollamapy.engine.options import parse_options
+from ollamapy.loading.load import Checkpoint, load_checkpoint
+from ollamapy.text.detokenize import IncrementalDetokenizer
+from ollamapy.text.template import DEFAULT_TEMPLATE, render_chat_template
+
+
+class LoadedModel:
+    def __init__(self, checkpoint: Checkpoint, path: Path) -> None:
+        self.checkpoint = checkpoint
+        self.path = path
+        self.model = checkpoint.model
+        self.tokenizer = checkpoint.tokenizer
+        self.device = next(iter(self.model.parameters())).device
+        self.dtype = next(iter(self.model.parameters())).dtype
+
+    def __repr__(self) -> str:
+        return (f"LoadedModel({self.path.name!r}, {self.checkpoint.kind}, {self.device}, "
+                f"{self.dtype})")
+
+    # -- text ---------------------------------------------------------------------------------
+    def tokenize(self, text: str, add_special: bool = True, parse_special: bool = False
+                 ) -> list[int]:
+        return self.tokenizer.encode(text, add_special=add_special, parse_special=parse_special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+               ) -> str:
+        """The chat template (the checkpoint's own, else a plain concatenation) applied."""
+        tok = self.tokenizer
+        bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else ""
+        eos = tok.token_text(tok.eos_id) if tok.eos_id is not None else ""
+        return render_chat_template(self.checkpoint.chat_template or DEFAULT_TEMPLATE, messages,
+                                    add_generation_prompt=add_generation_prompt,
+                                    bos_token=bos, eos_token=eos)
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """A rendered prompt → ids: special-token text is parsed (templates emit it); BOS is
+        added unless the text already starts with it, so a template that writes bos_token
+        does not double it."""
+        tok = self.tokenizer
+        bos = tok.token_text(tok.bos_id) if tok.bos_id is not None else None
+        add_special = not (bos and text.startswith(bos))
+        return tok.encode(text, add_special=add_special, parse_special=True)
+
+    def count_prompt_tokens(self, text: str) -> int:
+        return len(self.prompt_ids(text))
+
+    @property
+    def context_length(self) -> int:
+        """The longest sequence the checkpoint was trained for (an encoder: the most tokens
+        its pipeline embeds)."""
+        if isinstance(self.model, Transformer):
+            return self.model.config.context_length
+        return self.model.config.max_tokens
+
+    # -- decoder ------------------------------------------------------------------------------
+    @property
+    def decoder(self) -> Transformer:
+        if not isinstance(self.model, Transformer):
+            raise ValueError(f"{self.path.name} is an embedding model: it does not generate")
+        return self.model
+
+    def kv_bytes(self, num_ctx: int) -> int:
+        """Bytes of a KV cache of num_ctx positions (keys and values, every layer)."""
+        c = self.decoder.config
+        return 2 * c.n_layers * c.n_kv_heads * c.head_dim * num_ctx * self.dtype.itemsize
+
+    def logits(self, ids: Sequence[int]) -> torch.Tensor:
+        """float32 logits of the last position, shape (vocab,), from one uncached forward."""
+        tokens = torch.tensor([list(ids)], device=self.device)  # (1, T)
+        return self.decoder(tokens)[0].float().cpu()
+
+    def generate(self, prompt: str, raw: bool = False, system: str | None = None,
+                 **options: Any) -> Iterator[dict[str, Any]]:
+        if raw:
+            text = prompt
+        else:
+            messages = ([{"role": "system", "content": system}] if system else []) + [
+                {"role": "user", "content": prompt}]
+            text = self.render(messages)
+        for delta, final in self._stream(self.prompt_ids(text), options):
+            yield ({"response": delta, "done": False} if final is None
+                   else {"response": "", "done": True, **final})
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], **options: Any
+             ) -> Iterator[dict[str, Any]]:
+        """Like generate, with chunks shaped as Ollama's /api/chat:
+        {"message": {"role": "assistant", "content": delta}, "done": False} … final counters."""
+        ids = self.prompt_ids(self.render(messages))
+        for delta, final in self._stream(ids, options):
+            message = {"role": "assistant", "content": delta}
+            yield ({"message": message, "done": False} if final is None
+                   else {"message": message, "done": True, **final})
+
+    def _stream(self, ids: list[int], options: Mapping[str, Any]
+                ) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        model = self.decoder
+        opts = parse_options(options)
+        detok = IncrementalDetokenizer(self.tokenizer)
+        for event in generate(model, ids, opts, eos_ids=self.tokenizer.eos_ids,
+                              detokenizer=detok, add_bos=self.tokenizer.add_bos):
+            if isinstance(event, Delta):
+                if event.text:
+                    yield event.text, None
+            else:
+                yield "", {"done_reason": event.done_reason,
+                           "total_duration": event.total_duration,
+                           "prompt_eval_count": event.prompt_eval_count,
+                           "prompt_eval_duration": event.prompt_eval_duration,
+                           "eval_count": event.eval_count,
+                           "eval_duration": event.eval_duration}
+
+    # -- encoder ------------------------------------------------------------------------------
+    def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
+        """L2-normalised sentence embeddings, one per text, from one padded forward."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self.embed_ids([self.tokenize(t) for t in texts]) if texts else []
+
+    def embed_ids(self, batch: Sequence[Sequence[int]], max_tokens: int | None = None,
+                  normalize: bool = True) -> list[list[float]]:
+        """Token id lists → one embedding each (inputs cut to max_tokens)."""
+        from ollamapy.engine.bert import BertEncoder
+
+        if not isinstance(self.model, BertEncoder):
+            raise ValueError(f"{self.path.name} does not support embeddings")
+        return self.model.embed_ids(batch, max_tokens, normalize).tolist()
+
+
+def load(path: str | Path, device: str | torch.device | None = None,
+         dtype: str | torch.dtype | None = None) -> LoadedModel:
+    """Load a .gguf file or a Hugging Face safetensors folder onto device (auto: cuda, mps,
+    cpu) in dtype (auto: bf16 on cuda, fp16 on mps, fp32 on cpu)."""
+    dev = pick_device(device)
+    checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype))
+    return LoadedModel(checkpoint, Path(path))
