@@ -31,9 +31,10 @@ test: setup
 	$(BIN)/ruff check ollamapy kernels tests benchmarks scripts
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# the set-up, then the server on $OLLAMA_HOST with the default models imported into
+# $OLLAMA_MODELS (through `ollamapy create`, as a user would) if they are not there yet
 serve: setup
-	@echo "ollamapy serve on $(OLLAMA_HOST): not yet — the HTTP server lands with the native API issue."
-	@echo "Meanwhile the engine runs from Python: see README.md (import ollamapy; ollamapy.load(...))."
+	OLLAMA_HOST=$(OLLAMA_HOST) $(BIN)/python scripts/serve.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_engine.py

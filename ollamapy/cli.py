@@ -1,46 +1,319 @@
-"""The `ollamapy` command. For now: `run` a model file with one prompt; `serve` comes with the
-HTTP server (the native API issue)."""
+"""The `ollamapy` command, Ollama's CLI: serve, run, create, show, list, ps, cp, rm, stop.
+
+Every command but `serve` is a client of a running server at `OLLAMA_HOST` (default
+127.0.0.1:11434), as Ollama's CLI is.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from ollamapy import __version__
+from ollamapy.client import Client, ClientError
 
 
-def _run(args: argparse.Namespace) -> int:
-    import ollamapy
+# -- formatting (Ollama's format.HumanBytes and HumanTime) -----------------------------------
+def human_bytes(n: int) -> str:
+    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
+        if n >= scale:
+            value = n / scale
+            return f"{int(value)} {unit}" if value >= 10 or value == int(value) else \
+                f"{value:.1f} {unit}"
+    return f"{n} B"
 
-    model = ollamapy.load(args.model, device=args.device)
-    prompt = args.prompt if args.prompt is not None else sys.stdin.read()
-    options = {"temperature": args.temperature, "num_predict": args.num_predict}
-    if args.seed is not None:
-        options["seed"] = args.seed
-    for chunk in model.generate(prompt, raw=args.raw, **options):
-        print(chunk.get("response", ""), end="", flush=True)
-    print()
+
+def human_time(seconds: float, *, future: bool = False) -> str:
+    """"3 minutes ago", "4 minutes from now", "Forever" (a keep_alive that never ends)."""
+    if future and seconds > 100 * 365 * 86400:
+        return "Forever"
+    span = abs(seconds)
+    for size, unit in ((86400 * 365, "year"), (86400 * 30, "month"), (86400 * 7, "week"),
+                       (86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if span >= size:
+            n = int(span // size)
+            text = f"{n} {unit}{'s' if n > 1 else ''}"
+            return f"{text} from now" if future else f"{text} ago"
+    return "Less than a second" + (" from now" if future else " ago")
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("    ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _timestamp(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
+class Progress:
+    """A one-line progress display on stderr for uploads and server statuses."""
+
+    def __init__(self) -> None:
+        self.line = ""
+
+    def show(self, text: str) -> None:
+        pad = " " * max(0, len(self.line) - len(text))
+        sys.stderr.write(f"\r{text}{pad}")
+        sys.stderr.flush()
+        self.line = text
+
+    def done(self) -> None:
+        if self.line:
+            sys.stderr.write("\n")
+            self.line = ""
+
+
+# -- commands -------------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ollamapy.server.app import create_app
+    from ollamapy.settings import Settings
+
+    settings = Settings.from_env()
+    host = settings.host.host or "0.0.0.0"
+    uvicorn.run(create_app(settings), host=host, port=settings.host.port,
+                log_level="info", timeout_graceful_shutdown=10)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ollamapy", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"ollamapy {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="generate from a .gguf file or safetensors folder")
+def _chat_turn(client: Client, model: str, messages: list[dict[str, Any]],
+               verbose: bool) -> str:
+    reply = []
+    final: dict[str, Any] = {}
+    for chunk in client.stream("/api/chat", {"model": model, "messages": messages}):
+        text = chunk.get("message", {}).get("content", "")
+        print(text, end="", flush=True)
+        reply.append(text)
+        final = chunk
+    print()
+    if verbose and final.get("eval_duration"):
+        rate = final["eval_count"] / (final["eval_duration"] / 1e9)
+        print(f"eval count: {final['eval_count']} token(s)\neval rate: {rate:.2f} tokens/s",
+              file=sys.stderr)
+    return "".join(reply)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with Client() as client:
+        client.request("POST", "/api/show", {"model": args.model})  # 404 if it is not there
+        prompt = " ".join(args.prompt) if args.prompt else None
+        if prompt is None and not sys.stdin.isatty():
+            prompt = sys.stdin.read().strip()
+        if prompt is not None:
+            _chat_turn(client, args.model, [{"role": "user", "content": prompt}], args.verbose)
+            return 0
+        client.request("POST", "/api/chat", {"model": args.model, "messages": [],
+                                             "stream": False})  # load it now
+        messages: list[dict[str, Any]] = []
+        print('>>> Send a message (/? for help, /bye to quit)', file=sys.stderr)
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                print()
+                return 0
+            if not line.strip():
+                continue
+            if line.strip() == "/bye":
+                return 0
+            if line.strip() == "/clear":
+                messages.clear()
+                print("Cleared session context", file=sys.stderr)
+                continue
+            if line.strip() in ("/?", "/help"):
+                print("  /clear    forget the conversation\n  /bye      exit", file=sys.stderr)
+                continue
+            messages.append({"role": "user", "content": line})
+            try:
+                reply = _chat_turn(client, args.model, messages, args.verbose)
+            except KeyboardInterrupt:
+                print()
+                messages.pop()
+                continue
+            messages.append({"role": "assistant", "content": reply})
+
+
+def _weights_files(source: Path) -> dict[str, Path]:
+    """A FROM path → {name on the server: local file}: one GGUF, or a folder's files."""
+    if source.is_file():
+        return {source.name: source}
+    return {f.relative_to(source).as_posix(): f for f in sorted(source.rglob("*"))
+            if f.is_file() and not any(p.startswith(".") for p in f.relative_to(source).parts)}
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    from ollamapy.store import parse_modelfile
+
+    modelfile_path = Path(args.file)
+    modelfile = parse_modelfile(modelfile_path.read_text(encoding="utf-8"))
+    for warning in modelfile.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    body: dict[str, Any] = {"model": args.model, **{
+        k: v for k, v in modelfile.create_kwargs().items() if v is not None}}
+    source = Path(modelfile.from_).expanduser()
+    if not source.is_absolute():
+        source = modelfile_path.parent / source
+    progress = Progress()
+    with Client() as client:
+        if modelfile.from_.startswith((".", "/", "~")) or source.exists():
+            if not source.exists():
+                raise ClientError(f"no such file or directory: {modelfile.from_}")
+            progress.show("gathering model components")
+            files = {}
+            for name, path in _weights_files(source).items():
+                total, sent = path.stat().st_size, 0
+
+                def tick(n: int, name: str = name, total: int = total) -> None:
+                    nonlocal sent
+                    sent += n
+                    progress.show(f"copying file {name} {100 * sent // max(total, 1)}%")
+
+                files[name] = client.upload_blob(path, tick)
+            body["files"] = files
+        else:
+            body["from"] = modelfile.from_
+        for status in client.stream("/api/create", body):
+            progress.show(status.get("status", ""))
+        progress.done()
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with Client() as client:
+        info = client.request("POST", "/api/show", {"model": args.model})
+    for flag, key in (("modelfile", "modelfile"), ("parameters", "parameters"),
+                      ("template", "template"), ("system", "system"), ("license", "license")):
+        if getattr(args, flag):
+            print(info.get(key, ""))
+            return 0
+    model_info, details = info.get("model_info") or {}, info.get("details") or {}
+    arch = model_info.get("general.architecture", details.get("family", ""))
+    rows = [["architecture", arch], ["parameters", details.get("parameter_size", "")]]
+    for label, key in (("context length", "context_length"),
+                       ("embedding length", "embedding_length")):
+        if f"{arch}.{key}" in model_info:
+            rows.append([label, str(model_info[f"{arch}.{key}"])])
+    rows.append(["quantization", details.get("quantization_level", "")])
+    print("  Model")
+    print("\n".join("    " + line for line in table(rows).splitlines()))
+    print("\n  Capabilities")
+    print("\n".join(f"    {c}" for c in info.get("capabilities", [])))
+    if info.get("parameters"):
+        print("\n  Parameters")
+        print("\n".join("    " + line for line in info["parameters"].splitlines()))
+    if info.get("system"):
+        print("\n  System\n    " + info["system"].strip().replace("\n", "\n    "))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with Client() as client:
+        models = client.request("GET", "/api/tags")["models"]
+    rows = [["NAME", "ID", "SIZE", "MODIFIED"]]
+    now = time.time()
+    for m in models:
+        rows.append([m["name"], m["digest"][:12], human_bytes(m["size"]),
+                     human_time(now - _timestamp(m["modified_at"]))])
+    print(table(rows))
+    return 0
+
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    with Client() as client:
+        models = client.request("GET", "/api/ps")["models"]
+    rows = [["NAME", "ID", "SIZE", "PROCESSOR", "CONTEXT", "UNTIL"]]
+    now = time.time()
+    for m in models:
+        processor = "100% GPU" if m.get("size_vram") == m["size"] and m["size"] else "100% CPU"
+        rows.append([m["name"], m["digest"][:12], human_bytes(m["size"]), processor,
+                     str(m.get("context_length", "")),
+                     human_time(_timestamp(m["expires_at"]) - now, future=True)])
+    print(table(rows))
+    return 0
+
+
+def cmd_cp(args: argparse.Namespace) -> int:
+    with Client() as client:
+        client.request("POST", "/api/copy", {"source": args.source,
+                                             "destination": args.destination})
+    print(f"copied '{args.source}' to '{args.destination}'")
+    return 0
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    with Client() as client:
+        for name in args.models:
+            client.request("DELETE", "/api/delete", {"model": name})
+            print(f"deleted '{name}'")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    with Client() as client:
+        client.request("POST", "/api/generate", {"model": args.model, "keep_alive": 0,
+                                                 "stream": False})
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ollamapy", description=__doc__)
+    p.add_argument("--version", action="version", version=f"ollamapy {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help: str
+            ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help)
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("serve", cmd_serve, "start the server on OLLAMA_HOST")
+    run = add("run", cmd_run, "chat with a model (one prompt, or interactively)")
     run.add_argument("model")
-    run.add_argument("prompt", nargs="?")
-    run.add_argument("--raw", action="store_true", help="no chat template")
-    run.add_argument("--temperature", type=float, default=0.8)
-    run.add_argument("--num-predict", type=int, default=128)
-    run.add_argument("--seed", type=int)
-    run.add_argument("--device", default=None)
-    sub.add_parser("serve", help="serve the Ollama API (not yet)")
-    args = parser.parse_args(argv)
-    if args.command == "run":
-        return _run(args)
-    print("ollamapy serve: not yet — the HTTP server lands with the native API issue.")
-    return 1
+    run.add_argument("prompt", nargs="*")
+    run.add_argument("--verbose", action="store_true", help="print the eval rate")
+    create = add("create", cmd_create, "create a model from a Modelfile")
+    create.add_argument("model")
+    create.add_argument("-f", "--file", default="Modelfile")
+    show = add("show", cmd_show, "show a model's information")
+    show.add_argument("model")
+    for flag in ("modelfile", "parameters", "template", "system", "license"):
+        show.add_argument(f"--{flag}", action="store_true")
+    add("list", cmd_list, "list models")
+    sub._name_parser_map["ls"] = sub._name_parser_map["list"]
+    add("ps", cmd_ps, "list running models")
+    cp = add("cp", cmd_cp, "copy a model")
+    cp.add_argument("source")
+    cp.add_argument("destination")
+    rm = add("rm", cmd_rm, "remove models")
+    rm.add_argument("models", nargs="+")
+    stop = add("stop", cmd_stop, "unload a running model")
+    stop.add_argument("model")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except ClientError as e:
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        from ollamapy.store import StoreError
+
+        if isinstance(e, StoreError | ValueError | OSError):
+            print(f"Error: {e}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

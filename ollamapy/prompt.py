@@ -1,0 +1,90 @@
+"""Prompt assembly: which messages a request means, rendered by which template, cut to fit.
+
+Ollama's rules (../shared/reference/ollama-api.md §3.1, §3.2, §5.2):
+- chat: the model's MESSAGE history, then the request's messages; the model's SYSTEM is put
+  first unless the request starts with a system message of its own;
+- generate: [system (the request's, else the model's)] + MESSAGE history (unless `context`
+  is given) + the user's prompt;
+- the template is the model's Go TEMPLATE layer when it has one, else the checkpoint's own
+  Jinja chat template, else the prompt alone (Ollama's `{{ .Prompt }}`);
+- when the rendered prompt is longer than num_ctx, the oldest messages are dropped, keeping
+  every system message before the kept window and always the last message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ollamapy.text.gotemplate import render_go_template
+from ollamapy.text.template import DEFAULT_TEMPLATE, render_chat_template
+
+Message = Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrompt:
+    """The model's side of every prompt: from its store layers and its checkpoint."""
+
+    go_template: str | None = None  # TEMPLATE layer (Go text/template)
+    jinja_template: str | None = None  # the checkpoint's chat template
+    system: str | None = None  # SYSTEM layer
+    messages: tuple[Message, ...] = ()  # MESSAGE layers
+    bos_token: str = ""
+    eos_token: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def template(self) -> str:
+        """What /api/show reports as the template."""
+        return self.go_template or self.jinja_template or "{{ .Prompt }}"
+
+
+def chat_messages(model: ModelPrompt, request: Sequence[Message]) -> list[Message]:
+    msgs = [*model.messages, *request]
+    if model.system and (not request or request[0].get("role") != "system"):
+        msgs.insert(0, {"role": "system", "content": model.system})
+    return msgs
+
+
+def generate_messages(model: ModelPrompt, prompt: str, system: str | None,
+                      with_history: bool = True) -> list[Message]:
+    msgs: list[Message] = []
+    if system or model.system:
+        msgs.append({"role": "system", "content": system or model.system})
+    if with_history:
+        msgs.extend(model.messages)
+    msgs.append({"role": "user", "content": prompt})
+    return msgs
+
+
+def render(model: ModelPrompt, messages: Sequence[Message], *,
+           tools: Sequence[Mapping[str, Any]] | None = None, go_template: str | None = None,
+           suffix: str | None = None) -> str:
+    """Render messages with the request's Go template override, else the model's Go TEMPLATE,
+    else its Jinja chat template, else the contents alone."""
+    template = go_template or model.go_template
+    if template is not None:
+        return render_go_template(template, messages, tools=tools, suffix=suffix)
+    return render_chat_template(model.jinja_template or DEFAULT_TEMPLATE, messages,
+                                add_generation_prompt=True, bos_token=model.bos_token,
+                                eos_token=model.eos_token, tools=tools or None)
+
+
+def fit_messages(model: ModelPrompt, messages: Sequence[Message], num_ctx: int,
+                 count_tokens: Callable[[str], int], *,
+                 tools: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, int]:
+    """Render the longest tail of messages that fits num_ctx tokens (system messages before
+    the tail are always kept, the last message always). → (prompt, messages dropped)."""
+    last = len(messages) - 1
+    start = last
+    for i in range(last - 1, -1, -1):
+        system = [m for m in messages[:i] if m.get("role") == "system"]
+        prompt = render(model, [*system, *messages[i:]], tools=tools)
+        if count_tokens(prompt) > num_ctx:
+            break
+        start = i
+    kept = [*[m for m in messages[:start] if m.get("role") == "system"], *messages[start:]]
+    dropped = len(messages) - len(kept)
+    return render(model, kept, tools=tools), dropped

@@ -1,0 +1,156 @@
+"""The scheduler: loads runners on demand, keeps them for their keep_alive, unloads them.
+
+Ollama's rules (../shared/reference/ollama-api.md §6.8, §7.3): a request that sets
+keep_alive overwrites the loaded model's; one that omits it leaves it (a fresh load takes
+`OLLAMA_KEEP_ALIVE`); the idle timer starts when the last request using the model finishes;
+0 unloads then, a negative value never. A changed `num_ctx` (after clamping to the trained
+context) or a changed model reloads it. At most `OLLAMA_MAX_LOADED_MODELS` stay loaded: the
+least recently used idle one makes room. Only one model loads at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from ollamapy.runner import ModelSpec, Runner
+from ollamapy.settings import FOREVER, Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_NUM_CTX = 4096  # Ollama's default below 24 GiB of VRAM
+
+
+@dataclass(eq=False)
+class Loaded:
+    spec: ModelSpec
+    runner: Runner
+    keep_alive: float  # seconds, FOREVER for never
+    refs: int = 0
+    last_used: float = 0.0  # monotonic
+    expires_at: float = 0.0  # wall clock, for /api/ps
+    timer: asyncio.TimerHandle | None = None
+
+
+class Scheduler:
+    def __init__(self, settings: Settings,
+                 make_runner: Callable[[ModelSpec, int], Runner] = Runner) -> None:
+        self.settings = settings
+        self.make_runner = make_runner
+        self.loaded: dict[str, Loaded] = {}  # by model name
+        self._load_lock = asyncio.Lock()
+
+    def wanted_num_ctx(self, spec: ModelSpec, options: Mapping[str, Any] | None) -> int:
+        """request options > Modelfile parameter > OLLAMA_CONTEXT_LENGTH > 4096."""
+        for source in ((options or {}).get("num_ctx"), spec.params.get("num_ctx")):
+            if isinstance(source, int | float) and not isinstance(source, bool):
+                return int(source)
+        return self.settings.context_length or DEFAULT_NUM_CTX
+
+    @asynccontextmanager
+    async def use(self, spec: ModelSpec, options: Mapping[str, Any] | None = None,
+                  keep_alive: float | None = None) -> AsyncIterator[Runner]:
+        """The runner for spec, loaded if needed, held for the duration of the block."""
+        loaded = await self._acquire(spec, self.wanted_num_ctx(spec, options), keep_alive)
+        try:
+            yield loaded.runner
+        finally:
+            self._release(loaded)
+
+    async def _acquire(self, spec: ModelSpec, num_ctx: int, keep_alive: float | None
+                       ) -> Loaded:
+        async with self._load_lock:
+            current = self.loaded.get(spec.name)
+            if current is not None and self._needs_reload(current, spec, num_ctx):
+                await self._wait_idle(current)
+                self._unload(current)
+                current = None
+            if current is None:
+                await self._make_room()
+                runner = await asyncio.to_thread(self.make_runner, spec, num_ctx)
+                current = Loaded(spec, runner, self.settings.keep_alive)
+                self.loaded[spec.name] = current
+            if keep_alive is not None:
+                current.keep_alive = keep_alive
+            current.refs += 1
+            current.last_used = time.monotonic()
+            self._cancel_timer(current)
+            current.expires_at = _deadline(current.keep_alive)
+            return current
+
+    @staticmethod
+    def _needs_reload(loaded: Loaded, spec: ModelSpec, num_ctx: int) -> bool:
+        runner = loaded.runner
+        clamped = max(4, min(num_ctx, runner.context_length))
+        return loaded.spec.digest != spec.digest or (
+            not runner.is_encoder and clamped != runner.num_ctx)
+
+    async def _wait_idle(self, loaded: Loaded) -> None:
+        while loaded.refs:
+            await asyncio.sleep(0.01)
+
+    async def _make_room(self) -> None:
+        while len(self.loaded) >= self.settings.max_loaded_models:
+            idle = [m for m in self.loaded.values() if not m.refs]
+            if idle:
+                self._unload(min(idle, key=lambda m: m.last_used))
+            else:  # every model is busy: wait for one to finish
+                await asyncio.sleep(0.01)
+
+    def _release(self, loaded: Loaded) -> None:
+        loaded.refs -= 1
+        loaded.last_used = time.monotonic()
+        if loaded.refs or self.loaded.get(loaded.spec.name) is not loaded:
+            return
+        loaded.expires_at = _deadline(loaded.keep_alive)
+        if loaded.keep_alive <= 0:
+            self._unload(loaded)
+        elif loaded.keep_alive != FOREVER:
+            loop = asyncio.get_running_loop()
+            loaded.timer = loop.call_later(loaded.keep_alive, self._expire, loaded)
+
+    def _expire(self, loaded: Loaded) -> None:
+        if not loaded.refs and self.loaded.get(loaded.spec.name) is loaded:
+            log.info("keep_alive expired: unloading %s", loaded.spec.name)
+            self._unload(loaded)
+
+    @staticmethod
+    def _cancel_timer(loaded: Loaded) -> None:
+        if loaded.timer is not None:
+            loaded.timer.cancel()
+            loaded.timer = None
+
+    def _unload(self, loaded: Loaded) -> None:
+        self._cancel_timer(loaded)
+        if self.loaded.get(loaded.spec.name) is loaded:
+            del self.loaded[loaded.spec.name]
+        loaded.runner.close()
+
+    def unload(self, name: str) -> bool:
+        """Unload as soon as idle (keep_alive 0 with an empty prompt); False if not loaded."""
+        loaded = self.loaded.get(name)
+        if loaded is None:
+            return False
+        loaded.keep_alive = 0
+        if not loaded.refs:
+            self._unload(loaded)
+        return True
+
+    def running(self) -> list[Loaded]:
+        """Loaded models, the latest to expire first (as /api/ps sorts them)."""
+        return sorted(self.loaded.values(), key=lambda m: m.expires_at, reverse=True)
+
+    def shutdown(self) -> None:
+        for loaded in list(self.loaded.values()):
+            self._unload(loaded)
+
+
+def _deadline(keep_alive: float) -> float:
+    if keep_alive == FOREVER:
+        return time.time() + 292 * 365.25 * 86400  # Go's "forever": MaxInt64 nanoseconds
+    return time.time() + max(keep_alive, 0.0)

@@ -1,0 +1,256 @@
+"""Handlers that run a model: /api/generate, /api/chat, /api/embed, /api/embeddings.
+
+Each handler checks the request (Ollama's field types and error texts), resolves the model,
+and streams what the runner yields, shaped as Ollama's chunks. Nothing here touches torch,
+tokens or templates: the runner does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ollamapy.engine.options import OptionsError, parse_options
+from ollamapy.runner import Finished, ModelSpec, RequestError, Runner
+from ollamapy.server import schemas
+from ollamapy.server.errors import APIError, bad_request, model_not_found, model_not_found_pull
+from ollamapy.server.state import State
+from ollamapy.server.streaming import Chunk, OllamaJSON, created_at, respond
+from ollamapy.settings import parse_keep_alive
+
+
+def _keep_alive(fields: Mapping[str, Any]) -> float | None:
+    if "keep_alive" not in fields:
+        return None
+    try:
+        return parse_keep_alive(fields["keep_alive"])
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+
+
+def _check_options(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate option types up front (a 400 here, where Ollama answers 500)."""
+    options = fields.get("options") or {}
+    try:
+        parse_options(options)
+    except OptionsError as e:
+        raise bad_request(str(e)) from None
+    return options
+
+
+def _check_common(fields: Mapping[str, Any], name: str) -> None:
+    top = fields.get("top_logprobs", 0)
+    if not 0 <= top <= 20:
+        raise bad_request("top_logprobs must be between 0 and 20")
+    if fields.get("think") not in (None, False):
+        raise bad_request(f'"{name}" does not support thinking')
+    if fields.get("format") not in (None, ""):
+        raise bad_request("format (structured outputs) is not supported by ollamapy yet")
+    if fields.get("logprobs"):
+        raise bad_request("logprobs are not supported by ollamapy yet")
+
+
+def _metrics(done: Finished, t_start: int, load_ns: int) -> dict[str, Any]:
+    """Ollama's counters; zero ones are omitted (omitempty)."""
+    values = {"total_duration": time.perf_counter_ns() - t_start, "load_duration": load_ns,
+              "prompt_eval_count": done.prompt_eval_count,
+              "prompt_eval_duration": done.prompt_eval_duration,
+              "eval_count": done.eval_count, "eval_duration": done.eval_duration}
+    return {k: v for k, v in values.items() if v}
+
+
+async def _run(state: State, spec: ModelSpec, options: Mapping[str, Any],
+               keep_alive: float | None, start: Any) -> AsyncIterator[tuple[Any, int]]:
+    """Hold the model's runner while `start(runner)` streams; → (event, load_ns) pairs.
+    Request problems found by the runner become 400s."""
+    t_start = time.perf_counter_ns()
+    async with state.scheduler.use(spec, options, keep_alive) as runner:
+        load_ns = time.perf_counter_ns() - t_start
+        try:
+            async with aclosing(start(runner)) as events:
+                async for event in events:
+                    yield event, load_ns
+        except (RequestError, OptionsError) as e:
+            raise bad_request(str(e)) from None
+
+
+async def _load_only(state: State, spec: ModelSpec, keep_alive: float | None,
+                     chunk: Chunk) -> Response:
+    """An empty prompt loads the model (done_reason "load"); with keep_alive 0 it unloads
+    it without loading first ("unload")."""
+    if keep_alive == 0:
+        state.scheduler.unload(spec.name)
+        return OllamaJSON({**chunk, "created_at": created_at(), "done": True,
+                           "done_reason": "unload"})
+    async with state.scheduler.use(spec, None, keep_alive):
+        pass
+    return OllamaJSON({**chunk, "created_at": created_at(), "done": True, "done_reason": "load"})
+
+
+# -- /api/generate --------------------------------------------------------------------------
+
+
+async def generate(request: Request) -> Response:
+    state: State = request.app.state.ollamapy
+    fields = schemas.decode(await request.body(), schemas.GENERATE, "GenerateRequest")
+    name = fields.get("model", "")
+    if fields.get("raw") and (fields.get("template") or fields.get("system")
+                              or fields.get("context")):
+        raise bad_request("raw mode does not support template, system, or context")
+    _check_common(fields, name)
+    keep_alive = _keep_alive(fields)
+    options = _check_options(fields)
+    spec = state.resolve(name)
+    if spec is None:
+        raise model_not_found(name)
+    if "completion" not in spec.capabilities:
+        raise bad_request(f'"{name}" does not support generate')
+    if fields.get("images"):
+        raise bad_request(f'"{name}" does not support images')
+    if not fields.get("prompt") and not fields.get("suffix"):
+        return await _load_only(state, spec, keep_alive, {"model": name, "response": ""})
+    raw = fields.get("raw", False)
+
+    def start(runner: Runner) -> AsyncIterator[Any]:
+        return runner.generate(fields.get("prompt", ""), runner.options(options),
+                               system=fields.get("system"), raw=raw,
+                               template=fields.get("template"), suffix=fields.get("suffix"),
+                               context=fields.get("context"),
+                               truncate=fields.get("truncate", True),
+                               shift=fields.get("shift", True))
+
+    async def chunks() -> AsyncIterator[Chunk]:
+        t_start = time.perf_counter_ns()
+        async with aclosing(_run(state, spec, options, keep_alive, start)) as events:
+            async for event, load_ns in events:
+                if isinstance(event, Finished):
+                    final: Chunk = {"model": name, "created_at": created_at(), "response": "",
+                                    "done": True, "done_reason": event.done_reason}
+                    if not raw:
+                        final["context"] = event.context
+                    yield final | _metrics(event, t_start, load_ns)
+                else:
+                    yield {"model": name, "created_at": created_at(), "response": event.text,
+                           "done": False}
+
+    def merge(all_chunks: list[Chunk]) -> Chunk:
+        return all_chunks[-1] | {"response": "".join(c["response"] for c in all_chunks)}
+
+    return await respond(chunks(), stream=fields.get("stream", True), merge=merge)
+
+
+# -- /api/chat ------------------------------------------------------------------------------
+
+
+async def chat(request: Request) -> Response:
+    state: State = request.app.state.ollamapy
+    fields = schemas.decode(await request.body(), schemas.CHAT, "ChatRequest")
+    name = schemas.require_model(fields)
+    messages = schemas.messages(fields.get("messages", []), "ChatRequest")
+    _check_common(fields, name)
+    keep_alive = _keep_alive(fields)
+    options = _check_options(fields)
+    spec = state.resolve(name)
+    if spec is None:
+        raise model_not_found(name)
+    if "completion" not in spec.capabilities:
+        raise bad_request(f'"{name}" does not support chat')
+    tools = fields.get("tools") or []
+    if tools and "tools" not in spec.capabilities:
+        raise bad_request(f"{state.full_name(name)} does not support tools")
+    if any(m.get("images") for m in messages):
+        raise bad_request(f'"{name}" does not support images')
+    empty = {"role": "assistant", "content": ""}
+    if not messages:
+        return await _load_only(state, spec, keep_alive, {"model": name, "message": empty})
+
+    def start(runner: Runner) -> AsyncIterator[Any]:
+        return runner.chat(messages, runner.options(options), tools=tools or None,
+                           truncate=fields.get("truncate", True),
+                           shift=fields.get("shift", True))
+
+    async def chunks() -> AsyncIterator[Chunk]:
+        t_start = time.perf_counter_ns()
+        async with aclosing(_run(state, spec, options, keep_alive, start)) as events:
+            async for event, load_ns in events:
+                if isinstance(event, Finished):
+                    yield {"model": name, "created_at": created_at(), "message": empty,
+                           "done": True, "done_reason": event.done_reason,
+                           } | _metrics(event, t_start, load_ns)
+                else:
+                    yield {"model": name, "created_at": created_at(),
+                           "message": {"role": "assistant", "content": event.text}, "done": False}
+
+    def merge(all_chunks: list[Chunk]) -> Chunk:
+        content = "".join(c["message"]["content"] for c in all_chunks)
+        return all_chunks[-1] | {"message": {"role": "assistant", "content": content}}
+
+    return await respond(chunks(), stream=fields.get("stream", True), merge=merge)
+
+
+# -- /api/embed and /api/embeddings -----------------------------------------------------------
+
+
+def _embed_inputs(raw: Any) -> list[str]:
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and all(isinstance(x, str) for x in raw):
+        return raw
+    raise bad_request("invalid input type")
+
+
+async def _embed(state: State, spec: ModelSpec, inputs: list[str], options: Mapping[str, Any],
+                 keep_alive: float | None, **kwargs: Any) -> tuple[Any, int]:
+    events = _run(state, spec, options, keep_alive, lambda runner: runner.embed(inputs, **kwargs))
+    async with aclosing(events):
+        async for event, load_ns in events:
+            return event, load_ns
+    raise APIError(500, "no embeddings")
+
+
+async def embed(request: Request) -> Response:
+    state: State = request.app.state.ollamapy
+    t_start = time.perf_counter_ns()
+    fields = schemas.decode(await request.body(), schemas.EMBED, "EmbedRequest")
+    name = schemas.require_model(fields)
+    inputs = _embed_inputs(fields.get("input"))
+    keep_alive = _keep_alive(fields)
+    options = _check_options(fields)
+    spec = state.resolve(name)
+    if spec is None:
+        raise model_not_found_pull(name)
+    if not inputs:
+        async with state.scheduler.use(spec, options, keep_alive):
+            return OllamaJSON({"model": name, "embeddings": []})
+    result, load_ns = await _embed(state, spec, inputs, options, keep_alive,
+                                   truncate=fields.get("truncate", True),
+                                   dimensions=fields.get("dimensions"),
+                                   num_ctx=options.get("num_ctx"))
+    return OllamaJSON({"model": name, "embeddings": result.vectors,
+                       "total_duration": time.perf_counter_ns() - t_start,
+                       "load_duration": load_ns, "prompt_eval_count": result.prompt_eval_count})
+
+
+async def embeddings(request: Request) -> Response:
+    """The legacy endpoint: one prompt, one vector, not normalised."""
+    state: State = request.app.state.ollamapy
+    fields = schemas.decode(await request.body(), schemas.EMBEDDINGS, "EmbeddingRequest")
+    name = schemas.require_model(fields)
+    keep_alive = _keep_alive(fields)
+    options = _check_options(fields)
+    spec = state.resolve(name)
+    if spec is None:
+        raise model_not_found_pull(name)
+    if not fields.get("prompt"):
+        async with state.scheduler.use(spec, options, keep_alive):
+            return OllamaJSON({"embedding": []})
+    result, _ = await _embed(state, spec, [fields["prompt"]], options, keep_alive,
+                             normalize=False)
+    return OllamaJSON({"embedding": result.vectors[0]})

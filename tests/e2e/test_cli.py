@@ -1,0 +1,95 @@
+"""The `ollamapy` command line against the live server (OLLAMA_HOST honoured)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def greedy(server, tmp_path_factory) -> str:
+    """smollm2 with temperature 0 as a Modelfile parameter: `run` has no sampling flags."""
+    modelfile = tmp_path_factory.mktemp("greedy") / "Modelfile"
+    modelfile.write_text("FROM smollm2:135m\nPARAMETER temperature 0\n")
+    server.cli("create", "smol-greedy", "-f", str(modelfile))
+    return "smol-greedy"
+
+
+def test_list_show_run_ps_stop(server, greedy) -> None:
+    listing = server.cli("list").stdout
+    assert listing.splitlines()[0].split() == ["NAME", "ID", "SIZE", "MODIFIED"]
+    assert "smollm2:135m" in listing and "all-minilm:latest" in listing
+    show = server.cli("show", "smollm2:135m").stdout
+    assert "architecture" in show and "llama" in show and "8192" in show
+    assert server.cli("show", "smollm2:135m", "--modelfile").stdout.startswith("# Modelfile")
+    assert "<|im_start|>" in server.cli("show", "smollm2:135m", "--template").stdout
+    answer = server.cli("run", greedy, "What is the capital of France?").stdout
+    assert "Paris" in answer
+    ps = server.cli("ps").stdout
+    assert greedy in ps and "100% CPU" in ps
+    server.cli("stop", greedy)
+    assert greedy not in server.cli("ps").stdout
+
+
+def test_piped_prompt(server, greedy) -> None:
+    out = server.cli("run", greedy, input="What is the capital of France?\n")
+    assert "Paris" in out.stdout
+
+
+def _read_until(fd: int, marker: bytes, timeout: float = 120.0) -> bytes:
+    out, deadline = b"", time.monotonic() + timeout
+    while marker not in out:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise TimeoutError(f"no {marker!r} in {out!r}")
+        out += os.read(fd, 4096)
+    return out
+
+
+def test_interactive_run_keeps_the_conversation(server, greedy) -> None:
+    """On a terminal, `run` is a chat: each turn is sent with the ones before it."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "run", greedy],
+                            stdin=slave, stdout=slave, stderr=slave, env=server.env())
+    os.close(slave)
+    try:
+        _read_until(master, b">>> ")
+        os.write(master, b"The secret word is pineapple.\n")
+        _read_until(master, b">>> ")
+        os.write(master, b"What is the secret word?\n")
+        answer = _read_until(master, b">>> ").decode(errors="replace")
+        os.write(master, b"/bye\n")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert "pineapple" in answer.split("What is the secret word?")[-1].lower()
+
+
+def test_create_cp_rm(server, tmp_path) -> None:
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text('FROM smollm2:135m\nSYSTEM """You are terse."""\n'
+                         "PARAMETER temperature 0\nPARAMETER stop <|im_end|>\n")
+    server.cli("create", "terse", "-f", str(modelfile))
+    show = server.cli("show", "terse", "--parameters").stdout
+    assert "temperature" in show and "stop" in show
+    assert server.cli("show", "terse", "--system").stdout.strip() == "You are terse."
+    assert "copied 'terse' to 'terse2'" in server.cli("cp", "terse", "terse2").stdout
+    assert "deleted 'terse'" in server.cli("rm", "terse", "terse2").stdout
+    assert "terse" not in server.cli("list").stdout
+
+
+def test_cli_errors_are_clear(server, tmp_path) -> None:
+    r = server.cli("show", "missing-model", check=False)
+    assert r.returncode == 1 and "model 'missing-model' not found" in r.stderr
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text("ADAPTER ./lora.gguf\nFROM smollm2:135m\n")
+    r = server.cli("create", "x", "-f", str(modelfile), check=False)
+    assert r.returncode == 1 and "ADAPTER is not supported" in r.stderr

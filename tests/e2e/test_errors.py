@@ -1,0 +1,126 @@
+"""Bad requests get Ollama's status and text, and the server keeps serving."""
+
+from __future__ import annotations
+
+import httpx
+import ollama
+import pytest
+
+
+def post(server, path: str, body: bytes | dict, method: str = "POST") -> httpx.Response:
+    if isinstance(body, dict):
+        return httpx.request(method, f"{server.url}{path}", json=body, timeout=120)
+    return httpx.request(method, f"{server.url}{path}", content=body, timeout=120)
+
+
+def test_unknown_model_is_404_with_ollamas_text(client, server) -> None:
+    with pytest.raises(ollama.ResponseError) as e:
+        client.generate(model="nope", prompt="hi")
+    assert e.value.status_code == 404 and e.value.error == "model 'nope' not found"
+    with pytest.raises(ollama.ResponseError) as e:
+        client.chat(model="nope:7b", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 404 and e.value.error == "model 'nope:7b' not found"
+    with pytest.raises(ollama.ResponseError) as e:
+        client.embed(model="nope", input="hi")
+    assert e.value.error == 'model "nope" not found, try pulling it first'
+    with pytest.raises(ollama.ResponseError) as e:
+        client.show("nope")
+    assert e.value.status_code == 404 and e.value.error == "model 'nope' not found"
+    with pytest.raises(ollama.ResponseError) as e:
+        client.delete("nope")
+    assert e.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as e:
+        client.copy("nope", "other")
+    assert e.value.status_code == 404 and e.value.error == 'model "nope" not found'
+    r = post(server, "/api/generate", {"prompt": "hi"})
+    assert r.status_code == 404 and r.json() == {"error": "model '' not found"}
+
+
+def test_malformed_json_is_400(server) -> None:
+    for path in ("/api/generate", "/api/chat", "/api/embed", "/api/show", "/api/create"):
+        r = post(server, path, b'{"model": "smollm2:135m",')
+        assert r.status_code == 400 and r.json()["error"] == "unexpected EOF", path
+        r = post(server, path, b"xyz")
+        assert r.status_code == 400
+        assert r.json()["error"] == "invalid character 'x' looking for beginning of value"
+        r = post(server, path, b"")
+        assert r.status_code == 400 and r.json()["error"] == "missing request body"
+
+
+def test_wrong_field_types_are_400(server) -> None:
+    r = post(server, "/api/generate", {"model": "smollm2:135m", "prompt": 5})
+    assert r.status_code == 400
+    assert r.json()["error"] == ("json: cannot unmarshal number into Go struct field "
+                                 "GenerateRequest.prompt of type string")
+    r = post(server, "/api/chat", {"model": "smollm2:135m", "messages": "hi"})
+    assert r.status_code == 400 and "ChatRequest.messages" in r.json()["error"]
+    r = post(server, "/api/generate", {"model": "smollm2:135m", "prompt": "hi",
+                                       "options": {"temperature": "hot"}})
+    assert r.status_code == 400
+    assert r.json()["error"] == 'option "temperature" must be of type float32'
+    r = post(server, "/api/generate", {"model": "smollm2:135m", "prompt": "hi",
+                                       "keep_alive": "10"})
+    assert r.status_code == 400
+    assert r.json()["error"] == 'time: missing unit in duration "10"'
+    r = post(server, "/api/embed", {"model": "all-minilm", "input": [1, 2]})
+    assert r.status_code == 400 and r.json()["error"] == "invalid input type"
+
+
+def test_request_rules(server) -> None:
+    r = post(server, "/api/chat", {"messages": []})
+    assert r.status_code == 400 and r.json()["error"] == "model is required"
+    r = post(server, "/api/generate", {"model": "smollm2:135m", "prompt": "hi", "raw": True,
+                                       "system": "x"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "raw mode does not support template, system, or context"
+    r = post(server, "/api/generate", {"model": "smollm2:135m", "prompt": "hi",
+                                       "top_logprobs": 21})
+    assert r.json()["error"] == "top_logprobs must be between 0 and 20"
+    r = post(server, "/api/chat", {"model": "smollm2:135m", "messages": [
+        {"role": "user", "content": "hi"}], "tools": [{"type": "function", "function": {
+            "name": "f", "parameters": {"type": "object", "properties": {}}}}]})
+    assert r.status_code == 400
+    assert r.json()["error"] == "registry.ollama.ai/library/smollm2:135m does not support tools"
+    r = post(server, "/api/generate", {"model": "all-minilm", "prompt": "hi"})
+    assert r.status_code == 400 and r.json()["error"] == '"all-minilm" does not support generate'
+    r = post(server, "/api/generate", {"model": "smollm2:135m", "prompt": "x " * 300,
+                                       "truncate": False, "options": {"num_ctx": 64}})
+    assert r.status_code == 400
+    assert r.json()["error"] == "the input length exceeds the context length"
+
+
+def test_invalid_names_are_400(server) -> None:
+    r = post(server, "/api/show", {"model": "bad/name/with/too/many/parts"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid model name"
+    r = post(server, "/api/create", {"model": "../evil", "from": "smollm2:135m"})
+    assert r.status_code == 400 and r.json()["error"] == "invalid model name"
+    r = post(server, "/api/copy", {"source": "smollm2:135m", "destination": "a:b:c/.."})
+    assert r.status_code == 400 and r.json()["error"] == 'destination "a:b:c/.." is invalid'
+    r = post(server, "/api/delete", {"model": "x/../y"}, method="DELETE")
+    assert r.status_code == 400 and r.json()["error"] == 'name "x/../y" is invalid'
+
+
+def test_create_errors(server) -> None:
+    r = post(server, "/api/create", {"model": "empty"})
+    assert r.status_code == 400
+    assert r.json()["error"] == "neither 'from' or 'files' was specified"
+    r = post(server, "/api/create", {"model": "x", "files": {"/etc/passwd": "sha256:" + "0" * 64}})
+    assert r.status_code == 400 and r.json()["error"] == "file path must be relative"
+    r = post(server, "/api/create", {"model": "x", "from": "smollm2:135m",
+                                     "template": "{{ .Prompt "})
+    assert r.status_code == 400 and r.json()["error"].startswith("template error:")
+
+
+def test_wrong_method_and_path(server) -> None:
+    r = httpx.get(f"{server.url}/api/generate")
+    assert r.status_code == 405 and r.text == "405 method not allowed"
+    r = httpx.post(f"{server.url}/api/tags")
+    assert r.status_code == 405
+    r = httpx.get(f"{server.url}/api/nothing")
+    assert r.status_code == 404 and r.text == "404 page not found"
+
+
+def test_server_still_serves_after_errors(client) -> None:
+    r = client.generate(model="smollm2:135m", prompt="Hi", options={"temperature": 0,
+                                                                     "num_predict": 2})
+    assert r.done and r.eval_count == 2

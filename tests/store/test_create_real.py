@@ -1,0 +1,101 @@
+"""Create from the real models: smollm2-135m (GGUF) and all-minilm (safetensors folder)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ollamapy.loading.gguf import read_gguf
+from ollamapy.store import Store, create_model, render_modelfile
+from ollamapy.store.manifest import MEDIA_TYPE_JSON, MEDIA_TYPE_MODEL, MEDIA_TYPE_TENSOR
+from tests.conftest import model_path
+from tests.store.conftest import sha256_file, upload
+
+
+def big_blobs(store: Store) -> list[Path]:
+    return [p for p in store.blobs.root.iterdir() if p.stat().st_size > 1_000_000]
+
+
+def test_create_from_smollm2_gguf(store: Store) -> None:
+    gguf = model_path("smollm2-135m.gguf")
+    digest = upload(store, gguf)
+    assert store.blobs.path(digest).stat().st_size == gguf.stat().st_size
+    with store.blobs.writer(digest) as again:  # a second upload finds it present
+        again.write(gguf.read_bytes())
+        assert again.commit() is False
+
+    progress = list(create_model(store, "smollm2:135m", files={"smollm2-135m.gguf": digest}))
+    assert progress == [{"status": "parsing GGUF"},
+                        {"status": f"using existing layer {digest}"},
+                        {"status": "writing manifest"}, {"status": "success"}]
+
+    model = store.model("smollm2:135m")
+    config = model.config
+    assert (config.model_format, config.model_family, config.file_type) == ("gguf", "llama",
+                                                                            "Q4_1")
+    # the file has no general.parameter_count; like Ollama we count the tensors' elements,
+    # and Ollama's format.HumanNumber prints 134,515,008 as "134.52M" (not the label "135M")
+    with read_gguf(gguf) as f:
+        assert "general.parameter_count" not in f.metadata
+        assert f.metadata["general.size_label"] == "135M"
+        assert sum(math.prod(t.shape) for t in f.tensors.values()) == 134_515_008
+    assert config.model_type == "134.52M"
+    assert config.capabilities == ("completion",)
+    assert (config.context_length, config.embedding_length) == (8192, 576)
+    assert model.model_path == store.blobs.path(digest) and model.template is None
+
+    # a derived model shares the weights blob
+    progress = list(create_model(store, "pirate", from_="smollm2:135m",
+                                 system="You are a pirate."))
+    assert progress[0] == {"status": f"using existing layer {digest}"}
+    pirate = store.model("pirate")
+    assert pirate.model_path == model.model_path and pirate.parent_model == "smollm2:135m"
+    assert pirate.system == "You are a pirate."
+    assert big_blobs(store) == [store.blobs.path(digest)]
+    assert "FROM " + str(model.model_path) in render_modelfile(pirate)
+
+    store.delete("smollm2:135m")
+    assert store.blobs.exists(digest)  # still the pirate's
+    store.delete("pirate")
+    assert not store.blobs.exists(digest)
+    assert store.list_models() == []
+
+
+def test_create_from_the_all_minilm_folder(store: Store, tmp_path: Path) -> None:
+    folder = model_path("all-minilm")
+    files = {p.relative_to(folder).as_posix(): upload(store, p)
+             for p in sorted(folder.rglob("*")) if p.is_file()}
+    assert "1_Pooling/config.json" in files and "README.md" in files
+
+    progress = list(create_model(store, "all-minilm", files=files))
+    statuses = [p["status"] for p in progress]
+    assert statuses[0] == "parsing safetensors"
+    kept = sorted(p for p in files if p.endswith((".json", ".safetensors")))
+    skipped = sorted(p for p in files if p not in kept)
+    assert statuses[1:1 + len(skipped)] == [
+        f"skipping {p}: not a safetensors or json file" for p in skipped]
+    assert statuses[1 + len(skipped):] == [
+        *(f"using existing layer {files[p]}" for p in kept), "writing manifest", "success"]
+
+    model = store.model("all-minilm")
+    config = model.config
+    assert (config.model_format, config.model_family, config.model_families) == (
+        "safetensors", "bert", ("bert",))
+    assert config.capabilities == ("embedding",)
+    assert (config.model_type, config.file_type) == ("22.71M", "F32")
+    assert (config.context_length, config.embedding_length) == (512, 384)
+    assert model.model_path is None and model.format == "safetensors"
+    layers = {la.name: la.media_type for la in model.manifest.layers}
+    assert layers["model.safetensors"] == MEDIA_TYPE_TENSOR
+    assert layers["1_Pooling/config.json"] == MEDIA_TYPE_JSON
+    assert MEDIA_TYPE_MODEL not in layers.values()
+    assert sorted(model.files) == kept
+
+    linked = model.link_folder(tmp_path / "linked")
+    for rel in kept:
+        assert sha256_file(linked / rel) == files[rel]
+    assert model.link_folder(tmp_path / "linked") == linked  # a second request reuses it
+    assert sorted(str(p.relative_to(linked)) for p in linked.rglob("*") if p.is_file()) == kept
+    assert render_modelfile(model).startswith(
+        '# Modelfile generated by "ollama show"\nFROM all-minilm:latest\n')
+
