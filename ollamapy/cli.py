@@ -60,13 +60,18 @@ class Progress:
         self.line = ""
 
     def show(self, text: str) -> None:
+        if not sys.stderr.isatty():  # a log: one line per status, no carriage returns
+            if not text.endswith("%") or text.endswith(" 100%"):
+                print(text, file=sys.stderr)
+            self.line = text
+            return
         pad = " " * max(0, len(self.line) - len(text))
         sys.stderr.write(f"\r{text}{pad}")
         sys.stderr.flush()
         self.line = text
 
     def done(self) -> None:
-        if self.line:
+        if self.line and sys.stderr.isatty():
             sys.stderr.write("\n")
             self.line = ""
 
