@@ -7,6 +7,7 @@ Every command but `serve` is a client of a running server at `OLLAMA_HOST` (defa
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -85,6 +86,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     host = settings.host.host or "0.0.0.0"
+    # uvicorn handles SIGTERM/SIGINT (stop accepting, let streams in flight finish for up to
+    # 10 s, unload), then re-raises the signal to the handler it found: make that a no-op so
+    # a graceful stop exits 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(create_app(settings), host=host, port=settings.host.port,
                 log_level="info", timeout_graceful_shutdown=10)
     return 0

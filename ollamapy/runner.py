@@ -1,11 +1,12 @@
 """A runner owns one loaded model and turns requests into its streamed answers.
 
 It holds the weights (`ollamapy.loaded.LoadedModel`), the model's prompt side (template,
-system, MESSAGE history) and its Modelfile parameters; it builds prompts, tokenizes, runs the
-engine's generation loop and embeds. Work runs on a worker thread (torch releases the GIL in
-its kernels) and reaches asyncio callers as an async iterator; when the caller stops
-iterating (the client went away), the thread stops at the next token. Requests to one runner
-are served one at a time here; continuous batching replaces that in the concurrency work.
+system, MESSAGE history) and its Modelfile parameters. It builds and tokenizes prompts (on a
+thread of asyncio's pool), then hands the request to the model's engine thread
+(`ollamapy.worker`): continuous batching of up to `num_parallel` sequences for a decoder,
+shared padded forwards for an encoder. Answers reach asyncio callers as async iterators;
+when a caller stops iterating (the client went away), its sequence leaves the batch before
+the next step.
 """
 
 from __future__ import annotations
@@ -13,20 +14,33 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
-import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from ollamapy.engine.batch import Batch
 from ollamapy.engine.device import release_cached_memory
-from ollamapy.engine.generate import Delta, Done, generate
 from ollamapy.engine.options import Options, parse_options
+from ollamapy.engine.seq import Seq
 from ollamapy.loaded import LoadedModel, load
 from ollamapy.prompt import ModelPrompt, chat_messages, fit_messages, generate_messages, render
 from ollamapy.text.detokenize import IncrementalDetokenizer
+from ollamapy.worker import (
+    DecodeJob,
+    DecodeWorker,
+    Embeddings,
+    EmbedJob,
+    EmbedWorker,
+    Finished,
+    ServerBusy,
+    ShuttingDown,
+    Text,
+    Worker,
+)
 
-T = TypeVar("T")
+__all__ = ["Embeddings", "Finished", "ModelSpec", "RequestError", "Runner", "ServerBusy",
+           "ShuttingDown", "Text"]
 
 
 class RequestError(ValueError):
@@ -47,40 +61,16 @@ class ModelSpec:
     capabilities: tuple[str, ...] = ("completion",)  # Ollama's: completion, embedding, tools…
 
 
-@dataclass(frozen=True, slots=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    done_reason: str
-    prompt_eval_count: int
-    prompt_eval_duration: int  # ns
-    eval_count: int
-    eval_duration: int  # ns
-    context: list[int]  # prompt and generated ids (generate's deprecated `context`)
-    prompt_tokens_dropped: int = 0
-    messages_dropped: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class Embeddings:
-    vectors: list[list[float]]
-    prompt_eval_count: int
-
-
-_END = object()
-
-
 class Runner:
-    def __init__(self, spec: ModelSpec, num_ctx: int, device: str | None = None) -> None:
+    def __init__(self, spec: ModelSpec, num_ctx: int, *, num_parallel: int = 4,
+                 max_queue: int = 512, device: str | None = None) -> None:
         self.spec = spec
         self.model: LoadedModel = load(spec.path, device=device)
         self.is_encoder = self.model.checkpoint.kind == "encoder"
         self.context_length = self.model.context_length
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one
         self.num_ctx = max(4, min(num_ctx, self.context_length))
+        self.num_parallel = num_parallel
         self.base_options = parse_options(spec.params, Options(num_ctx=self.num_ctx))
         tok = self.model.tokenizer
         self.prompt = ModelPrompt(
@@ -88,10 +78,19 @@ class Runner:
             system=spec.system, messages=tuple(spec.messages),
             bos_token=tok.token_text(tok.bos_id) if tok.bos_id is not None else "",
             eos_token=tok.token_text(tok.eos_id) if tok.eos_id is not None else "")
-        self._lock = threading.Lock()  # one request at a time (batching comes later)
+        self.worker: Worker
+        if self.is_encoder:
+            self.worker = EmbedWorker(spec.name, self.model.embed_ids, max_queue)
+        else:
+            batch = Batch(self.model.decoder, num_parallel, self.num_ctx,
+                          self.base_options.num_batch)
+            self.worker = DecodeWorker(spec.name, batch, max_queue)
 
     def close(self) -> None:
-        """Release the weights now (the scheduler only unloads runners nobody is using)."""
+        """Stop the engine thread (failing what it still holds) and release the weights."""
+        self.worker.stop()
+        if isinstance(self.worker, DecodeWorker):
+            del self.worker.batch
         del self.model
         gc.collect()
         release_cached_memory()
@@ -99,10 +98,12 @@ class Runner:
     # -- facts for /api/ps ------------------------------------------------------------------
     @property
     def size(self) -> int:
-        """Bytes held: weights (tied ones once) plus, for decoders, a KV cache of num_ctx."""
+        """Bytes held: weights (tied ones once) plus, for decoders, the KV cache of every
+        slot."""
         tensors = {t.data_ptr(): t.numel() * t.element_size()
                    for t in self.model.model.state_dict().values()}
-        return sum(tensors.values()) + (0 if self.is_encoder else self.model.kv_bytes(self.num_ctx))
+        kv = 0 if self.is_encoder else self.num_parallel * self.model.kv_bytes(self.num_ctx)
+        return sum(tensors.values()) + kv
 
     @property
     def on_gpu(self) -> bool:
@@ -149,100 +150,46 @@ class Runner:
         if self.is_encoder:
             raise RequestError(f'"{self.spec.name}" does not support {what}')
 
-    def _generate(self, make_prompt: Callable[[], tuple[list[int], int]], options: Options, *,
-                  truncate: bool, shift: bool, raw: bool = False
-                  ) -> AsyncIterator[Text | Finished]:
-        """make_prompt → (ids, messages dropped) runs on the worker thread too: rendering
-        and tokenizing a long history is real work."""
+    async def _generate(self, make_prompt: Callable[[], tuple[list[int], int]],
+                        options: Options, *, truncate: bool, shift: bool, raw: bool = False
+                        ) -> AsyncIterator[Text | Finished]:
+        """make_prompt → (ids, messages dropped) runs on a pool thread: rendering and
+        tokenizing a long history is real work that must not stall the event loop."""
+        ids, dropped = await asyncio.to_thread(make_prompt)
+        if not truncate and len(ids) > options.num_ctx:
+            raise RequestError("the input length exceeds the context length")
         tok = self.model.tokenizer
 
-        def work(cancelled: threading.Event) -> Iterator[Text | Finished]:
-            ids, messages_dropped = make_prompt()
-            if not truncate and len(ids) > options.num_ctx:
-                raise RequestError("the input length exceeds the context length")
-            out: list[int] = []
-            for event in generate(self.model.decoder, ids, options, eos_ids=tok.eos_ids,
-                                  detokenizer=IncrementalDetokenizer(tok), add_bos=tok.add_bos,
-                                  shift=shift):
-                if cancelled.is_set():
-                    return
-                if isinstance(event, Delta):
-                    if event.token >= 0:
-                        out.append(event.token)
-                    if event.text:
-                        yield Text(event.text)
-                else:
-                    yield _finished(event, [] if raw else ids + out, messages_dropped)
+        def make_seq() -> Seq:
+            return Seq(ids, options, num_ctx=self.num_ctx, eos_ids=tok.eos_ids,
+                       detokenizer=IncrementalDetokenizer(tok), add_bos=tok.add_bos,
+                       shift=shift, device=self.model.device)
 
-        return self._in_thread(work)
+        job = DecodeJob(asyncio.get_running_loop(), make_seq, raw=raw, messages_dropped=dropped)
+        self.worker.submit(job)
+        async for item in self.worker.results(job):
+            yield item
 
     # -- embeddings ---------------------------------------------------------------------------
-    def embed(self, inputs: Sequence[str], *, truncate: bool = True,
-              dimensions: int | None = None, num_ctx: int | None = None,
-              normalize: bool = True) -> AsyncIterator[Embeddings]:
-        """One padded forward for all inputs. The token limit is min(num_ctx, trained
-        context); longer inputs are cut (truncate) or refused."""
+    async def embed(self, inputs: Sequence[str], *, truncate: bool = True,
+                    dimensions: int | None = None, num_ctx: int | None = None,
+                    normalize: bool = True) -> AsyncIterator[Embeddings]:
+        """The token limit is min(num_ctx, trained context); longer inputs are cut
+        (truncate) or refused. Concurrent requests share the engine's padded forwards."""
+        if not self.is_encoder:
+            raise RequestError(f'"{self.spec.name}" does not support embeddings')
         limit = min(num_ctx or self.num_ctx, self.context_length)
-
-        def work(cancelled: threading.Event) -> Iterator[Embeddings]:
-            batch = [self.model.tokenize(text) for text in inputs]
-            if not truncate and any(len(ids) > limit for ids in batch):
-                raise RequestError("the input length exceeds the context length")
-            vectors = self.model.embed_ids(batch, limit, normalize=normalize)
-            if dimensions and 0 < dimensions < len(vectors[0]):
-                vectors = [_renormalize(v[:dimensions]) for v in vectors]
-            if any(not math.isfinite(x) for v in vectors for x in v):
-                raise RequestError("embedding contains NaN or Inf values")
-            yield Embeddings(vectors, sum(min(len(ids), limit) for ids in batch))
-
-        return self._in_thread(work)
-
-    # -- the worker thread ------------------------------------------------------------------
-    async def _in_thread(self, work: Callable[[threading.Event], Iterator[T]]
-                         ) -> AsyncIterator[T]:
-        """Run work on a thread under the runner's lock, handing its items to this event
-        loop; closing the iterator (client gone) makes the thread stop at its next item."""
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
-        cancelled = threading.Event()
-
-        def put(item: Any, error: BaseException | None = None) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, (item, error))
-            except RuntimeError:  # the loop is closed: nobody is listening any more
-                cancelled.set()
-
-        def run() -> None:
-            try:
-                with self._lock:
-                    if cancelled.is_set():
-                        return
-                    for item in work(cancelled):
-                        if cancelled.is_set():
-                            return
-                        put(item)
-            except BaseException as e:  # handed to the awaiting side, raised there
-                put(None, e)
-            finally:
-                put(_END)
-
-        threading.Thread(target=run, name=f"runner:{self.spec.name}", daemon=True).start()
-        try:
-            while True:
-                item, error = await queue.get()
-                if error is not None:
-                    raise error
-                if item is _END:
-                    return
-                yield item
-        finally:
-            cancelled.set()
-
-
-def _finished(done: Done, context: list[int], messages_dropped: int) -> Finished:
-    return Finished(done.done_reason, done.prompt_eval_count, done.prompt_eval_duration,
-                    done.eval_count, done.eval_duration, context, done.prompt_tokens_dropped,
-                    messages_dropped)
+        batch = await asyncio.to_thread(lambda: [self.model.tokenize(t) for t in inputs])
+        if not truncate and any(len(ids) > limit for ids in batch):
+            raise RequestError("the input length exceeds the context length")
+        job = EmbedJob(asyncio.get_running_loop(), batch, limit, normalize)
+        self.worker.submit(job)
+        async for result in self.worker.results(job):
+            assert isinstance(result, Embeddings)
+            if dimensions and 0 < dimensions < len(result.vectors[0]):
+                result = Embeddings([_renormalize(v[:dimensions]) for v in result.vectors],
+                                    result.prompt_eval_count)
+            yield result
 
 
 def _renormalize(v: list[float]) -> list[float]:

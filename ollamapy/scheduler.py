@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from ollamapy.runner import ModelSpec, Runner
@@ -39,9 +40,10 @@ class Loaded:
 
 class Scheduler:
     def __init__(self, settings: Settings,
-                 make_runner: Callable[[ModelSpec, int], Runner] = Runner) -> None:
+                 make_runner: Callable[[ModelSpec, int], Runner] | None = None) -> None:
         self.settings = settings
-        self.make_runner = make_runner
+        self.make_runner = make_runner or partial(
+            Runner, num_parallel=settings.num_parallel, max_queue=settings.max_queue)
         self.loaded: dict[str, Loaded] = {}  # by model name
         self._load_lock = asyncio.Lock()
 

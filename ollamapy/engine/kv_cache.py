@@ -1,11 +1,22 @@
 """The preallocated key/value cache: run state, passed into the model's forward.
 
-One (B, n_kv_heads, max_len, head_dim) buffer per layer for keys and one for values, allocated
-once for the whole context window (num_ctx). `update` writes the new positions in place and
-returns a view of everything cached so far, so a decode step never reallocates.
+One (slots, n_kv_heads, max_len, head_dim) buffer per layer for keys and one for values,
+allocated once for the whole context window (num_ctx) and every slot (one slot per sequence
+decoded together). `update` writes the new positions in place and returns a view of what is
+cached so far, so a step never reallocates:
+
+- `start_pos` an int: rows [0, B) take T new positions from start_pos (one sequence, or a
+  batch that moves in lockstep);
+- `start_pos` a list of B ints: a batched decode step, one new position per row, row i at
+  start_pos[i]; the view spans the longest row (the model masks the rest).
+
+`slot(i)` is a one-row view of slot i, for prefilling one sequence of a batch; `move` copies a
+slot into another when the batch is compacted.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -17,26 +28,65 @@ class KVCache:
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         shape = (batch, config.n_kv_heads, max_len, config.head_dim)
         self.max_len = max_len
+        self.slots = batch
+        # zeros, not empty: a masked-out key still meets its value in the matmul (0 · NaN = NaN)
         self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
-        self.length = 0  # positions [0, length) hold valid entries
+        self.length = 0  # positions [0, length) hold valid entries (single-sequence use)
 
-    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, n_kv_heads, T, head_dim) at start_pos; return (B, n_kv_heads, S, hd)."""
-        end = start_pos + k.shape[2]
-        if end > self.max_len:
-            raise ValueError(f"KV cache overflow: position {end} > num_ctx {self.max_len}")
-        self.k[layer][:, :, start_pos:end] = k
-        self.v[layer][:, :, start_pos:end] = v
+    def update(self, layer: int, start_pos: int | Sequence[int], k: torch.Tensor,
+               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, n_kv_heads, T, head_dim); return (B, n_kv_heads, S, head_dim)."""
+        B, T = k.shape[0], k.shape[2]
+        if isinstance(start_pos, int):
+            end = start_pos + T
+            self._check(end)
+            self.k[layer][:B, :, start_pos:end] = k
+            self.v[layer][:B, :, start_pos:end] = v
+        else:  # one new position per row
+            end = max(start_pos) + 1
+            self._check(end)
+            rows = torch.arange(B, device=k.device)
+            pos = torch.tensor(start_pos, device=k.device)
+            self.k[layer][rows, :, pos] = k[:, :, 0]  # (B, n_kv_heads, head_dim)
+            self.v[layer][rows, :, pos] = v[:, :, 0]
         if layer == len(self.k) - 1:
             self.length = end
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end]
+
+    def _check(self, end: int) -> None:
+        if end > self.max_len:
+            raise ValueError(f"KV cache overflow: position {end} > num_ctx {self.max_len}")
 
     def truncate(self, length: int) -> None:
         """Forget positions >= length (their values are overwritten by later writes)."""
         self.length = min(self.length, length)
 
+    def slot(self, i: int) -> SlotCache:
+        return SlotCache(self, i)
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy slot src's first `length` positions into slot dst (batch compaction)."""
+        for k, v in zip(self.k, self.v, strict=True):
+            k[dst, :, :length] = k[src, :, :length]
+            v[dst, :, :length] = v[src, :, :length]
+
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+class SlotCache:
+    """Slot i of a KVCache seen as a one-sequence cache (for prefill into that slot)."""
+
+    def __init__(self, cache: KVCache, index: int) -> None:
+        self.cache, self.index = cache, index
+
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start_pos + k.shape[2]
+        self.cache._check(end)
+        i = self.index
+        self.cache.k[layer][i:i + 1, :, start_pos:end] = k
+        self.cache.v[layer][i:i + 1, :, start_pos:end] = v
+        return self.cache.k[layer][i:i + 1, :, :end], self.cache.v[layer][i:i + 1, :, :end]

@@ -7,6 +7,8 @@ files. The KV cache is run state passed into `forward`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,12 +20,14 @@ from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 
 def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    """(T, S) bool, True where query position q may see key position k: causal, and within the
-    sliding window when there is one (q - k < window, so a query always sees itself)."""
-    visible = k_pos[None, :] <= q_pos[:, None]
+    """Bool, True where query position q may see key position k: causal, and within the
+    sliding window when there is one (q - k < window, so a query always sees itself).
+    q_pos (T,) → (T, S); per-row q_pos (B, T) → (B, 1, T, S), broadcast over heads."""
+    q = q_pos.unsqueeze(-1)  # (..., T, 1)
+    visible = k_pos <= q
     if window is not None:
-        visible &= (q_pos[:, None] - k_pos[None, :]) < window
-    return visible
+        visible &= (q - k_pos) < window
+    return visible.unsqueeze(1) if q_pos.dim() == 2 else visible
 
 
 class Attention(nn.Module):
@@ -41,7 +45,8 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, start_pos: int, cache: KVCache | None) -> torch.Tensor:
+                mask: torch.Tensor, start_pos: int | Sequence[int], cache: KVCache | None
+                ) -> torch.Tensor:
         B, T, _ = x.shape
         # (B, T, n_heads * head_dim) → (B, n_heads, T, head_dim)
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -86,7 +91,8 @@ class Block(nn.Module):
         self.post_ffn_norm = RMSNorm(config.dim, config.norm_eps) if config.post_norms else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, start_pos: int, cache: KVCache | None) -> torch.Tensor:
+                mask: torch.Tensor, start_pos: int | Sequence[int], cache: KVCache | None
+                ) -> torch.Tensor:
         h = self.attn(self.attn_norm(x), cos, sin, mask, start_pos, cache)
         if self.post_attn_norm is not None:
             h = self.post_attn_norm(h)
@@ -119,18 +125,27 @@ class Transformer(nn.Module):
                                                device)
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
-                *, all_logits: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, start_pos: int | Sequence[int] = 0,
+                cache: KVCache | None = None, *, all_logits: bool = False) -> torch.Tensor:
         """tokens (B, T) at positions [start_pos, start_pos + T) → float32 logits,
-        (B, T, vocab) when all_logits else (B, vocab) for the last position only."""
+        (B, T, vocab) when all_logits else (B, vocab) for the last position only.
+        A list start_pos gives each row its own position (a batched decode step, T = 1,
+        with a cache whose row i holds sequence i)."""
         c = self.config
         B, T = tokens.shape
         x = self.tok_embeddings(tokens)  # (B, T, dim)
         if c.embed_scale != 1.0:
             x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
-        q_pos = torch.arange(start_pos, start_pos + T, device=tokens.device)
-        k_pos = torch.arange(0, start_pos + T, device=tokens.device) if cache is not None \
-            else q_pos
+        steps = torch.arange(T, device=tokens.device)
+        if isinstance(start_pos, int):
+            q_pos = start_pos + steps  # (T,)
+            length = start_pos + T
+        else:
+            if cache is None or len(start_pos) != B:
+                raise ValueError("per-row positions need a cache and one position per row")
+            q_pos = torch.tensor(start_pos, device=tokens.device)[:, None] + steps  # (B, T)
+            length = max(start_pos) + T
+        k_pos = torch.arange(0, length, device=tokens.device) if cache is not None else q_pos
         cos, sin = rope_cos_sin(q_pos, self.inv_freq, c.rope_scale)
         cos_l, sin_l = rope_cos_sin(q_pos, self.inv_freq_local)
         mask_global = attention_mask(q_pos, k_pos, None)  # (T, S)

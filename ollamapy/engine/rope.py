@@ -19,14 +19,19 @@ def rope_frequencies(rope_dim: int, base: float, device: torch.device | str | No
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables for `positions` (T,) → two (T, rope_dim) float32 tensors."""
-    angles = torch.outer(positions.to(torch.float32) / scale, inv_freq)  # (T, rope_dim // 2)
-    angles = torch.cat((angles, angles), dim=-1)  # (T, rope_dim): both halves share an angle
+    """cos and sin tables for `positions` (T,) or per row (B, T) → two float32 tensors of
+    shape (T, rope_dim) or (B, T, rope_dim)."""
+    # (..., rope_dim // 2)
+    angles = (positions.to(torch.float32) / scale).unsqueeze(-1) * inv_freq
+    angles = torch.cat((angles, angles), dim=-1)  # (..., rope_dim): both halves share an angle
     return angles.cos(), angles.sin()
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, n_heads, T, head_dim) by the (T, rope_dim) tables; the rest passes as is."""
+    """Rotate x (B, n_heads, T, head_dim) by the (T, rope_dim) or per-row (B, T, rope_dim)
+    tables; the rest of each head passes as is."""
+    if cos.dim() == 3:  # (B, T, rope_dim) → (B, 1, T, rope_dim): one table per row
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     rope_dim = cos.shape[-1]
     rot, rest = x[..., :rope_dim], x[..., rope_dim:]
     x1, x2 = rot.chunk(2, dim=-1)

@@ -16,12 +16,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ollamapy.engine.options import OptionsError, parse_options
-from ollamapy.runner import Finished, ModelSpec, RequestError, Runner
+from ollamapy.runner import Finished, ModelSpec, Runner, ServerBusy, ShuttingDown
 from ollamapy.server import schemas
 from ollamapy.server.errors import APIError, bad_request, model_not_found, model_not_found_pull
 from ollamapy.server.state import State
 from ollamapy.server.streaming import Chunk, OllamaJSON, created_at, respond
 from ollamapy.settings import parse_keep_alive
+
+# Ollama's text, two spaces included (server/sched.go ErrMaxQueue)
+BUSY = "server busy, please try again.  maximum pending requests exceeded"
 
 
 def _keep_alive(fields: Mapping[str, Any]) -> float | None:
@@ -75,7 +78,11 @@ async def _run(state: State, spec: ModelSpec, options: Mapping[str, Any],
             async with aclosing(start(runner)) as events:
                 async for event in events:
                     yield event, load_ns
-        except (RequestError, OptionsError) as e:
+        except ServerBusy:
+            raise APIError(503, BUSY) from None
+        except ShuttingDown as e:
+            raise APIError(503, str(e)) from None
+        except ValueError as e:  # RequestError, OptionsError, an empty prompt …
             raise bad_request(str(e)) from None
 
 

@@ -1,0 +1,169 @@
+"""Serving throughput: aggregate tokens/s, time to first token and time per output token at
+1, 2, 4 and 8 concurrent streaming clients, through a live `ollamapy serve`.
+
+    .venv/bin/python benchmarks/bench_serving.py [--clients 1,2,4,8] [--requests 3]
+        [--num-predict 64] [--num-parallel 8] [--threads 2]
+
+The server runs in its own process over a temporary store into which smollm2:135m is imported
+(`ollamapy create`, as a user would). Each client sends `--requests` streaming /api/generate
+requests one after another (different prompts, default sampling, a fixed seed each);
+aggregate tokens/s is every generated token over the wall time of the whole level. Prints a
+table and the ratio to one client; writes benchmarks/results/bench_serving.json and .png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+
+MODEL_FILE = Path(os.environ.get("OLLAMAPY_CACHE", Path.home() / ".cache" / "ollamapy")) / \
+    "models" / "smollm2-135m.gguf"
+PROMPTS = ["Why is the sky blue?", "Tell me a story about a dragon.", "Explain gravity.",
+           "Write a poem about the sea.", "What makes a good friend?", "Describe Paris.",
+           "How do plants grow?", "What is music?", "Why do we dream?", "Describe a forest."]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(models: Path, port: int, num_parallel: int, threads: int) -> subprocess.Popen:
+    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models),
+           "OLLAMA_NUM_PARALLEL": str(num_parallel), "OLLAMA_CONTEXT_LENGTH": "1024",
+           "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(300):
+        try:
+            httpx.get(f"http://127.0.0.1:{port}", timeout=1)
+            break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    modelfile = models / "Modelfile"
+    modelfile.write_text(f"FROM {MODEL_FILE}\n")
+    subprocess.run([sys.executable, "-m", "ollamapy.cli", "create", "smollm2:135m", "-f",
+                    str(modelfile)], env=env, check=True, capture_output=True)
+    return proc
+
+
+async def one_request(http: httpx.AsyncClient, prompt: str, seed: int, n: int) -> dict:
+    body = {"model": "smollm2:135m", "prompt": prompt, "options": {"num_predict": n,
+                                                                     "seed": seed}}
+    t0 = time.perf_counter()
+    first = last = None
+    final: dict = {}
+    async with http.stream("POST", "/api/generate", json=body) as r:
+        async for line in r.aiter_lines():
+            chunk = json.loads(line)
+            now = time.perf_counter()
+            if chunk.get("response") and first is None:
+                first = now
+            if not chunk["done"]:
+                last = now
+            final = chunk
+    tokens = final["eval_count"]
+    return {"ttft": (first or t0) - t0, "tokens": tokens,
+            "tpot": ((last or t0) - (first or t0)) / max(tokens - 1, 1)}
+
+
+async def level(url: str, clients: int, requests: int, n: int) -> dict:
+    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
+        async def client(c: int) -> list[dict]:
+            return [await one_request(http, PROMPTS[(c + i) % len(PROMPTS)], 1000 * c + i, n)
+                    for i in range(requests)]
+
+        t0 = time.perf_counter()
+        results = [r for rs in await asyncio.gather(*(client(c) for c in range(clients)))
+                   for r in rs]
+        wall = time.perf_counter() - t0
+    ttfts = sorted(r["ttft"] for r in results)
+    return {"clients": clients, "requests": len(results),
+            "tokens": sum(r["tokens"] for r in results), "wall_s": wall,
+            "aggregate_tok_s": sum(r["tokens"] for r in results) / wall,
+            "ttft_p50_ms": 1e3 * statistics.median(ttfts),
+            "ttft_p95_ms": 1e3 * ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))],
+            "tpot_ms": 1e3 * statistics.mean(r["tpot"] for r in results)}
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["clients"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    for ax, key, label in zip(axes, ("aggregate_tok_s", "ttft_p50_ms", "tpot_ms"),
+                              ("aggregate tokens/s", "TTFT p50 / p95 (ms)",
+                               "time per output token (ms)"), strict=True):
+        ax.plot(x, [r[key] for r in rows], marker="o")
+        if key == "ttft_p50_ms":
+            ax.plot(x, [r["ttft_p95_ms"] for r in rows], marker="o", linestyle="--")
+        ax.set_xticks(x)
+        ax.set_xlabel("concurrent clients")
+        ax.set_title(label)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", default="1,2,4,8")
+    parser.add_argument("--requests", type=int, default=3, help="per client")
+    parser.add_argument("--num-predict", type=int, default=64)
+    parser.add_argument("--num-parallel", type=int, default=8, help="OLLAMA_NUM_PARALLEL")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=str(HERE / "results" / "bench_serving.json"))
+    args = parser.parse_args()
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start(Path(tmp), port, args.num_parallel, args.threads)
+        try:
+            asyncio.run(level(url, 1, 1, 8))  # load the model and warm up
+            rows = [asyncio.run(level(url, int(c), args.requests, args.num_predict))
+                    for c in args.clients.split(",")]
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    base = rows[0]["aggregate_tok_s"]
+    print(f"smollm2:135m, OLLAMA_NUM_PARALLEL={args.num_parallel}, {args.threads} threads, "
+          f"{args.num_predict} tokens a request, {args.requests} requests a client")
+    print(f"{'clients':>7} {'agg tok/s':>10} {'x 1 client':>10} {'TTFT p50 ms':>11} "
+          f"{'TTFT p95 ms':>11} {'TPOT ms':>8}")
+    for r in rows:
+        r["ratio_to_one_client"] = r["aggregate_tok_s"] / base
+        print(f"{r['clients']:>7} {r['aggregate_tok_s']:>10.1f} {r['ratio_to_one_client']:>10.2f}"
+              f" {r['ttft_p50_ms']:>11.0f} {r['ttft_p95_ms']:>11.0f} {r['tpot_ms']:>8.1f}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"model": "smollm2:135m", "num_parallel": args.num_parallel,
+            "threads": args.threads, "num_predict": args.num_predict,
+            "requests_per_client": args.requests}
+    out.write_text(json.dumps({**meta, "levels": rows}, indent=2) + "\n")
+    plot(rows, out.with_suffix(".png"),
+         f"smollm2:135m serving, OLLAMA_NUM_PARALLEL={args.num_parallel}, "
+         f"{args.threads} threads")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Continuous batching: many `Seq`s decoded together, one forward per step for all of them.
+
+The batch owns a KV cache with one slot per sequence. `add` prefills a new sequence into the
+next free slot while the others wait for the step to come; `step` feeds every active
+sequence its last sampled token in one batched forward (row i at its own position), and each
+row's logits go to that sequence's own sampler, options, seed and stop strings. Sequences
+that finish or are cancelled leave at once; the last active slot moves into the hole, so the
+active sequences always fill slots [0, n) and a step reads the cache without copying it.
+
+    batch = Batch(model, slots=4, num_ctx=4096)
+    batch.add(seq)                      # → the first Deltas of seq
+    for seq, deltas in batch.step():    # one token for every active seq
+        ...
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ollamapy.engine.generate import prefill
+from ollamapy.engine.kv_cache import KVCache
+from ollamapy.engine.model import Transformer
+from ollamapy.engine.seq import Delta, Seq
+
+
+class Batch:
+    def __init__(self, model: Transformer, slots: int, num_ctx: int, num_batch: int = 512
+                 ) -> None:
+        weight = model.tok_embeddings.weight
+        self.model, self.num_ctx, self.num_batch = model, num_ctx, max(1, num_batch)
+        self.cache = KVCache(model.config, num_ctx, batch=slots, device=weight.device,
+                             dtype=weight.dtype)
+        self.active: list[Seq] = []  # active[i] lives in cache slot i
+        self.steps = 0  # batched forwards run so far
+
+    @property
+    def free(self) -> int:
+        return self.cache.slots - len(self.active)
+
+    def add(self, seq: Seq) -> list[Delta]:
+        """Prefill seq into the next free slot and sample its first token."""
+        if not self.free:
+            raise RuntimeError("no free slot in the batch")
+        if seq.num_ctx > self.num_ctx:
+            raise ValueError(f"seq window {seq.num_ctx} exceeds the batch's {self.num_ctx}")
+        self.active.append(seq)
+        deltas = self._prefill(seq)
+        if seq.done:
+            self.remove(seq)
+        return deltas
+
+    def _prefill(self, seq: Seq) -> list[Delta]:
+        tokens, start = seq.feed()
+        slot = self.cache.slot(self.active.index(seq))
+        return seq.advance(prefill(self.model, tokens, slot, start, self.num_batch))
+
+    def step(self) -> list[tuple[Seq, list[Delta]]]:
+        """One token for every active seq. A seq whose window just shifted is fed its whole
+        history again (alone) first; the rest go through one forward together."""
+        events: list[tuple[Seq, list[Delta]]] = []
+        for seq in [s for s in self.active if len(s.feed()[0]) > 1]:
+            events.append((seq, self._prefill(seq)))
+        rows = [s for s in self.active if not s.done]
+        if rows:
+            # rows are active[0:len(rows)] unless a shifted seq just finished: re-compact
+            self._compact()
+            rows = list(self.active)
+            feeds = [s.feed() for s in rows]
+            tokens = torch.tensor([f[0] for f in feeds], device=self.cache.k[0].device)  # (B, 1)
+            logits = self.model(tokens, [f[1] for f in feeds], self.cache)  # (B, vocab)
+            self.steps += 1
+            events.extend((seq, seq.advance(logits[i])) for i, seq in enumerate(rows))
+        self._compact()
+        return events
+
+    def remove(self, seq: Seq) -> None:
+        """Free seq's slot now (finished or cancelled)."""
+        i = self.active.index(seq)
+        last = len(self.active) - 1
+        if i != last:
+            moved = self.active[last]
+            self.cache.move(last, i, moved.feed()[1])  # the positions it has cached so far
+            self.active[i] = moved
+        self.active.pop()
+
+    def _compact(self) -> None:
+        for seq in [s for s in self.active if s.done]:
+            self.remove(seq)

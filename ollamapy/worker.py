@@ -1,0 +1,306 @@
+"""The engine thread of a loaded model: a step loop that serves every request at once.
+
+Requests arrive as jobs in a bounded queue. A decoder's loop admits waiting jobs into free
+batch slots (prefilling each), then runs one batched decode step for all running ones, and
+hands each job its text through an asyncio queue on the caller's event loop. An encoder's
+loop takes every waiting embedding job and embeds all their inputs in one padded forward.
+A job whose client went away is cancelled: its slot is freed before the next step, so
+nothing computes for nobody. torch releases the GIL in its kernels, so the event loop keeps
+serving HTTP while a step runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ollamapy.engine.batch import Batch
+from ollamapy.engine.seq import Delta, Done, Seq
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class ServerBusy(Exception):
+    """The queue is full (Ollama's 503)."""
+
+
+class ShuttingDown(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    done_reason: str
+    prompt_eval_count: int
+    prompt_eval_duration: int  # ns
+    eval_count: int
+    eval_duration: int  # ns
+    context: list[int]  # prompt and generated ids (generate's deprecated `context`)
+    prompt_tokens_dropped: int = 0
+    messages_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_eval_count: int
+
+
+class Job:
+    """One request inside a worker: the worker puts results, the caller iterates them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
+        self.cancelled = False  # set by the caller's side, read by the worker under its lock
+        self.cancel_step = -1  # the worker's step count when the caller went away
+        self.finished = False
+
+    def put(self, item: Any, error: BaseException | None = None) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, (item, error))
+        except RuntimeError:  # the caller's loop is closed: nobody is listening
+            self.cancelled = True
+
+    def end(self, error: BaseException | None = None) -> None:
+        if not self.finished:
+            self.finished = True
+            self.put(_END, error)
+
+
+class DecodeJob(Job):
+    def __init__(self, loop: asyncio.AbstractEventLoop, make_seq: Callable[[], Seq], *,
+                 raw: bool = False, messages_dropped: int = 0) -> None:
+        super().__init__(loop)
+        self.make_seq, self.raw, self.messages_dropped = make_seq, raw, messages_dropped
+        self.seq: Seq | None = None  # made when admitted (its timings start then)
+        self.generated: list[int] = []
+
+
+class EmbedJob(Job):
+    def __init__(self, loop: asyncio.AbstractEventLoop, batch: list[list[int]], limit: int,
+                 normalize: bool) -> None:
+        super().__init__(loop)
+        self.batch, self.limit, self.normalize = batch, limit, normalize
+
+
+class Worker:
+    """The thread, the bounded queue and cancellation; subclasses own the step."""
+
+    def __init__(self, name: str, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.waiting: deque[Job] = deque()
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.steps = 0
+        # (step at which the client left, step at which its slot was free): for tests
+        self.cancellations: list[tuple[int, int]] = []
+        self.thread = threading.Thread(target=self._run, name=f"worker:{name}", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        with self.cond:
+            if self.stopping:
+                raise ShuttingDown("the server is shutting down")
+            if len(self.waiting) >= self.max_queue:
+                raise ServerBusy()
+            self.waiting.append(job)
+            self.cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        with self.cond:
+            if not job.finished and not job.cancelled:
+                job.cancelled, job.cancel_step = True, self.steps
+                self.cond.notify()
+
+    async def results(self, job: Job) -> AsyncIterator[Any]:
+        """The job's items on the caller's loop; leaving early cancels the job."""
+        try:
+            while True:
+                item, error = await job.queue.get()
+                if item is _END:
+                    if error is not None:
+                        raise error
+                    return
+                yield item
+        finally:
+            self.cancel(job)
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join(timeout=30)
+
+    def _busy(self) -> bool:
+        raise NotImplementedError
+
+    def _step(self, admitted: list[Job]) -> None:
+        raise NotImplementedError
+
+    def _admit(self) -> list[Job]:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopping and not self.waiting and not self._busy():
+                    self.cond.wait()
+                if self.stopping:
+                    break
+                admitted = self._admit()
+            try:
+                self._step(admitted)
+            except Exception as e:  # a broken step fails the requests in it, not the server
+                log.exception("worker step failed")
+                self._fail_running(e)
+        self._fail_running(ShuttingDown("the server is shutting down"))
+        with self.cond:
+            while self.waiting:
+                self.waiting.popleft().end(ShuttingDown("the server is shutting down"))
+
+    def _fail_running(self, error: BaseException) -> None:
+        raise NotImplementedError
+
+
+class DecodeWorker(Worker):
+    """Continuous batching over a `Batch` of `slots` sequences."""
+
+    def __init__(self, name: str, batch: Batch, max_queue: int) -> None:
+        self.batch = batch
+        self.running: dict[int, DecodeJob] = {}  # id(seq) → job
+        super().__init__(name, max_queue)
+
+    def _busy(self) -> bool:
+        return bool(self.batch.active)
+
+    def _admit(self) -> list[Job]:
+        admitted = []
+        while self.waiting and len(admitted) < self.batch.free:
+            job = self.waiting.popleft()
+            if job.cancelled:
+                job.end()
+            else:
+                admitted.append(job)
+        return admitted
+
+    def _step(self, admitted: list[Job]) -> None:
+        self._retire_cancelled()
+        for job in admitted:
+            assert isinstance(job, DecodeJob)
+            try:
+                job.seq = job.make_seq()
+                self.running[id(job.seq)] = job
+                self._deliver(job, self.batch.add(job.seq))
+            except Exception as e:
+                self.running.pop(id(job.seq), None)
+                job.end(e)
+        if self.batch.active:
+            events = self.batch.step()
+            self.steps = self.batch.steps
+            for seq, deltas in events:
+                job = self.running.get(id(seq))
+                if job is not None:
+                    self._deliver(job, deltas)
+
+    def _retire_cancelled(self) -> None:
+        with self.cond:
+            gone = [j for j in self.running.values() if j.cancelled]
+        for job in gone:
+            assert job.seq is not None
+            if job.seq in self.batch.active:
+                self.batch.remove(job.seq)
+            del self.running[id(job.seq)]
+            self.cancellations.append((job.cancel_step, self.steps))
+            job.end()
+
+    def _deliver(self, job: DecodeJob, deltas: list[Delta]) -> None:
+        seq = job.seq
+        assert seq is not None
+        for d in deltas:
+            if d.token >= 0:
+                job.generated.append(d.token)
+            if d.text:
+                job.put(Text(d.text))
+        if seq.done:
+            del self.running[id(seq)]
+            done: Done = seq.result()
+            context = [] if job.raw else list(seq.prompt) + job.generated
+            job.put(Finished(done.done_reason, done.prompt_eval_count,
+                             done.prompt_eval_duration, done.eval_count, done.eval_duration,
+                             context, done.prompt_tokens_dropped, job.messages_dropped))
+            job.end()
+
+    def _fail_running(self, error: BaseException) -> None:
+        for job in list(self.running.values()):
+            if job.seq is not None and job.seq in self.batch.active:
+                self.batch.remove(job.seq)
+            job.end(error)
+        self.running.clear()
+
+
+class EmbedWorker(Worker):
+    """Every waiting embedding request in one padded forward."""
+
+    def __init__(self, name: str, embed: Callable[[Sequence[Sequence[int]], int, bool],
+                                                  list[list[float]]],
+                 max_queue: int, max_inputs: int = 256) -> None:
+        self.embed, self.max_inputs = embed, max_inputs
+        super().__init__(name, max_queue)
+
+    def _busy(self) -> bool:
+        return False
+
+    def _admit(self) -> list[Job]:
+        admitted: list[Job] = []
+        inputs = 0
+        while self.waiting and (not admitted or inputs < self.max_inputs):
+            job = self.waiting.popleft()
+            assert isinstance(job, EmbedJob)
+            if job.cancelled:
+                job.end()
+                continue
+            admitted.append(job)
+            inputs += len(job.batch)
+        return admitted
+
+    def _step(self, admitted: list[Job]) -> None:
+        # jobs with the same limit and normalisation share one forward
+        groups: dict[tuple[int, bool], list[EmbedJob]] = {}
+        for job in admitted:
+            assert isinstance(job, EmbedJob)
+            groups.setdefault((job.limit, job.normalize), []).append(job)
+        for (limit, normalize), jobs in groups.items():
+            try:
+                vectors = self.embed([ids for j in jobs for ids in j.batch], limit, normalize)
+            except Exception as e:
+                for job in jobs:
+                    job.end(e)
+                continue
+            self.steps += 1
+            start = 0
+            for job in jobs:
+                mine = vectors[start:start + len(job.batch)]
+                start += len(job.batch)
+                tokens = sum(min(len(ids), limit) for ids in job.batch)
+                if any(not math.isfinite(x) for v in mine for x in v):
+                    job.end(ValueError("embedding contains NaN or Inf values"))
+                else:
+                    job.put(Embeddings(mine, tokens))
+                    job.end()
+
+    def _fail_running(self, error: BaseException) -> None:
+        pass  # an embedding step holds no jobs between steps

@@ -1,0 +1,99 @@
+"""Continuous batching yields, for every sequence, exactly the tokens it yields alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ollamapy.engine.batch import Batch
+from ollamapy.engine.generate import Delta, generate
+from ollamapy.engine.options import Options
+from ollamapy.engine.seq import Seq
+from tests.engine.hf_tiny import VOCAB, tiny_hf_model
+from tests.engine.test_model_vs_hf import ours_from_hf
+
+
+class Silent:
+    def push(self, token_id: int) -> str:
+        return ""
+
+    def flush(self) -> str:
+        return ""
+
+
+def alone(model, ids: list[int], opts: Options, eos: frozenset[int]) -> list[int]:
+    return [e.token for e in generate(model, ids, opts, eos_ids=eos, detokenizer=Silent())
+            if isinstance(e, Delta) and e.token >= 0]
+
+
+def batched(model, prompts: list[list[int]], opts: list[Options], slots: int, num_ctx: int,
+            eos: frozenset[int], join_every: int = 3) -> list[list[int]]:
+    """Sequences join a running batch every `join_every` steps, as requests arrive."""
+    batch = Batch(model, slots, num_ctx)
+    seqs = [Seq(p, o, num_ctx=num_ctx, eos_ids=eos, detokenizer=Silent())
+            for p, o in zip(prompts, opts, strict=True)]
+    out: dict[int, list[int]] = {id(s): [] for s in seqs}
+    waiting, step = list(seqs), 0
+    while waiting or batch.active:
+        if waiting and batch.free and step % join_every == 0:
+            seq = waiting.pop(0)
+            out[id(seq)] += [d.token for d in batch.add(seq) if d.token >= 0]
+        for seq, deltas in batch.step():
+            out[id(seq)] += [d.token for d in deltas if d.token >= 0]
+        step += 1
+    return [out[id(s)] for s in seqs]
+
+
+def test_real_smollm2_batched_equals_alone(smollm2) -> None:
+    prompts = ["The meaning of life is",
+               "Write a poem about the sea and the wind, in four lines:\n",
+               "1, 2, 3,", "Paris is", "def fibonacci(n):"]
+    ids = [smollm2.tokenize(p) for p in prompts]
+    assert len({len(i) for i in ids}) == len(ids)  # different lengths
+    opts = [Options(temperature=0, num_predict=n, num_ctx=256) for n in (20, 28, 12, 24, 16)]
+    eos = smollm2.tokenizer.eos_ids
+    expected = [alone(smollm2.model, i, o, eos) for i, o in zip(ids, opts, strict=True)]
+    got = batched(smollm2.model, ids, opts, slots=3, num_ctx=256, eos=eos)
+    assert got == expected
+
+
+def test_seeded_sampling_is_per_sequence(smollm2) -> None:
+    ids = [smollm2.tokenize(p) for p in ("Once upon a time", "The weather today")]
+    opts = [Options(temperature=1.0, seed=s, num_predict=12, num_ctx=128) for s in (1, 2)]
+    eos = smollm2.tokenizer.eos_ids
+    expected = [alone(smollm2.model, i, o, eos) for i, o in zip(ids, opts, strict=True)]
+    assert batched(smollm2.model, ids, opts, slots=2, num_ctx=128, eos=eos,
+                   join_every=1) == expected
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_context_shift_and_compaction_inside_a_batch(arch: str) -> None:
+    """Tiny windows force context shifts mid-batch; sequences of different lengths leave and
+    slots are compacted; gemma3's sliding window runs with per-row positions."""
+    model = ours_from_hf(tiny_hf_model(arch, seed=7))
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(2, VOCAB, (n,), generator=g).tolist() for n in (5, 9, 3, 12)]
+    opts = [Options(temperature=0, num_predict=n, num_ctx=24, num_keep=2)
+            for n in (30, 8, 40, 15)]
+    expected = [alone(model, p, o, frozenset()) for p, o in zip(prompts, opts, strict=True)]
+    assert [len(e) for e in expected] == [30, 8, 40, 15]
+    assert batched(model, prompts, opts, slots=2, num_ctx=24, eos=frozenset(),
+                   join_every=2) == expected
+
+
+def test_a_removed_sequence_frees_its_slot_for_the_next() -> None:
+    model = ours_from_hf(tiny_hf_model("llama", seed=1))
+    batch = Batch(model, slots=2, num_ctx=32)
+    opts = Options(temperature=0, num_predict=50, num_ctx=32)
+    a, b, c = (Seq([3, 4, 5], opts, num_ctx=32, eos_ids=frozenset(), detokenizer=Silent())
+               for _ in range(3))
+    batch.add(a)
+    batch.add(b)
+    assert batch.free == 0
+    with pytest.raises(RuntimeError, match="no free slot"):
+        batch.add(c)
+    batch.step()
+    batch.remove(a)  # a cancelled request
+    assert batch.active == [b] and batch.free == 1
+    batch.add(c)
+    assert batch.active == [b, c]
