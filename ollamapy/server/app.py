@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ollamapy.scheduler import Scheduler
-from ollamapy.server import inference, models
+from ollamapy.server import inference, models, openai
 from ollamapy.server.errors import APIError
 from ollamapy.server.state import State
 from ollamapy.server.streaming import error_response
@@ -49,6 +49,11 @@ ROUTES = [
     Route("/api/copy", models.copy, methods=["POST"]),
     Route("/api/delete", models.delete, methods=["DELETE"]),
     Route("/api/ps", models.ps, methods=["GET"]),
+    Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
+    Route("/v1/completions", openai.completions, methods=["POST"]),
+    Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
+    Route("/v1/models", openai.list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", openai.retrieve_model, methods=["GET"]),
 ]
 
 

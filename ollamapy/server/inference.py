@@ -15,35 +15,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ollamapy.engine.options import OptionsError, parse_options
-from ollamapy.runner import Finished, ModelSpec, Runner, ServerBusy, ShuttingDown
+from ollamapy.runner import Finished, ModelSpec, Runner
 from ollamapy.server import schemas
 from ollamapy.server.errors import APIError, bad_request, model_not_found, model_not_found_pull
+from ollamapy.server.running import check_options, keep_alive_of, metrics, run_model
 from ollamapy.server.state import State
 from ollamapy.server.streaming import Chunk, OllamaJSON, created_at, respond
-from ollamapy.settings import parse_keep_alive
-
-# Ollama's text, two spaces included (server/sched.go ErrMaxQueue)
-BUSY = "server busy, please try again.  maximum pending requests exceeded"
-
-
-def _keep_alive(fields: Mapping[str, Any]) -> float | None:
-    if "keep_alive" not in fields:
-        return None
-    try:
-        return parse_keep_alive(fields["keep_alive"])
-    except ValueError as e:
-        raise bad_request(str(e)) from None
-
-
-def _check_options(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate option types up front (a 400 here, where Ollama answers 500)."""
-    options = fields.get("options") or {}
-    try:
-        parse_options(options)
-    except OptionsError as e:
-        raise bad_request(str(e)) from None
-    return options
 
 
 def _check_common(fields: Mapping[str, Any], name: str) -> None:
@@ -56,34 +33,6 @@ def _check_common(fields: Mapping[str, Any], name: str) -> None:
         raise bad_request("format (structured outputs) is not supported by ollamapy yet")
     if fields.get("logprobs"):
         raise bad_request("logprobs are not supported by ollamapy yet")
-
-
-def _metrics(done: Finished, t_start: int, load_ns: int) -> dict[str, Any]:
-    """Ollama's counters; zero ones are omitted (omitempty)."""
-    values = {"total_duration": time.perf_counter_ns() - t_start, "load_duration": load_ns,
-              "prompt_eval_count": done.prompt_eval_count,
-              "prompt_eval_duration": done.prompt_eval_duration,
-              "eval_count": done.eval_count, "eval_duration": done.eval_duration}
-    return {k: v for k, v in values.items() if v}
-
-
-async def _run(state: State, spec: ModelSpec, options: Mapping[str, Any],
-               keep_alive: float | None, start: Any) -> AsyncIterator[tuple[Any, int]]:
-    """Hold the model's runner while `start(runner)` streams; → (event, load_ns) pairs.
-    Request problems found by the runner become 400s."""
-    t_start = time.perf_counter_ns()
-    async with state.scheduler.use(spec, options, keep_alive) as runner:
-        load_ns = time.perf_counter_ns() - t_start
-        try:
-            async with aclosing(start(runner)) as events:
-                async for event in events:
-                    yield event, load_ns
-        except ServerBusy:
-            raise APIError(503, BUSY) from None
-        except ShuttingDown as e:
-            raise APIError(503, str(e)) from None
-        except ValueError as e:  # RequestError, OptionsError, an empty prompt …
-            raise bad_request(str(e)) from None
 
 
 async def _load_only(state: State, spec: ModelSpec, keep_alive: float | None,
@@ -110,8 +59,8 @@ async def generate(request: Request) -> Response:
                               or fields.get("context")):
         raise bad_request("raw mode does not support template, system, or context")
     _check_common(fields, name)
-    keep_alive = _keep_alive(fields)
-    options = _check_options(fields)
+    keep_alive = keep_alive_of(fields)
+    options = check_options(fields.get("options"))
     spec = state.resolve(name)
     if spec is None:
         raise model_not_found(name)
@@ -133,14 +82,14 @@ async def generate(request: Request) -> Response:
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()
-        async with aclosing(_run(state, spec, options, keep_alive, start)) as events:
+        async with aclosing(run_model(state, spec, options, keep_alive, start)) as events:
             async for event, load_ns in events:
                 if isinstance(event, Finished):
                     final: Chunk = {"model": name, "created_at": created_at(), "response": "",
                                     "done": True, "done_reason": event.done_reason}
                     if not raw:
                         final["context"] = event.context
-                    yield final | _metrics(event, t_start, load_ns)
+                    yield final | metrics(event, t_start, load_ns)
                 else:
                     yield {"model": name, "created_at": created_at(), "response": event.text,
                            "done": False}
@@ -160,8 +109,8 @@ async def chat(request: Request) -> Response:
     name = schemas.require_model(fields)
     messages = schemas.messages(fields.get("messages", []), "ChatRequest")
     _check_common(fields, name)
-    keep_alive = _keep_alive(fields)
-    options = _check_options(fields)
+    keep_alive = keep_alive_of(fields)
+    options = check_options(fields.get("options"))
     spec = state.resolve(name)
     if spec is None:
         raise model_not_found(name)
@@ -183,12 +132,12 @@ async def chat(request: Request) -> Response:
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()
-        async with aclosing(_run(state, spec, options, keep_alive, start)) as events:
+        async with aclosing(run_model(state, spec, options, keep_alive, start)) as events:
             async for event, load_ns in events:
                 if isinstance(event, Finished):
                     yield {"model": name, "created_at": created_at(), "message": empty,
                            "done": True, "done_reason": event.done_reason,
-                           } | _metrics(event, t_start, load_ns)
+                           } | metrics(event, t_start, load_ns)
                 else:
                     yield {"model": name, "created_at": created_at(),
                            "message": {"role": "assistant", "content": event.text}, "done": False}
@@ -215,7 +164,8 @@ def _embed_inputs(raw: Any) -> list[str]:
 
 async def _embed(state: State, spec: ModelSpec, inputs: list[str], options: Mapping[str, Any],
                  keep_alive: float | None, **kwargs: Any) -> tuple[Any, int]:
-    events = _run(state, spec, options, keep_alive, lambda runner: runner.embed(inputs, **kwargs))
+    events = run_model(state, spec, options, keep_alive,
+                       lambda runner: runner.embed(inputs, **kwargs))
     async with aclosing(events):
         async for event, load_ns in events:
             return event, load_ns
@@ -228,8 +178,8 @@ async def embed(request: Request) -> Response:
     fields = schemas.decode(await request.body(), schemas.EMBED, "EmbedRequest")
     name = schemas.require_model(fields)
     inputs = _embed_inputs(fields.get("input"))
-    keep_alive = _keep_alive(fields)
-    options = _check_options(fields)
+    keep_alive = keep_alive_of(fields)
+    options = check_options(fields.get("options"))
     spec = state.resolve(name)
     if spec is None:
         raise model_not_found_pull(name)
@@ -250,8 +200,8 @@ async def embeddings(request: Request) -> Response:
     state: State = request.app.state.ollamapy
     fields = schemas.decode(await request.body(), schemas.EMBEDDINGS, "EmbeddingRequest")
     name = schemas.require_model(fields)
-    keep_alive = _keep_alive(fields)
-    options = _check_options(fields)
+    keep_alive = keep_alive_of(fields)
+    options = check_options(fields.get("options"))
     spec = state.resolve(name)
     if spec is None:
         raise model_not_found_pull(name)

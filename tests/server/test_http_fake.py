@@ -138,3 +138,44 @@ def test_empty_store_lists_no_models(tmp_path) -> None:
     with TestClient(create_app(settings)) as c:
         assert c.get("/api/tags").json() == {"models": []}
         assert c.get("/api/ps").json() == {"models": []}
+
+
+def sse(response) -> list[str]:
+    return [line.removeprefix("data: ") for line in response.text.splitlines() if line]
+
+
+def test_openai_stream_ends_with_done(client) -> None:
+    r = client.post("/v1/chat/completions", json={
+        "model": "fake", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = sse(r)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert [c["choices"][0]["delta"] for c in chunks] == [
+        {"role": "assistant", "content": "Hel"}, {"content": "lo"}, {}]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def test_openai_error_mid_stream_is_an_error_event_not_a_truncation(client) -> None:
+    FakeRunner.mode = "during"
+    r = client.post("/v1/chat/completions", json={
+        "model": "fake", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    events = sse(r)
+    assert "[DONE]" not in events
+    assert json.loads(events[-1]) == {"error": {
+        "message": "an error was encountered while running the model", "type": "api_error",
+        "param": None, "code": None}}
+
+
+def test_openai_error_before_streaming_keeps_its_status(client) -> None:
+    FakeRunner.mode = "before"
+    r = client.post("/v1/completions", json={"model": "fake", "prompt": "hi", "stream": True})
+    assert r.status_code == 400
+    assert r.json()["error"]["type"] == "invalid_request_error"
+    assert r.json()["error"]["message"] == "the input length exceeds the context length"
+
+
+def test_openai_models_list_is_never_null(tmp_path) -> None:
+    settings = Settings.from_env({"OLLAMA_MODELS": str(tmp_path / "empty")})
+    with TestClient(create_app(settings)) as c:
+        assert c.get("/v1/models").json() == {"object": "list", "data": []}

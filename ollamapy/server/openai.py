@@ -1,0 +1,401 @@
+"""The OpenAI-compatible layer: /v1/chat/completions, /v1/completions, /v1/embeddings,
+/v1/models and /v1/models/{model}.
+
+Each handler translates the OpenAI request into the native one (../shared/reference/
+ollama-api.md §10), runs it through the same runner path as /api (`running.run_model`), and
+translates the events back: one JSON object, or server-sent events ending with
+`data: [DONE]`. Errors use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`,
+with the native status; an error in the middle of a stream is sent as an error event before
+the stream closes, never a silent truncation.
+
+Beyond Ollama (its users ask for it, §12 item 3): `num_ctx`, `top_k`, `min_p`,
+`repeat_penalty`, the other Ollama options, an `options` object and `keep_alive` are accepted
+as extra body fields (the SDK's `extra_body`) and honoured.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+import struct
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ollamapy.engine.options import Options
+from ollamapy.runner import Embeddings, Finished, ModelSpec, Runner
+from ollamapy.server.errors import APIError, bad_request
+from ollamapy.server.running import check_options, keep_alive_of, run_model
+from ollamapy.server.schemas import parse_json_body
+from ollamapy.server.state import State
+from ollamapy.server.streaming import dumps
+from ollamapy.store import StoreError
+
+log = logging.getLogger(__name__)
+
+ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+FINGERPRINT = "fp_ollama"
+# Ollama's option names, accepted as extra top-level body fields
+EXTRA_OPTIONS = frozenset(Options.__dataclass_fields__) - {"stop"}
+
+
+def openai_error(status: int, message: str) -> Response:
+    return JSONResponse({"error": {"message": message,
+                                   "type": ERROR_TYPES.get(status, "api_error"),
+                                   "param": None, "code": None}}, status_code=status)
+
+
+def _error_payload(e: BaseException) -> tuple[int, str]:
+    if isinstance(e, APIError):
+        return e.status, e.message
+    if isinstance(e, StoreError):
+        return e.status, str(e)
+    log.exception("error in an OpenAI-compatible request", exc_info=e)
+    return 500, str(e) or type(e).__name__
+
+
+def _state(request: Request) -> State:
+    return request.app.state.ollamapy
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    body = parse_json_body(await request.body())
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    return body
+
+
+def _model(body: Mapping[str, Any]) -> str:
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise bad_request("model is required")
+    return name
+
+
+def _options(body: Mapping[str, Any], *, completion: bool = False) -> dict[str, Any]:
+    """OpenAI's sampling fields → Ollama's options (OpenAI's defaults: temperature and top_p
+    1.0), then the Ollama extras (`options` object first, named fields over it)."""
+    extra = body.get("options")
+    if extra is not None and not isinstance(extra, dict):
+        raise bad_request("options must be an object")
+    options: dict[str, Any] = {"temperature": 1.0, "top_p": 1.0, **(extra or {})}
+    top_p = body.get("top_p")
+    if top_p is not None and not (completion and top_p == 0):  # /v1/completions: 0 is unset
+        options["top_p"] = top_p
+    for ours, theirs in (("temperature", "temperature"),
+                         ("num_predict", "max_completion_tokens"), ("num_predict", "max_tokens"),
+                         ("seed", "seed"), ("frequency_penalty", "frequency_penalty"),
+                         ("presence_penalty", "presence_penalty")):
+        if body.get(theirs) is not None:
+            options[ours] = body[theirs]
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        options["stop"] = [stop]
+    elif isinstance(stop, list):
+        bad = next((s for s in stop if not isinstance(s, str)), None)
+        if bad is not None:
+            raise bad_request(f"invalid type for 'stop' field: {type(bad).__name__}")
+        options["stop"] = stop
+    elif stop is not None:
+        raise bad_request(f"invalid type for 'stop' field: {type(stop).__name__}")
+    options |= {k: v for k, v in body.items() if k in EXTRA_OPTIONS and v is not None}
+    return check_options(options)
+
+
+def _not_yet(body: Mapping[str, Any]) -> None:
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        raise bad_request(f"response_format {fmt.get('type')!r} is not supported by ollamapy "
+                          "yet")
+    if body.get("logprobs"):
+        raise bad_request("logprobs are not supported by ollamapy yet")
+
+
+def _resolve(state: State, name: str, capability: str) -> ModelSpec:
+    spec = state.resolve(name)
+    if spec is None:
+        raise APIError(404, f"model '{name}' not found")
+    if capability not in spec.capabilities:
+        verb = {"completion": "generate", "embedding": "embeddings"}[capability]
+        raise bad_request(f'"{name}" does not support {verb}')
+    return spec
+
+
+def _usage(done: Finished) -> dict[str, int]:
+    return {"prompt_tokens": done.prompt_eval_count, "completion_tokens": done.eval_count,
+            "total_tokens": done.prompt_eval_count + done.eval_count}
+
+
+# -- messages -------------------------------------------------------------------------------
+
+
+def _messages(raw: Any) -> list[dict[str, Any]]:
+    """OpenAI messages → Ollama's: each content part becomes its own message (as Ollama
+    does); assistant tool_calls get their arguments parsed; a tool result finds its
+    tool's name from the call it answers."""
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("[] is too short - 'messages'")
+    out: list[dict[str, Any]] = []
+    names_by_call: dict[str, str] = {}
+    for m in raw:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise bad_request("invalid message format")
+        role = "system" if m["role"] == "developer" else m["role"]
+        msg: dict[str, Any] = {"role": role}
+        calls = m.get("tool_calls")
+        if role == "assistant" and calls:
+            msg["tool_calls"] = [_tool_call(c, names_by_call) for c in calls]
+        if role == "tool":
+            call_id = m.get("tool_call_id")
+            name = m.get("name") or names_by_call.get(call_id or "", "")
+            if name:
+                msg["tool_name"] = name
+            if call_id:
+                msg["tool_call_id"] = call_id
+        content = m.get("content")
+        if content is None or isinstance(content, str):
+            out.append(msg | {"content": content or ""})
+        elif isinstance(content, list):
+            for part in content:
+                out.append(msg | {"content": _text_part(part)})
+        else:
+            raise bad_request(f"invalid message content type: {type(content).__name__}")
+    return out
+
+
+def _text_part(part: Any) -> str:
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"),
+                                                                            str):
+        return part["text"]
+    if isinstance(part, dict) and part.get("type") in ("image_url", "input_audio"):
+        raise bad_request(f"{part['type']} content is not supported by ollamapy's models")
+    raise bad_request("invalid message format")
+
+
+def _tool_call(call: Any, names_by_call: dict[str, str]) -> dict[str, Any]:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise bad_request("invalid tool call")
+    args = fn.get("arguments") or "{}"
+    try:
+        arguments = json.loads(args) if isinstance(args, str) else args
+    except json.JSONDecodeError:
+        raise bad_request("invalid tool call arguments") from None
+    if call.get("id"):
+        names_by_call[call["id"]] = fn["name"]
+    return {"function": {"name": fn["name"], "arguments": arguments}}
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+async def _first(events: AsyncIterator[Any]) -> Any:
+    """The first event, before any byte is sent, so its error keeps its own status."""
+    try:
+        return await anext(events)
+    except StopAsyncIteration:
+        raise APIError(500, "no response") from None
+
+
+def _sse(first: Any, events: AsyncIterator[Any],
+         chunks_of: Callable[[Any], list[dict[str, Any]]],
+         tail: Callable[[], list[dict[str, Any]]]) -> StreamingResponse:
+    """Server-sent events: each event's chunks, the tail, then [DONE]; an error mid-stream is
+    an error event, and the stream closes without [DONE]."""
+
+    async def lines() -> AsyncIterator[str]:
+        try:
+            for chunk in chunks_of(first):
+                yield f"data: {dumps(chunk)}\n\n"
+            async for event in events:
+                for chunk in chunks_of(event):
+                    yield f"data: {dumps(chunk)}\n\n"
+            for chunk in tail():
+                yield f"data: {dumps(chunk)}\n\n"
+            yield "data: [DONE]\n\n"
+        except Exception as e:
+            status, message = _error_payload(e)
+            error = {"message": message, "type": ERROR_TYPES.get(status, "api_error"),
+                     "param": None, "code": None}
+            yield f"data: {dumps({'error': error})}\n\n"
+        finally:
+            await events.aclose()
+
+    return StreamingResponse(lines(), media_type="text/event-stream")
+
+
+def openai_route(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """Errors raised before a response starts, in OpenAI's shape."""
+
+    async def route(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except (APIError, StoreError) as e:
+            return openai_error(*_error_payload(e))
+
+    route.__name__ = handler.__name__
+    return route
+
+
+# -- /v1/chat/completions and /v1/completions --------------------------------------------------
+
+
+async def _text_request(request: Request, kind: str) -> Response:
+    state = _state(request)
+    body = await _body(request)
+    name = _model(body)
+    chat = kind == "chat"
+    messages = _messages(body.get("messages")) if chat else []
+    prompt = body.get("prompt", "")
+    if not chat:
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise bad_request("prompt must be a string")
+    options = _options(body, completion=not chat)
+    keep_alive = keep_alive_of(body)
+    _not_yet(body)
+    spec = _resolve(state, name, "completion")
+    tools = body.get("tools") or []
+    if tools and "tools" not in spec.capabilities:
+        raise bad_request(f"{state.full_name(name)} does not support tools")
+
+    def start(runner: Runner) -> AsyncIterator[Any]:
+        opts = runner.options(options)
+        if chat:
+            return runner.chat(messages, opts, tools=tools or None)
+        return runner.generate(prompt, opts, suffix=body.get("suffix"))
+
+    events = run_model(state, spec, options, keep_alive, start)
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{random.randint(0, 998)}"
+    created = int(time.time())
+    head = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": created, "model": name, "system_fingerprint": FINGERPRINT}
+    first = await _first(events)
+
+    if body.get("stream"):
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        usage: dict[str, int] = {}
+        sent_role = False
+
+        def chunks_of(pair: tuple[Any, int]) -> list[dict[str, Any]]:
+            nonlocal sent_role
+            event, _ = pair
+            if isinstance(event, Finished):
+                usage.update(_usage(event))
+                end = {"index": 0, "finish_reason": event.done_reason}
+                end |= {"delta": {}} if chat else {"text": ""}
+                return [head | {"choices": [end]}]
+            if chat:
+                delta = {"role": "assistant", "content": event.text} if not sent_role else \
+                    {"content": event.text}
+                sent_role = True
+                return [head | {"choices": [{"index": 0, "delta": delta,
+                                             "finish_reason": None}]}]
+            return [head | {"choices": [{"index": 0, "text": event.text,
+                                         "finish_reason": None}]}]
+
+        def tail() -> list[dict[str, Any]]:
+            return [head | {"choices": [], "usage": usage}] if include_usage else []
+
+        return _sse(first, events, chunks_of, tail)
+
+    text, final = [], None
+    async with aclosing(events):
+        for event, _ in [first] + [e async for e in events]:
+            if isinstance(event, Finished):
+                final = event
+            else:
+                text.append(event.text)
+    assert final is not None
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(text)},
+                  "finish_reason": final.done_reason}
+    else:
+        choice = {"index": 0, "text": "".join(text), "finish_reason": final.done_reason}
+    obj = "chat.completion" if chat else "text_completion"
+    return JSONResponse(head | {"object": obj, "choices": [choice], "usage": _usage(final)})
+
+
+@openai_route
+async def chat_completions(request: Request) -> Response:
+    return await _text_request(request, "chat")
+
+
+@openai_route
+async def completions(request: Request) -> Response:
+    return await _text_request(request, "completion")
+
+
+# -- /v1/embeddings -------------------------------------------------------------------------
+
+
+@openai_route
+async def embeddings(request: Request) -> Response:
+    state = _state(request)
+    body = await _body(request)
+    name = _model(body)
+    raw = body.get("input")
+    inputs = [raw] if isinstance(raw, str) else raw
+    if not inputs or not isinstance(inputs, list) or not all(isinstance(x, str)
+                                                             for x in inputs):
+        raise bad_request("invalid input")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise bad_request(f"Invalid value for 'encoding_format' = {encoding}. Supported "
+                          "values: ['float', 'base64'].")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (isinstance(dimensions, bool)
+                                   or not isinstance(dimensions, int)):
+        raise bad_request("dimensions must be an integer")
+    options = _options({k: v for k, v in body.items() if k in EXTRA_OPTIONS | {"options"}})
+    spec = _resolve(state, name, "embedding")
+    events = run_model(state, spec, options, keep_alive_of(body),
+                       lambda runner: runner.embed(inputs, dimensions=dimensions,
+                                                   num_ctx=options.get("num_ctx")))
+    async with aclosing(events):
+        result, _ = await _first(events)
+    assert isinstance(result, Embeddings)
+
+    def encode(v: list[float]) -> list[float] | str:
+        if encoding == "float":
+            return v
+        return base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode("ascii")
+
+    data = [{"object": "embedding", "embedding": encode(v), "index": i}
+            for i, v in enumerate(result.vectors)]
+    return JSONResponse({"object": "list", "data": data, "model": name,
+                         "usage": {"prompt_tokens": result.prompt_eval_count,
+                                   "total_tokens": result.prompt_eval_count}})
+
+
+# -- /v1/models -----------------------------------------------------------------------------
+
+
+def _model_card(name: str, namespace: str, modified_ns: int) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": modified_ns // 1_000_000_000,
+            "owned_by": namespace}
+
+
+@openai_route
+async def list_models(request: Request) -> Response:
+    entries = await run_in_threadpool(_state(request).store.list_models)
+    data = [_model_card(e.name.display_shortest(), e.name.namespace, e.modified_ns)
+            for e in entries]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@openai_route
+async def retrieve_model(request: Request) -> Response:
+    name = request.path_params["model"]
+    model = _state(request).find_model(name)
+    if model is None:
+        raise APIError(404, f"model '{name}' not found")
+    return JSONResponse(_model_card(name, model.name.namespace, model.modified_ns))

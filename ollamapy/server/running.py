@@ -1,0 +1,70 @@
+"""Holding a model's runner for one request, shared by the native and the OpenAI routes.
+
+`run_model` loads (or reuses) the runner through the scheduler, streams what the request's
+`start(runner)` yields, and maps what goes wrong to statuses: a request the model cannot
+serve is a 400, a full queue or a shutdown is a 503 with Ollama's text.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from typing import Any
+
+from ollamapy.engine.options import OptionsError, parse_options
+from ollamapy.runner import Finished, ModelSpec, Runner, ServerBusy, ShuttingDown
+from ollamapy.server.errors import APIError, bad_request
+from ollamapy.server.state import State
+from ollamapy.settings import parse_keep_alive
+
+# Ollama's text, two spaces included (server/sched.go ErrMaxQueue)
+BUSY = "server busy, please try again.  maximum pending requests exceeded"
+
+
+def keep_alive_of(fields: Mapping[str, Any]) -> float | None:
+    if "keep_alive" not in fields:
+        return None
+    try:
+        return parse_keep_alive(fields["keep_alive"])
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+
+
+def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Validate option types up front (a 400 here, where Ollama answers 500)."""
+    options = dict(options or {})
+    try:
+        parse_options(options)
+    except OptionsError as e:
+        raise bad_request(str(e)) from None
+    return options
+
+
+def metrics(done: Finished, t_start: int, load_ns: int) -> dict[str, Any]:
+    """Ollama's counters; zero ones are omitted (omitempty)."""
+    values = {"total_duration": time.perf_counter_ns() - t_start, "load_duration": load_ns,
+              "prompt_eval_count": done.prompt_eval_count,
+              "prompt_eval_duration": done.prompt_eval_duration,
+              "eval_count": done.eval_count, "eval_duration": done.eval_duration}
+    return {k: v for k, v in values.items() if v}
+
+
+async def run_model(state: State, spec: ModelSpec, options: Mapping[str, Any],
+               keep_alive: float | None, start: Callable[[Runner], AsyncIterator[Any]]
+                    ) -> AsyncIterator[tuple[Any, int]]:
+    """Hold the model's runner while `start(runner)` streams; → (event, load_ns) pairs.
+    Request problems found by the runner become 400s."""
+    t_start = time.perf_counter_ns()
+    async with state.scheduler.use(spec, options, keep_alive) as runner:
+        load_ns = time.perf_counter_ns() - t_start
+        try:
+            async with aclosing(start(runner)) as events:
+                async for event in events:
+                    yield event, load_ns
+        except ServerBusy:
+            raise APIError(503, BUSY) from None
+        except ShuttingDown as e:
+            raise APIError(503, str(e)) from None
+        except ValueError as e:  # RequestError, OptionsError, an empty prompt …
+            raise bad_request(str(e)) from None
