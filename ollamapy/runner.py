@@ -15,17 +15,20 @@ import asyncio
 import gc
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import aclosing
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.device import release_cached_memory
 from ollamapy.engine.options import Options, parse_options
-from ollamapy.engine.seq import Seq
+from ollamapy.engine.seq import Seq, TokenLogprobs
 from ollamapy.loaded import LoadedModel, load
 from ollamapy.prompt import ModelPrompt, chat_messages, fit_messages, generate_messages, render
 from ollamapy.text.detokenize import IncrementalDetokenizer
+from ollamapy.text.toolcalls import ToolCallFormat, ToolCallParser
 from ollamapy.worker import (
     DecodeJob,
     DecodeWorker,
@@ -116,7 +119,10 @@ class Runner:
     # -- text generation --------------------------------------------------------------------
     def chat(self, messages: Sequence[Mapping[str, Any]], options: Options, *,
              tools: Sequence[Mapping[str, Any]] | None = None, truncate: bool = True,
-             shift: bool = True) -> AsyncIterator[Text | Finished]:
+             shift: bool = True, logprobs: int | None = None, format: Any = None
+             ) -> AsyncIterator[Text | Finished]:
+        """logprobs: None for none, else how many alternatives per token (0–20); format:
+        Ollama's `format` ("json" or a JSON schema) enforced by a grammar."""
         self._need_decoder("chat")
 
         def prompt() -> tuple[list[int], int]:
@@ -127,12 +133,16 @@ class Runner:
                                          self.model.count_prompt_tokens, tools=tools)
             return self.model.prompt_ids(text), dropped
 
-        return self._generate(prompt, options, truncate=truncate, shift=shift)
+        events = self._generate(prompt, options, truncate=truncate, shift=shift,
+                                logprobs=logprobs, format=format)
+        fmt = self.tool_call_format if tools else None
+        return _with_tool_calls(events, fmt) if fmt is not None else events
 
     def generate(self, prompt: str, options: Options, *, system: str | None = None,
                  raw: bool = False, template: str | None = None, suffix: str | None = None,
                  context: Sequence[int] | None = None, truncate: bool = True,
-                 shift: bool = True) -> AsyncIterator[Text | Finished]:
+                 shift: bool = True, logprobs: int | None = None, format: Any = None
+                 ) -> AsyncIterator[Text | Finished]:
         self._need_decoder("generate")
 
         def prompt_ids() -> tuple[list[int], int]:
@@ -144,17 +154,42 @@ class Runner:
                 text = self.model.detokenize(list(context)) + text
             return self.model.prompt_ids(text), 0
 
-        return self._generate(prompt_ids, options, truncate=truncate, shift=shift, raw=raw)
+        return self._generate(prompt_ids, options, truncate=truncate, shift=shift, raw=raw,
+                              logprobs=logprobs, format=format)
+
+    @cached_property
+    def tool_call_format(self) -> ToolCallFormat | None:
+        """How this model's template writes tool calls (None: it does not)."""
+        probe_tools = [{"type": "function", "function": {
+            "name": "probe_function_name", "description": "",
+            "parameters": {"type": "object", "properties": {}}}}]
+        try:
+            return ToolCallFormat.probe(lambda msgs: render(self.prompt, msgs,
+                                                            tools=probe_tools))
+        except ValueError:  # a template that refuses the probe conversation
+            return None
 
     def _need_decoder(self, what: str) -> None:
         if self.is_encoder:
             raise RequestError(f'"{self.spec.name}" does not support {what}')
 
+    def _describe(self, lp: TokenLogprobs) -> dict[str, Any]:
+        """Ollama's logprob entry: the token's text and bytes, and the top alternatives."""
+        def entry(token: int, logprob: float) -> dict[str, Any]:
+            raw = self.model.tokenizer.token_bytes(token)
+            return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob,
+                    "bytes": list(raw)}
+
+        return entry(lp.token, lp.logprob) | {
+            "top_logprobs": [entry(t, p) for t, p in lp.top]}
+
     async def _generate(self, make_prompt: Callable[[], tuple[list[int], int]],
-                        options: Options, *, truncate: bool, shift: bool, raw: bool = False
+                        options: Options, *, truncate: bool, shift: bool, raw: bool = False,
+                        logprobs: int | None = None, format: Any = None
                         ) -> AsyncIterator[Text | Finished]:
         """make_prompt → (ids, messages dropped) runs on a pool thread: rendering and
         tokenizing a long history is real work that must not stall the event loop."""
+        compiled = await asyncio.to_thread(self.grammars.compile, format) if format else None
         ids, dropped = await asyncio.to_thread(make_prompt)
         if not truncate and len(ids) > options.num_ctx:
             raise RequestError("the input length exceeds the context length")
@@ -163,12 +198,28 @@ class Runner:
         def make_seq() -> Seq:
             return Seq(ids, options, num_ctx=self.num_ctx, eos_ids=tok.eos_ids,
                        detokenizer=IncrementalDetokenizer(tok), add_bos=tok.add_bos,
-                       shift=shift, device=self.model.device)
+                       shift=shift, device=self.model.device,
+                       constraint=compiled.matcher() if compiled is not None else None,
+                       top_logprobs=logprobs)
 
-        job = DecodeJob(asyncio.get_running_loop(), make_seq, raw=raw, messages_dropped=dropped)
+        job = DecodeJob(asyncio.get_running_loop(), make_seq, raw=raw, messages_dropped=dropped,
+                        describe=self._describe if logprobs is not None else None)
         self.worker.submit(job)
         async for item in self.worker.results(job):
             yield item
+
+    # -- tokens (beyond Ollama: /api/tokenize, /api/detokenize) ------------------------------
+    async def tokenize(self, content: str, *, add_special: bool = False,
+                       parse_special: bool = True) -> list[int]:
+        """As llama.cpp's server /tokenize: no BOS by default, special-token text parsed."""
+        return await asyncio.to_thread(self.model.tokenize, content, add_special, parse_special)
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        size = self.model.tokenizer.vocab_size
+        bad = next((t for t in tokens if not 0 <= t < size), None)
+        if bad is not None:
+            raise RequestError(f"token {bad} is out of range: the vocabulary has {size} tokens")
+        return await asyncio.to_thread(self.model.detokenize, list(tokens))
 
     # -- embeddings ---------------------------------------------------------------------------
     async def embed(self, inputs: Sequence[str], *, truncate: bool = True,
@@ -190,6 +241,23 @@ class Runner:
                 result = Embeddings([_renormalize(v[:dimensions]) for v in result.vectors],
                                     result.prompt_eval_count)
             yield result
+
+
+async def _with_tool_calls(events: AsyncIterator[Text | Finished], fmt: ToolCallFormat
+                          ) -> AsyncIterator[Text | Finished]:
+    """Hold back text that may be a tool call; at the end, the calls go with Finished."""
+    parser = ToolCallParser(fmt)
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, Text):
+                text = parser.feed(event.text)
+                if text or event.logprobs:
+                    yield Text(text, event.logprobs)
+            else:
+                rest, calls = parser.finish()
+                if rest:
+                    yield Text(rest)
+                yield replace(event, tool_calls=tuple(calls))
 
 
 def _renormalize(v: list[float]) -> list[float]:

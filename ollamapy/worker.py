@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ollamapy.engine.batch import Batch
-from ollamapy.engine.seq import Delta, Done, Seq
+from ollamapy.engine.seq import Delta, Done, Seq, TokenLogprobs
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,8 @@ class ShuttingDown(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Text:
-    text: str
+    text: str  # "" when the token's text is held back (part of a character or a stop)
+    logprobs: tuple[dict[str, Any], ...] = ()  # Ollama's logprob entries, when asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class Finished:
     context: list[int]  # prompt and generated ids (generate's deprecated `context`)
     prompt_tokens_dropped: int = 0
     messages_dropped: int = 0
+    tool_calls: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +85,11 @@ class Job:
 
 class DecodeJob(Job):
     def __init__(self, loop: asyncio.AbstractEventLoop, make_seq: Callable[[], Seq], *,
-                 raw: bool = False, messages_dropped: int = 0) -> None:
+                 raw: bool = False, messages_dropped: int = 0,
+                 describe: Callable[[TokenLogprobs], dict[str, Any]] | None = None) -> None:
         super().__init__(loop)
         self.make_seq, self.raw, self.messages_dropped = make_seq, raw, messages_dropped
+        self.describe = describe  # token logprobs → Ollama's JSON entry (token text, bytes)
         self.seq: Seq | None = None  # made when admitted (its timings start then)
         self.generated: list[int] = []
 
@@ -233,8 +237,9 @@ class DecodeWorker(Worker):
         for d in deltas:
             if d.token >= 0:
                 job.generated.append(d.token)
-            if d.text:
-                job.put(Text(d.text))
+            logprobs = (job.describe(d.logprobs),) if d.logprobs and job.describe else ()
+            if d.text or logprobs:
+                job.put(Text(d.text, logprobs))
         if seq.done:
             del self.running[id(seq)]
             done: Done = seq.result()

@@ -75,7 +75,19 @@ def _restrict(values: torch.Tensor, probs: torch.Tensor, keep: torch.Tensor
 def sample(logits: torch.Tensor, history: Sequence[int], opts: Options,
            rng: torch.Generator, num_ctx: int | None = None) -> int:
     """Next token id from logits (vocab,); history is every token so far, prompt included."""
-    logits = apply_penalties(logits.float().clone(), history, opts, num_ctx or opts.num_ctx)
+    return choose(penalized(logits, history, opts, num_ctx), opts, rng)
+
+
+def penalized(logits: torch.Tensor, history: Sequence[int], opts: Options,
+              num_ctx: int | None = None) -> torch.Tensor:
+    """A float32 copy of logits (vocab,) with the penalties applied: the scores the rest of
+    the chain (and a grammar's mask, and logprobs) work from."""
+    return apply_penalties(logits.float().clone(), history, opts, num_ctx or opts.num_ctx)
+
+
+def choose(logits: torch.Tensor, opts: Options, rng: torch.Generator) -> int:
+    """The chain after the penalties: top_k → typical_p → top_p → min_p → temperature → draw
+    (argmax at temperature 0). logits: (vocab,) float32, already penalised."""
     if opts.temperature <= 0:
         return int(torch.argmax(logits))
 

@@ -23,7 +23,7 @@ from typing import Literal, Protocol
 import torch
 
 from ollamapy.engine.options import Options
-from ollamapy.engine.sampling import make_generator, sample
+from ollamapy.engine.sampling import choose, make_generator, penalized
 from ollamapy.engine.stops import StopMatcher
 from ollamapy.engine.truncate import context_shift, keep_count, truncate_prompt
 
@@ -33,10 +33,28 @@ class Detokenizer(Protocol):
     def flush(self) -> str: ...
 
 
+class Constraint(Protocol):
+    """A grammar matcher (`ollamapy.engine.grammar`): masks what may not come next."""
+
+    def mask_(self, logits: torch.Tensor) -> None: ...
+    def accept(self, token: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprobs:
+    """log p of the chosen token and of the most likely ones, from the distribution the
+    sampler chose from (penalised and grammar-masked logits, before temperature)."""
+
+    token: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (token, logprob), most likely first
+
+
 @dataclass(frozen=True, slots=True)
 class Delta:
     text: str  # may be "" when a token only completed part of a character or a stop string
     token: int  # -1 for the text released at the end
+    logprobs: TokenLogprobs | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +77,11 @@ def window(opts: Options, context_length: int) -> int:
 class Seq:
     def __init__(self, prompt_ids: Sequence[int], opts: Options, *, num_ctx: int,
                  eos_ids: frozenset[int], detokenizer: Detokenizer, add_bos: bool = False,
-                 shift: bool = True, device: torch.device | str = "cpu") -> None:
+                 shift: bool = True, device: torch.device | str = "cpu",
+                 constraint: Constraint | None = None, top_logprobs: int | None = None
+                 ) -> None:
+        """constraint: a grammar every sampled token must satisfy; top_logprobs: None for
+        no logprobs, else how many alternatives to report with each token (0–20)."""
         if not prompt_ids:
             raise ValueError("empty prompt: nothing to generate from")
         self.t_start = time.perf_counter_ns()
@@ -70,6 +92,7 @@ class Seq:
         self.history = list(self.prompt)  # every token so far, for penalties and shifts
         self.rng = make_generator(opts.seed, device)
         self.detokenizer = detokenizer
+        self.constraint, self.top_logprobs = constraint, top_logprobs
         self.stops = StopMatcher(opts.stop)
         # num_predict < 0 means "until a stop", capped at 10 x num_ctx as Ollama does
         self.limit = opts.num_predict if opts.num_predict >= 0 else 10 * num_ctx
@@ -96,13 +119,19 @@ class Seq:
         (and, when the seq ends here, whatever was held back)."""
         if self.t_prompt is None:
             self.t_prompt = time.perf_counter_ns()
-        token = sample(logits, self.history, self.opts, self.rng, self.num_ctx)
+        scores = penalized(logits, self.history, self.opts, self.num_ctx)  # (vocab,) float32
+        if self.constraint is not None:
+            self.constraint.mask_(scores)
+        token = choose(scores, self.opts, self.rng)
         if token in self.eos_ids:
             return self._finish("stop")
+        if self.constraint is not None:
+            self.constraint.accept(token)
+        logprobs = self._logprobs(scores, token) if self.top_logprobs is not None else None
         self.eval_count += 1
         self.history.append(token)
         text, stopped = self.stops.push(self.detokenizer.push(token))
-        out = [Delta(text, token)]
+        out = [Delta(text, token, logprobs)]
         if stopped:  # the stop string and what follows it are never streamed
             self.reason, self.done, self.t_end = "stop", True, time.perf_counter_ns()
             return out
@@ -117,6 +146,14 @@ class Seq:
             self.history = context_shift(self.history, self.num_ctx, self.keep)
             self._next, self._start = list(self.history), 0
         return out
+
+    def _logprobs(self, scores: torch.Tensor, token: int) -> TokenLogprobs:
+        logp = torch.log_softmax(scores, dim=0)  # (vocab,)
+        top: tuple[tuple[int, float], ...] = ()
+        if self.top_logprobs:
+            values, ids = torch.topk(logp, min(self.top_logprobs, logp.shape[0]))
+            top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+        return TokenLogprobs(token, float(logp[token]), top)
 
     def _finish(self, reason: Literal["stop", "length"]) -> list[Delta]:
         """EOS or length: release what the detokenizer and the stop matcher held back."""

@@ -15,10 +15,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ollamapy.runner import Finished, ModelSpec, Runner
+from ollamapy.runner import Finished, ModelSpec, Runner, Text
 from ollamapy.server import schemas
 from ollamapy.server.errors import APIError, bad_request, model_not_found, model_not_found_pull
-from ollamapy.server.running import check_options, keep_alive_of, metrics, run_model
+from ollamapy.server.running import (
+    check_options,
+    keep_alive_of,
+    metrics,
+    run_model,
+    with_call_ids,
+)
 from ollamapy.server.state import State
 from ollamapy.server.streaming import Chunk, OllamaJSON, created_at, respond
 
@@ -31,8 +37,28 @@ def _check_common(fields: Mapping[str, Any], name: str) -> None:
         raise bad_request(f'"{name}" does not support thinking')
     if fields.get("format") not in (None, ""):
         raise bad_request("format (structured outputs) is not supported by ollamapy yet")
-    if fields.get("logprobs"):
-        raise bad_request("logprobs are not supported by ollamapy yet")
+
+
+def _logprobs(fields: Mapping[str, Any]) -> int | None:
+    """None: no logprobs; else how many alternatives to report with each token."""
+    return fields.get("top_logprobs", 0) if fields.get("logprobs") else None
+
+
+def _truncation(done: Finished) -> dict[str, Any]:
+    """Beyond Ollama: a prompt cut to fit num_ctx says so on the final chunk."""
+    if not (done.prompt_tokens_dropped or done.messages_dropped):
+        return {}
+    return {"truncated": True, "prompt_tokens_dropped": done.prompt_tokens_dropped,
+            "messages_dropped": done.messages_dropped}
+
+
+def _with_logprobs(chunk: Chunk, event: Text) -> Chunk:
+    return chunk | {"logprobs": list(event.logprobs)} if event.logprobs else chunk
+
+
+def _merge_logprobs(chunks: list[Chunk]) -> dict[str, Any]:
+    entries = [e for c in chunks for e in c.get("logprobs", ())]
+    return {"logprobs": entries} if entries else {}
 
 
 async def _load_only(state: State, spec: ModelSpec, keep_alive: float | None,
@@ -78,7 +104,7 @@ async def generate(request: Request) -> Response:
                                template=fields.get("template"), suffix=fields.get("suffix"),
                                context=fields.get("context"),
                                truncate=fields.get("truncate", True),
-                               shift=fields.get("shift", True))
+                               shift=fields.get("shift", True), logprobs=_logprobs(fields))
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()
@@ -89,13 +115,14 @@ async def generate(request: Request) -> Response:
                                     "done": True, "done_reason": event.done_reason}
                     if not raw:
                         final["context"] = event.context
-                    yield final | metrics(event, t_start, load_ns)
+                    yield final | metrics(event, t_start, load_ns) | _truncation(event)
                 else:
-                    yield {"model": name, "created_at": created_at(), "response": event.text,
-                           "done": False}
+                    yield _with_logprobs({"model": name, "created_at": created_at(),
+                                          "response": event.text, "done": False}, event)
 
     def merge(all_chunks: list[Chunk]) -> Chunk:
-        return all_chunks[-1] | {"response": "".join(c["response"] for c in all_chunks)}
+        return all_chunks[-1] | {"response": "".join(c["response"] for c in all_chunks)} | \
+            _merge_logprobs(all_chunks)
 
     return await respond(chunks(), stream=fields.get("stream", True), merge=merge)
 
@@ -128,23 +155,31 @@ async def chat(request: Request) -> Response:
     def start(runner: Runner) -> AsyncIterator[Any]:
         return runner.chat(messages, runner.options(options), tools=tools or None,
                            truncate=fields.get("truncate", True),
-                           shift=fields.get("shift", True))
+                           shift=fields.get("shift", True), logprobs=_logprobs(fields))
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()
         async with aclosing(run_model(state, spec, options, keep_alive, start)) as events:
             async for event, load_ns in events:
                 if isinstance(event, Finished):
+                    if event.tool_calls:  # the calls in a chunk of their own, as Ollama does
+                        yield {"model": name, "created_at": created_at(), "message": {
+                            **empty, "tool_calls": with_call_ids(event.tool_calls)},
+                            "done": False}
                     yield {"model": name, "created_at": created_at(), "message": empty,
                            "done": True, "done_reason": event.done_reason,
-                           } | metrics(event, t_start, load_ns)
+                           } | metrics(event, t_start, load_ns) | _truncation(event)
                 else:
-                    yield {"model": name, "created_at": created_at(),
-                           "message": {"role": "assistant", "content": event.text}, "done": False}
+                    yield _with_logprobs({"model": name, "created_at": created_at(), "message": {
+                        "role": "assistant", "content": event.text}, "done": False}, event)
 
     def merge(all_chunks: list[Chunk]) -> Chunk:
-        content = "".join(c["message"]["content"] for c in all_chunks)
-        return all_chunks[-1] | {"message": {"role": "assistant", "content": content}}
+        message = {"role": "assistant",
+                   "content": "".join(c["message"]["content"] for c in all_chunks)}
+        calls = [t for c in all_chunks for t in c["message"].get("tool_calls", ())]
+        if calls:
+            message["tool_calls"] = calls
+        return all_chunks[-1] | {"message": message} | _merge_logprobs(all_chunks)
 
     return await respond(chunks(), stream=fields.get("stream", True), merge=merge)
 
@@ -211,3 +246,45 @@ async def embeddings(request: Request) -> Response:
     result, _ = await _embed(state, spec, [fields["prompt"]], options, keep_alive,
                              normalize=False)
     return OllamaJSON({"embedding": result.vectors[0]})
+
+
+# -- /api/tokenize and /api/detokenize (beyond Ollama) ---------------------------------------
+
+
+async def _tokens(request: Request, schema: schemas.Schema, struct: str,
+                  work: Any) -> Response:
+    state: State = request.app.state.ollamapy
+    fields = schemas.decode(await request.body(), schema, struct)
+    name = schemas.require_model(fields)
+    spec = state.resolve(name)
+    if spec is None:
+        raise model_not_found(name)
+    events = run_model(state, spec, None, keep_alive_of(fields),
+                       lambda runner: _one(work(runner, fields)))
+    async with aclosing(events):
+        async for result, _ in events:
+            return OllamaJSON({"model": name, **result})
+    raise APIError(500, "no result")
+
+
+async def _one(result: Any) -> AsyncIterator[Any]:
+    yield await result
+
+
+async def tokenize(request: Request) -> Response:
+    """{model, content[, add_special, parse_special]} → {model, tokens}."""
+    async def work(runner: Runner, fields: Mapping[str, Any]) -> dict[str, Any]:
+        tokens = await runner.tokenize(fields.get("content", ""),
+                                       add_special=fields.get("add_special", False),
+                                       parse_special=fields.get("parse_special", True))
+        return {"tokens": tokens}
+
+    return await _tokens(request, schemas.TOKENIZE, "TokenizeRequest", work)
+
+
+async def detokenize(request: Request) -> Response:
+    """{model, tokens} → {model, content}."""
+    async def work(runner: Runner, fields: Mapping[str, Any]) -> dict[str, Any]:
+        return {"content": await runner.detokenize(fields.get("tokens", []))}
+
+    return await _tokens(request, schemas.DETOKENIZE, "DetokenizeRequest", work)

@@ -21,7 +21,7 @@ import logging
 import random
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ollamapy.engine.options import Options
 from ollamapy.runner import Embeddings, Finished, ModelSpec, Runner
 from ollamapy.server.errors import APIError, bad_request
-from ollamapy.server.running import check_options, keep_alive_of, run_model
+from ollamapy.server.running import check_options, keep_alive_of, run_model, with_call_ids
 from ollamapy.server.schemas import parse_json_body
 from ollamapy.server.state import State
 from ollamapy.server.streaming import dumps
@@ -114,8 +114,51 @@ def _not_yet(body: Mapping[str, Any]) -> None:
     if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
         raise bad_request(f"response_format {fmt.get('type')!r} is not supported by ollamapy "
                           "yet")
-    if body.get("logprobs"):
-        raise bad_request("logprobs are not supported by ollamapy yet")
+
+
+def _logprobs(body: Mapping[str, Any], chat: bool) -> int | None:
+    """None, or how many alternatives per token: chat has logprobs (bool) + top_logprobs,
+    completions an int logprobs."""
+    if chat:
+        if not body.get("logprobs"):
+            return None
+        top = body.get("top_logprobs") or 0
+    else:
+        top = body.get("logprobs")
+        if top is None or top is False:
+            return None
+    if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= 20:
+        raise bad_request("top_logprobs must be between 0 and 20")
+    return top
+
+
+def _chat_logprobs(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """OpenAI chat's shape of Ollama's entries (the same fields, under "content")."""
+    return {"content": [{"token": e["token"], "logprob": e["logprob"], "bytes": e["bytes"],
+                         "top_logprobs": [{"token": t["token"], "logprob": t["logprob"],
+                                           "bytes": t["bytes"]} for t in e["top_logprobs"]]}
+                        for e in entries]}
+
+
+def _completion_logprobs(entries: Sequence[Mapping[str, Any]], offset: int = 0
+                         ) -> dict[str, Any]:
+    """The legacy completions shape: parallel lists, text offsets from `offset`."""
+    offsets, at = [], offset
+    for e in entries:
+        offsets.append(at)
+        at += len(e["token"])
+    return {"tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]}
+                             for e in entries],
+            "text_offset": offsets}
+
+
+def _openai_tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [{"id": call["id"], "index": i, "type": "function",
+             "function": {"name": call["function"]["name"],
+                          "arguments": json.dumps(call["function"]["arguments"])}}
+            for i, call in enumerate(with_call_ids(calls))]
 
 
 def _resolve(state: State, name: str, capability: str) -> ModelSpec:
@@ -267,11 +310,13 @@ async def _text_request(request: Request, kind: str) -> Response:
     if tools and "tools" not in spec.capabilities:
         raise bad_request(f"{state.full_name(name)} does not support tools")
 
+    logprobs = _logprobs(body, chat)
+
     def start(runner: Runner) -> AsyncIterator[Any]:
         opts = runner.options(options)
         if chat:
-            return runner.chat(messages, opts, tools=tools or None)
-        return runner.generate(prompt, opts, suffix=body.get("suffix"))
+            return runner.chat(messages, opts, tools=tools or None, logprobs=logprobs)
+        return runner.generate(prompt, opts, suffix=body.get("suffix"), logprobs=logprobs)
 
     events = run_model(state, spec, options, keep_alive, start)
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{random.randint(0, 998)}"
@@ -284,42 +329,63 @@ async def _text_request(request: Request, kind: str) -> Response:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         usage: dict[str, int] = {}
         sent_role = False
+        text_offset = 0
+
+        def choice(**fields: Any) -> dict[str, Any]:
+            return head | {"choices": [{"index": 0, **fields}]}
 
         def chunks_of(pair: tuple[Any, int]) -> list[dict[str, Any]]:
-            nonlocal sent_role
+            nonlocal sent_role, text_offset
             event, _ = pair
             if isinstance(event, Finished):
                 usage.update(_usage(event))
-                end = {"index": 0, "finish_reason": event.done_reason}
-                end |= {"delta": {}} if chat else {"text": ""}
-                return [head | {"choices": [end]}]
-            if chat:
-                delta = {"role": "assistant", "content": event.text} if not sent_role else \
-                    {"content": event.text}
-                sent_role = True
-                return [head | {"choices": [{"index": 0, "delta": delta,
-                                             "finish_reason": None}]}]
-            return [head | {"choices": [{"index": 0, "text": event.text,
-                                         "finish_reason": None}]}]
+                out = []
+                reason = event.done_reason
+                if event.tool_calls:
+                    reason = "tool_calls"
+                    out.append(choice(delta={"tool_calls": _openai_tool_calls(event.tool_calls)},
+                                      finish_reason=None))
+                end = {"delta": {}} if chat else {"text": ""}
+                return out + [choice(**end, finish_reason=reason)]
+            extra: dict[str, Any] = {}
+            if event.logprobs:
+                extra["logprobs"] = _chat_logprobs(event.logprobs) if chat else \
+                    _completion_logprobs(event.logprobs, text_offset)
+            if not chat:
+                text_offset += len(event.text)
+                return [choice(text=event.text, finish_reason=None, **extra)]
+            delta = {"content": event.text} | ({} if sent_role else {"role": "assistant"})
+            sent_role = True
+            return [choice(delta=delta, finish_reason=None, **extra)]
 
         def tail() -> list[dict[str, Any]]:
             return [head | {"choices": [], "usage": usage}] if include_usage else []
 
         return _sse(first, events, chunks_of, tail)
 
-    text, final = [], None
+    text: list[str] = []
+    entries: list[dict[str, Any]] = []
+    final = None
     async with aclosing(events):
         for event, _ in [first] + [e async for e in events]:
             if isinstance(event, Finished):
                 final = event
             else:
                 text.append(event.text)
+                entries.extend(event.logprobs)
     assert final is not None
+    reason = "tool_calls" if final.tool_calls else final.done_reason
     if chat:
-        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(text)},
-                  "finish_reason": final.done_reason}
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+        if final.tool_calls:
+            message["tool_calls"] = _openai_tool_calls(final.tool_calls)
+        choice = {"index": 0, "message": message, "finish_reason": reason}
+        if logprobs is not None:
+            choice["logprobs"] = _chat_logprobs(entries)
     else:
-        choice = {"index": 0, "text": "".join(text), "finish_reason": final.done_reason}
+        choice = {"index": 0, "text": "".join(text), "finish_reason": reason}
+        if logprobs is not None:
+            choice["logprobs"] = _completion_logprobs(entries)
     obj = "chat.completion" if chat else "text_completion"
     return JSONResponse(head | {"object": obj, "choices": [choice], "usage": _usage(final)})
 

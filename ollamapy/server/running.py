@@ -7,8 +7,10 @@ serve is a 400, a full queue or a shutdown is a 503 with Ollama's text.
 
 from __future__ import annotations
 
+import secrets
+import string
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -68,3 +70,10 @@ async def run_model(state: State, spec: ModelSpec, options: Mapping[str, Any],
             raise APIError(503, str(e)) from None
         except ValueError as e:  # RequestError, OptionsError, an empty prompt …
             raise bad_request(str(e)) from None
+
+
+def with_call_ids(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Tool calls with Ollama's ids: "call_" and 8 characters of [a-z0-9]."""
+    alphabet = string.ascii_lowercase + string.digits
+    return [{"id": "call_" + "".join(secrets.choice(alphabet) for _ in range(8)), **call}
+            for call in calls]

@@ -124,6 +124,9 @@ CREATE: Schema = {
     "license": "interface {}", "system": "string", "parameters": "map[string]interface {}",
     "messages": "[]api.Message", "quantize": "string", "quantization": "string",
 }
+TOKENIZE: Schema = {"model": "string", "content": "string", "add_special": "bool",
+                    "parse_special": "bool", "keep_alive": "*api.Duration"}
+DETOKENIZE: Schema = {"model": "string", "tokens": "[]int", "keep_alive": "*api.Duration"}
 COPY: Schema = {"source": "string", "destination": "string"}
 DELETE: Schema = {"model": "string", "name": "string"}
 
