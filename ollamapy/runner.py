@@ -23,6 +23,7 @@ from typing import Any
 
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.device import release_cached_memory
+from ollamapy.engine.grammar import Grammars, constrains
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.seq import Seq, TokenLogprobs
 from ollamapy.loaded import LoadedModel, load
@@ -158,6 +159,13 @@ class Runner:
                               logprobs=logprobs, format=format)
 
     @cached_property
+    def grammars(self) -> Grammars:
+        """Structured outputs for this vocabulary (built on first use: ~0.1 s)."""
+        tok = self.model.tokenizer
+        vocab = [b"" if tok.is_control(i) else tok.token_bytes(i) for i in range(tok.vocab_size)]
+        return Grammars(vocab, tok.eos_ids, self.model.decoder.config.vocab_size)
+
+    @cached_property
     def tool_call_format(self) -> ToolCallFormat | None:
         """How this model's template writes tool calls (None: it does not)."""
         probe_tools = [{"type": "function", "function": {
@@ -189,7 +197,9 @@ class Runner:
                         ) -> AsyncIterator[Text | Finished]:
         """make_prompt → (ids, messages dropped) runs on a pool thread: rendering and
         tokenizing a long history is real work that must not stall the event loop."""
-        compiled = await asyncio.to_thread(self.grammars.compile, format) if format else None
+        compiled = None
+        if constrains(format):
+            compiled = await asyncio.to_thread(self.grammars.compile, format)
         ids, dropped = await asyncio.to_thread(make_prompt)
         if not truncate and len(ids) > options.num_ctx:
             raise RequestError("the input length exceeds the context length")

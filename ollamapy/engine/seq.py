@@ -38,6 +38,8 @@ class Constraint(Protocol):
 
     def mask_(self, logits: torch.Tensor) -> None: ...
     def accept(self, token: int) -> None: ...
+    @property
+    def done(self) -> bool: ...  # the document is complete: only EOS may follow
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +137,8 @@ class Seq:
         if stopped:  # the stop string and what follows it are never streamed
             self.reason, self.done, self.t_end = "stop", True, time.perf_counter_ns()
             return out
+        if self.constraint is not None and self.constraint.done:  # EOS is all that may follow
+            return out + self._finish("stop")
         if self.eval_count >= self.limit:
             return out + self._finish("length")
         pos = len(self.history) - 1  # the position the sampled token goes to

@@ -35,8 +35,6 @@ def _check_common(fields: Mapping[str, Any], name: str) -> None:
         raise bad_request("top_logprobs must be between 0 and 20")
     if fields.get("think") not in (None, False):
         raise bad_request(f'"{name}" does not support thinking')
-    if fields.get("format") not in (None, ""):
-        raise bad_request("format (structured outputs) is not supported by ollamapy yet")
 
 
 def _logprobs(fields: Mapping[str, Any]) -> int | None:
@@ -104,7 +102,8 @@ async def generate(request: Request) -> Response:
                                template=fields.get("template"), suffix=fields.get("suffix"),
                                context=fields.get("context"),
                                truncate=fields.get("truncate", True),
-                               shift=fields.get("shift", True), logprobs=_logprobs(fields))
+                               shift=fields.get("shift", True), logprobs=_logprobs(fields),
+                               format=fields.get("format"))
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()
@@ -155,7 +154,8 @@ async def chat(request: Request) -> Response:
     def start(runner: Runner) -> AsyncIterator[Any]:
         return runner.chat(messages, runner.options(options), tools=tools or None,
                            truncate=fields.get("truncate", True),
-                           shift=fields.get("shift", True), logprobs=_logprobs(fields))
+                           shift=fields.get("shift", True), logprobs=_logprobs(fields),
+                           format=fields.get("format"))
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()

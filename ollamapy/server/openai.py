@@ -109,11 +109,23 @@ def _options(body: Mapping[str, Any], *, completion: bool = False) -> dict[str, 
     return check_options(options)
 
 
-def _not_yet(body: Mapping[str, Any]) -> None:
+def _format(body: Mapping[str, Any]) -> Any:
+    """response_format → Ollama's format: json_object → "json", json_schema → its schema."""
     fmt = body.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        raise bad_request(f"response_format {fmt.get('type')!r} is not supported by ollamapy "
-                          "yet")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return "json"
+    if kind == "json_schema":
+        schema = (fmt.get("json_schema") or {}).get("schema")
+        if not isinstance(schema, dict):
+            raise bad_request("response_format json_schema needs a schema object")
+        return schema
+    raise bad_request(f"invalid response_format type: {json.dumps(kind)}; expected "
+                      '"text", "json_object" or "json_schema"')
 
 
 def _logprobs(body: Mapping[str, Any], chat: bool) -> int | None:
@@ -304,7 +316,7 @@ async def _text_request(request: Request, kind: str) -> Response:
             raise bad_request("prompt must be a string")
     options = _options(body, completion=not chat)
     keep_alive = keep_alive_of(body)
-    _not_yet(body)
+    fmt = _format(body)
     spec = _resolve(state, name, "completion")
     tools = body.get("tools") or []
     if tools and "tools" not in spec.capabilities:
@@ -315,8 +327,10 @@ async def _text_request(request: Request, kind: str) -> Response:
     def start(runner: Runner) -> AsyncIterator[Any]:
         opts = runner.options(options)
         if chat:
-            return runner.chat(messages, opts, tools=tools or None, logprobs=logprobs)
-        return runner.generate(prompt, opts, suffix=body.get("suffix"), logprobs=logprobs)
+            return runner.chat(messages, opts, tools=tools or None, logprobs=logprobs,
+                               format=fmt)
+        return runner.generate(prompt, opts, suffix=body.get("suffix"), logprobs=logprobs,
+                               format=fmt)
 
     events = run_model(state, spec, options, keep_alive, start)
     ident = f"{'chatcmpl' if chat else 'cmpl'}-{random.randint(0, 998)}"
