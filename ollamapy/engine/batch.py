@@ -15,12 +15,21 @@ active sequences always fill slots [0, n) and a step reads the cache without cop
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 
 from ollamapy.engine.generate import prefill
 from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.seq import Delta, Seq
+
+
+def _decode(model: Transformer, tokens: torch.Tensor, positions: torch.Tensor,
+            key_positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """tokens (B, 1) at positions (B,), attending over key_positions (S,) → logits (B, V)."""
+    return model(tokens, positions, cache, key_positions=key_positions)
 
 
 class Batch:
@@ -32,6 +41,8 @@ class Batch:
                              dtype=weight.dtype)
         self.active: list[Seq] = []  # active[i] lives in cache slot i
         self.steps = 0  # batched forwards run so far
+        # the batched decode step: the model itself, or a compiled twin (engine/fast.py)
+        self.decode: Callable[..., torch.Tensor] = partial(_decode, model)
 
     @property
     def free(self) -> int:
@@ -66,8 +77,14 @@ class Batch:
             self._compact()
             rows = list(self.active)
             feeds = [s.feed() for s in rows]
-            tokens = torch.tensor([f[0] for f in feeds], device=self.cache.k[0].device)  # (B, 1)
-            logits = self.model(tokens, [f[1] for f in feeds], self.cache)  # (B, vocab)
+            device = self.cache.k[0].device
+            tokens = torch.tensor([f[0] for f in feeds], device=device)  # (B, 1)
+            positions = [f[1] for f in feeds]
+            span = max(positions) + 1
+            if span > self.num_ctx:
+                raise ValueError(f"KV cache overflow: position {span} > num_ctx {self.num_ctx}")
+            logits = self.decode(tokens, torch.tensor(positions, device=device),  # (B, vocab)
+                                 torch.arange(span, device=device), self.cache)
             self.steps += 1
             events.extend((seq, seq.advance(logits[i])) for i, seq in enumerate(rows))
         self._compact()

@@ -7,16 +7,15 @@ cached so far, so a step never reallocates:
 
 - `start_pos` an int: rows [0, B) take T new positions from start_pos (one sequence, or a
   batch that moves in lockstep);
-- `start_pos` a list of B ints: a batched decode step, one new position per row, row i at
-  start_pos[i]; the view spans the longest row (the model masks the rest).
+- `start_pos` a (B,) tensor: a batched decode step, one new position per row, row i at
+  start_pos[i]; the view spans `length` positions (the model masks what a row must not
+  see). Positions stay on the device: no host sync, and a compiled step never recompiles.
 
 `slot(i)` is a one-row view of slot i, for prefilling one sequence of a batch; `move` copies a
 slot into another when the batch is compacted.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 
@@ -34,8 +33,9 @@ class KVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.length = 0  # positions [0, length) hold valid entries (single-sequence use)
 
-    def update(self, layer: int, start_pos: int | Sequence[int], k: torch.Tensor,
-               v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, layer: int, start_pos: int | torch.Tensor, k: torch.Tensor,
+               v: torch.Tensor, length: int | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, n_kv_heads, T, head_dim); return (B, n_kv_heads, S, head_dim)."""
         B, T = k.shape[0], k.shape[2]
         if isinstance(start_pos, int):
@@ -43,13 +43,12 @@ class KVCache:
             self._check(end)
             self.k[layer][:B, :, start_pos:end] = k
             self.v[layer][:B, :, start_pos:end] = v
-        else:  # one new position per row
-            end = max(start_pos) + 1
-            self._check(end)
+        else:  # one new position per row; the caller says how far to look
+            assert length is not None, "a batched update needs the span length"
+            end = length
             rows = torch.arange(B, device=k.device)
-            pos = torch.tensor(start_pos, device=k.device)
-            self.k[layer][rows, :, pos] = k[:, :, 0]  # (B, n_kv_heads, head_dim)
-            self.v[layer][rows, :, pos] = v[:, :, 0]
+            self.k[layer][rows, :, start_pos] = k[:, :, 0]  # (B, n_kv_heads, head_dim)
+            self.v[layer][rows, :, start_pos] = v[:, :, 0]
         if layer == len(self.k) - 1:
             self.length = end
         return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end]
@@ -82,8 +81,8 @@ class SlotCache:
     def __init__(self, cache: KVCache, index: int) -> None:
         self.cache, self.index = cache, index
 
-    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor,
+               length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         end = start_pos + k.shape[2]
         self.cache._check(end)
         i = self.index

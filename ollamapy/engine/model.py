@@ -7,8 +7,6 @@ files. The KV cache is run state passed into `forward`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,20 +41,31 @@ class Attention(nn.Module):
         self.wo = Linear(c.n_heads * c.head_dim, c.dim)
         self.q_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
         self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
+        self.wqkv: nn.Module | None = None  # q, k and v in one matmul, set by a fast path
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x (B, T, dim) → q (B, T, n_heads * head_dim), k and v (B, T, n_kv_heads * hd)."""
+        if self.wqkv is None:
+            return self.wq(x), self.wk(x), self.wv(x)
+        kv = self.n_kv_heads * self.head_dim
+        q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv, kv], dim=-1)
+        return q, k, v
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, start_pos: int | Sequence[int], cache: KVCache | None
+                mask: torch.Tensor, start_pos: int | torch.Tensor, cache: KVCache | None
                 ) -> torch.Tensor:
         B, T, _ = x.shape
+        q, k, v = self.project(x)
         # (B, T, n_heads * head_dim) → (B, n_heads, T, head_dim)
-        q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         if self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer, start_pos, k, v)  # (B, n_kv_heads, S, head_dim)
+            # (B, n_kv_heads, S, head_dim): S, the keys' span, is the mask's last dimension
+            k, v = cache.update(self.layer, start_pos, k, v, length=mask.shape[-1])
         # grouped-query attention: each kv head serves n_heads // n_kv_heads query heads
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
                                              enable_gqa=self.n_kv_heads != self.n_heads)
@@ -73,9 +82,14 @@ class FeedForward(nn.Module):
         self.w_gate = Linear(config.dim, config.ffn_dim)
         self.w_up = Linear(config.dim, config.ffn_dim)
         self.w_down = Linear(config.ffn_dim, config.dim)
+        self.w_gate_up: nn.Module | None = None  # gate and up in one matmul (a fast path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_down(activation(self.activation, self.w_gate(x)) * self.w_up(x))
+        if self.w_gate_up is None:
+            gate, up = self.w_gate(x), self.w_up(x)
+        else:
+            gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        return self.w_down(activation(self.activation, gate) * up)
 
 
 class Block(nn.Module):
@@ -91,7 +105,7 @@ class Block(nn.Module):
         self.post_ffn_norm = RMSNorm(config.dim, config.norm_eps) if config.post_norms else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, start_pos: int | Sequence[int], cache: KVCache | None
+                mask: torch.Tensor, start_pos: int | torch.Tensor, cache: KVCache | None
                 ) -> torch.Tensor:
         h = self.attn(self.attn_norm(x), cos, sin, mask, start_pos, cache)
         if self.post_attn_norm is not None:
@@ -124,13 +138,17 @@ class Transformer(nn.Module):
         self.inv_freq_local = rope_frequencies(c.rope_dim, c.rope_base_local or c.rope_base,
                                                device)
 
-    @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, start_pos: int | Sequence[int] = 0,
-                cache: KVCache | None = None, *, all_logits: bool = False) -> torch.Tensor:
+    @torch.no_grad()  # not inference_mode: its tensors cannot enter a compiled graph
+    def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0,
+                cache: KVCache | None = None, *, all_logits: bool = False,
+                key_positions: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) at positions [start_pos, start_pos + T) → float32 logits,
         (B, T, vocab) when all_logits else (B, vocab) for the last position only.
-        A list start_pos gives each row its own position (a batched decode step, T = 1,
-        with a cache whose row i holds sequence i)."""
+
+        A batched decode step gives each row its own position: start_pos a (B,) tensor,
+        T = 1, a cache whose row i holds sequence i, and key_positions = arange(S), the
+        span of cached positions to attend over (S > every row's position). Positions stay
+        tensors, so a compiled step sees one graph whatever the positions are."""
         c = self.config
         B, T = tokens.shape
         x = self.tok_embeddings(tokens)  # (B, T, dim)
@@ -139,13 +157,14 @@ class Transformer(nn.Module):
         steps = torch.arange(T, device=tokens.device)
         if isinstance(start_pos, int):
             q_pos = start_pos + steps  # (T,)
-            length = start_pos + T
+            k_pos = torch.arange(0, start_pos + T, device=tokens.device) \
+                if cache is not None else q_pos
         else:
-            if cache is None or len(start_pos) != B:
-                raise ValueError("per-row positions need a cache and one position per row")
-            q_pos = torch.tensor(start_pos, device=tokens.device)[:, None] + steps  # (B, T)
-            length = max(start_pos) + T
-        k_pos = torch.arange(0, length, device=tokens.device) if cache is not None else q_pos
+            if cache is None or key_positions is None or start_pos.shape != (B,):
+                raise ValueError("per-row positions need a cache, one position per row and "
+                                 "key_positions")
+            q_pos = start_pos[:, None] + steps  # (B, T)
+            k_pos = key_positions  # (S,)
         cos, sin = rope_cos_sin(q_pos, self.inv_freq, c.rope_scale)
         cos_l, sin_l = rope_cos_sin(q_pos, self.inv_freq_local)
         mask_global = attention_mask(q_pos, k_pos, None)  # (T, S)
