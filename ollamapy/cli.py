@@ -1,4 +1,5 @@
-"""The `ollamapy` command, Ollama's CLI: serve, run, create, show, list, ps, cp, rm, stop.
+"""The `ollamapy` command, Ollama's CLI: serve, run, create, pull, push, show, list, ps, cp, rm,
+stop.
 
 Every command but `serve` is a client of a running server at `OLLAMA_HOST` (default
 127.0.0.1:11434), as Ollama's CLI is.
@@ -75,6 +76,42 @@ class Progress:
         if self.line and sys.stderr.isatty():
             sys.stderr.write("\n")
             self.line = ""
+
+
+def bar(completed: int, total: int, width: int = 25) -> str:
+    """` 45% ▕███████████              ▏  44 MB/98 MB`"""
+    fraction = min(1.0, completed / total) if total else 1.0
+    filled = int(fraction * width)
+    return (f"{int(fraction * 100):3d}% ▕{'█' * filled}{' ' * (width - filled)}▏ "
+            f"{human_bytes(completed)}/{human_bytes(total)}")
+
+
+class TransferProgress:
+    """Pull and push progress. On a terminal each layer gets its own bar, redrawn in place
+    and kept when the next layer starts (as Ollama draws them); in a log, one line per status,
+    a layer's line saying its size."""
+
+    def __init__(self) -> None:
+        self.line = Progress()
+        self.status = ""
+
+    def show(self, update: dict[str, Any]) -> None:
+        status = update.get("status", "")
+        new, self.status = status != self.status, status
+        total = update.get("total")
+        if not sys.stderr.isatty():
+            if new:
+                self.line.show(f"{status} {human_bytes(total)}" if total else status)
+            return
+        if new:
+            self.line.done()  # keep the finished layer's bar on its own line
+        if total and update.get("digest"):
+            self.line.show(f"{status}: {bar(update.get('completed', 0), total)}")
+        else:
+            self.line.show(status)
+
+    def done(self) -> None:
+        self.line.done()
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -191,11 +228,35 @@ def cmd_create(args: argparse.Namespace) -> int:
                 files[name] = client.upload_blob(path, tick)
             body["files"] = files
         else:
-            body["from"] = modelfile.from_
-        for status in client.stream("/api/create", body):
-            progress.show(status.get("status", ""))
+            body["from"] = modelfile.from_  # pulled first by the server when it is not there
+        progress.done()
+        statuses = TransferProgress()  # a pull's layers get bars
+        try:
+            for status in client.stream("/api/create", body):
+                statuses.show(status)
+        finally:
+            statuses.done()
+    return 0
+
+
+def _transfer(path: str, args: argparse.Namespace) -> int:
+    progress = TransferProgress()
+    try:
+        with Client() as client:
+            for update in client.stream(path, {"model": args.model,
+                                               "insecure": args.insecure}):
+                progress.show(update)
+    finally:
         progress.done()
     return 0
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    return _transfer("/api/pull", args)
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    return _transfer("/api/push", args)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -294,6 +355,12 @@ def parser() -> argparse.ArgumentParser:
     create = add("create", cmd_create, "create a model from a Modelfile")
     create.add_argument("model")
     create.add_argument("-f", "--file", default="Modelfile")
+    for name, fn, help in (("pull", cmd_pull, "pull a model from a registry"),
+                           ("push", cmd_push, "push a model to a registry")):
+        transfer = add(name, fn, help)
+        transfer.add_argument("model")
+        transfer.add_argument("--insecure", action="store_true",
+                              help="use plain http for the registry")
     show = add("show", cmd_show, "show a model's information")
     show.add_argument("model")
     for flag in ("modelfile", "parameters", "template", "system", "license"):

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ollamapy.scheduler import Scheduler
-from ollamapy.server import inference, models, openai
+from ollamapy.server import inference, models, openai, registry
 from ollamapy.server.errors import APIError
 from ollamapy.server.state import State
 from ollamapy.server.streaming import error_response
@@ -50,6 +50,8 @@ ROUTES = [
     Route("/api/blobs/{digest}", models.post_blob, methods=["POST"]),
     Route("/api/copy", models.copy, methods=["POST"]),
     Route("/api/delete", models.delete, methods=["DELETE"]),
+    Route("/api/pull", registry.pull, methods=["POST"]),
+    Route("/api/push", registry.push, methods=["POST"]),
     Route("/api/ps", models.ps, methods=["GET"]),
     Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
     Route("/v1/completions", openai.completions, methods=["POST"]),

@@ -128,6 +128,10 @@ TOKENIZE: Schema = {"model": "string", "content": "string", "add_special": "bool
                     "parse_special": "bool", "keep_alive": "*api.Duration"}
 DETOKENIZE: Schema = {"model": "string", "tokens": "[]int", "keep_alive": "*api.Duration"}
 COPY: Schema = {"source": "string", "destination": "string"}
+# username and password are read and ignored, as Ollama does
+PULL: Schema = {"model": "string", "name": "string", "insecure": "bool", "stream": "bool",
+                "username": "string", "password": "string"}
+PUSH: Schema = PULL
 DELETE: Schema = {"model": "string", "name": "string"}
 
 

@@ -9,6 +9,10 @@ shows, copies, deletes and creates models without loading an inference stack.
     model.py      one model's layers, read              store.py     list/find/copy/delete/GC
     modelinfo.py  weights headers → config fields       modelfile.py Modelfile read/write
     create.py     /api/create as a progress stream      errors.py    exceptions with HTTP status
+    registry*.py  pull and push over the OCI distribution protocol: registry.py (names → a
+                  registry, limits), _http (one conversation, redirects checked), _auth (bearer
+                  tokens, realm on the registry's host), _body (capped reads), _partial
+                  (resumable partial files), _download (parallel ranged parts), _pull, _push
 """
 
 from ollamapy.store.blobs import BlobStore, BlobWriter

@@ -14,11 +14,13 @@ iterator; the manifest is written last and atomically, so a failed or abandoned 
 no model behind (only content-addressed blobs, which a later create may reuse).
 
 Base layers come from `from_` (an existing model: every layer reused by reference with `from`
-set to its short name, its config inherited) or from `files` (blobs uploaded beforehand with
-POST /api/blobs): one GGUF becomes the model layer, or a Hugging Face safetensors folder
-becomes one tensor/json layer per file, named by its relative path. Then, as Ollama does:
-`template` and `system` replace their layers, each `license` adds one, `parameters` are merged
-over the inherited ones (the request wins) and `messages` replace the old ones.
+set to its short name, its config inherited; a model that is not in the store is pulled first,
+its pull progress streamed ahead of the create's, as Ollama does) or from `files` (blobs
+uploaded beforehand with POST /api/blobs): one GGUF becomes the model layer, or a Hugging Face
+safetensors folder becomes one tensor/json layer per file, named by its relative path. Then,
+as Ollama does: `template` and `system` replace their layers, each `license` adds one,
+`parameters` are merged over the inherited ones (the request wins) and `messages` replace the
+old ones.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from ollamapy.store.modelinfo import (
     safetensors_header,
 )
 from ollamapy.store.names import Name, parse_name
+from ollamapy.store.registry_pull import pull_model
 from ollamapy.store.store import Store
 
 MAX_FILES = 1024  # Ollama's maxCreateFiles
@@ -76,6 +79,8 @@ Progress = dict[str, Any]
 class _Request:
     name: Name
     base: Name | None  # the stored name of `from_`
+    from_: Name | None  # `from_` as asked for
+    pull: Iterator[Progress] | None  # pulls `from_` first when it is not in the store
     files: Mapping[str, str]  # relative path → canonical digest
     kind: str  # "from", "gguf" or "safetensors"
     template: str | None
@@ -92,30 +97,35 @@ def create_model(store: Store, name: str | Name, *, from_: str | None = None,
                  messages: Sequence[Mapping[str, Any]] | None = None,
                  license: str | Sequence[str] | None = None,
                  adapters: Mapping[str, str] | None = None, quantize: str | None = None,
-                 requires: str | None = None) -> Iterator[Progress]:
-    """Validate the request (raising StoreError subclasses) and return its progress stream."""
+                 requires: str | None = None, insecure: bool = False) -> Iterator[Progress]:
+    """Validate the request (raising StoreError subclasses) and return its progress stream.
+
+    `insecure` lets the pull of a missing `from_` use plain http; Ollama's /api/create has no
+    such field (its pull is always https), and ollamapy's HTTP layer never sets it."""
     if adapters:
         raise CreateError("ADAPTER is not supported by ollamapy")
     if quantize:
         raise CreateError("quantization is not supported by ollamapy")
     target = parse_name(name)  # InvalidNameError: 400 "invalid model name"
     checked_files = _check_files(store, files or {})
-    base = None
+    base: Name | None = None
+    wanted: Name | None = None
+    pull: Iterator[Progress] | None = None
     if from_:
         try:
-            base = store.find(Name.parse(from_))
+            wanted = Name.parse(from_)
         except InvalidNameError:
             raise CreateError("invalid model name") from None
-        if base is None:
-            # Ollama would pull it first; pulling is not ours yet
-            raise ModelNotFoundError(from_)
+        base = store.find(wanted)
+        if base is None:  # the name and its registry are checked here, before streaming
+            pull = pull_model(store, from_, insecure=insecure)
         kind = "from"
     elif checked_files:
         kind = _files_kind(store, checked_files)
     else:
         raise CreateError(ERR_NEITHER)
-    request = _Request(name=target, base=base, files=checked_files, kind=kind,
-                       template=template or None, system=system or None,
+    request = _Request(name=target, base=base, from_=wanted, pull=pull, files=checked_files,
+                       kind=kind, template=template or None, system=system or None,
                        parameters=_check_parameters(parameters),
                        messages=_check_messages(messages), licenses=_check_license(license),
                        requires=requires or None)
@@ -206,8 +216,15 @@ def _check_license(license: str | Sequence[str] | None) -> tuple[str, ...]:
 def _create(store: Store, request: _Request) -> Iterator[Progress]:
     statuses: list[str] = []  # per layer, reported together once all layers exist (as Ollama)
     if request.kind == "from":
-        assert request.base is not None
-        layers, config = _from_model(store, request.base, statuses)
+        base = request.base
+        if request.pull is not None:
+            yield from request.pull
+            assert request.from_ is not None
+            base = store.find(request.from_)
+            if base is None:  # deleted between the pull and now
+                raise ModelNotFoundError(request.from_.display_shortest())
+        assert base is not None
+        layers, config = _from_model(store, base, statuses)
     elif request.kind == "gguf":
         layers, config = [], ImageConfig()
         for path in sorted(request.files):
