@@ -30,8 +30,9 @@ class LoadedModel:
         self.path = path
         self.model = checkpoint.model
         self.tokenizer = checkpoint.tokenizer
-        self.device = next(iter(self.model.parameters())).device
-        self.dtype = next(iter(self.model.parameters())).dtype
+        first = next(iter(self.model.parameters()))
+        self.device = self.model.device if isinstance(self.model, Transformer) else first.device
+        self.dtype = self.model.dtype if isinstance(self.model, Transformer) else first.dtype
 
     def __repr__(self) -> str:
         return (f"LoadedModel({self.path.name!r}, {self.checkpoint.kind}, {self.device}, "
@@ -149,9 +150,10 @@ class LoadedModel:
 
 
 def load(path: str | Path, device: str | torch.device | None = None,
-         dtype: str | torch.dtype | None = None) -> LoadedModel:
+         dtype: str | torch.dtype | None = None, *, fast: bool = False) -> LoadedModel:
     """Load a .gguf file or a Hugging Face safetensors folder onto device (auto: cuda, mps,
-    cpu) in dtype (auto: bf16 on cuda, fp16 on mps, fp32 on cpu)."""
+    cpu) in dtype (auto: bf16 on cuda, fp16 on mps, fp32 on cpu). fast: keep a GGUF's
+    weights quantized (int4/int8 kernels) instead of the float reference."""
     dev = pick_device(device)
-    checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype))
+    checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype), fast)
     return LoadedModel(checkpoint, Path(path))

@@ -23,6 +23,7 @@ from typing import Any
 
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.device import release_cached_memory
+from ollamapy.engine.fast import CompiledDecode
 from ollamapy.engine.grammar import Grammars, constrains
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.seq import Seq, TokenLogprobs
@@ -67,9 +68,12 @@ class ModelSpec:
 
 class Runner:
     def __init__(self, spec: ModelSpec, num_ctx: int, *, num_parallel: int = 4,
-                 max_queue: int = 512, device: str | None = None) -> None:
+                 max_queue: int = 512, device: str | None = None, fast: bool = False,
+                 compile: bool = False) -> None:
+        """fast: GGUF weights stay quantized (int4/int8 kernels); compile: the batched
+        decode step is compiled (and compiled now, before the first request waits on it)."""
         self.spec = spec
-        self.model: LoadedModel = load(spec.path, device=device)
+        self.model: LoadedModel = load(spec.path, device=device, fast=fast)
         self.is_encoder = self.model.checkpoint.kind == "encoder"
         self.context_length = self.model.context_length
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one
@@ -88,6 +92,9 @@ class Runner:
         else:
             batch = Batch(self.model.decoder, num_parallel, self.num_ctx,
                           self.base_options.num_batch)
+            if compile:
+                batch.decode = CompiledDecode(batch.decode, num_parallel, self.model.device)
+                batch.decode.warm_up(batch.cache)
             self.worker = DecodeWorker(spec.name, batch, max_queue)
 
     def close(self) -> None:

@@ -43,7 +43,8 @@ class Scheduler:
                  make_runner: Callable[[ModelSpec, int], Runner] | None = None) -> None:
         self.settings = settings
         self.make_runner = make_runner or partial(
-            Runner, num_parallel=settings.num_parallel, max_queue=settings.max_queue)
+            Runner, num_parallel=settings.num_parallel, max_queue=settings.max_queue,
+            fast=settings.fast, compile=settings.fast and settings.compile)
         self.loaded: dict[str, Loaded] = {}  # by model name
         self._load_lock = asyncio.Lock()
 

@@ -146,6 +146,13 @@ def _int(name: str, default: int, environ: Mapping[str, str] | None) -> int:
         return default
 
 
+def _flag(name: str, default: bool, environ: Mapping[str, str] | None) -> bool:
+    value = env(name, environ).lower()
+    if not value:
+        return default
+    return value not in ("0", "false", "no", "off")
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     host: HostPort
@@ -157,6 +164,8 @@ class Settings:
     context_length: int  # 0: Ollama's default for this machine (4096 below 24 GiB VRAM)
     origins: tuple[str, ...]
     noprune: bool
+    fast: bool = True  # OLLAMAPY_FAST: GGUF weights stay quantized (int4/int8 kernels)
+    compile: bool = True  # OLLAMAPY_COMPILE: the batched decode step is torch.compile'd
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -172,4 +181,6 @@ class Settings:
             origins=tuple(o.strip() for o in env("OLLAMA_ORIGINS", environ).split(",")
                           if o.strip()),
             noprune=env("OLLAMA_NOPRUNE", environ).lower() in ("1", "true", "yes"),
+            fast=_flag("OLLAMAPY_FAST", True, environ),
+            compile=_flag("OLLAMAPY_COMPILE", True, environ),
         )

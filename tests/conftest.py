@@ -7,6 +7,12 @@ from pathlib import Path
 
 import pytest
 
+# The suite checks the float reference path unless a test asks for the fast one (quantized
+# kernels, compiled decode: tests/engine/test_fast.py, tests/e2e/test_fast_server.py);
+# compiling costs ~30 s a graph on 2 cores, so it is off unless a test turns it on.
+os.environ.setdefault("OLLAMAPY_FAST", "0")
+os.environ.setdefault("OLLAMAPY_COMPILE", "0")
+
 CACHE = Path(os.environ.get("OLLAMAPY_CACHE", Path.home() / ".cache" / "ollamapy"))
 MODELS = CACHE / "models"
 DATA = Path(__file__).parent / "data"

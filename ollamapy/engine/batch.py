@@ -35,10 +35,9 @@ def _decode(model: Transformer, tokens: torch.Tensor, positions: torch.Tensor,
 class Batch:
     def __init__(self, model: Transformer, slots: int, num_ctx: int, num_batch: int = 512
                  ) -> None:
-        weight = model.tok_embeddings.weight
         self.model, self.num_ctx, self.num_batch = model, num_ctx, max(1, num_batch)
-        self.cache = KVCache(model.config, num_ctx, batch=slots, device=weight.device,
-                             dtype=weight.dtype)
+        self.cache = KVCache(model.config, num_ctx, batch=slots, device=model.device,
+                             dtype=model.dtype)
         self.active: list[Seq] = []  # active[i] lives in cache slot i
         self.steps = 0  # batched forwards run so far
         # the batched decode step: the model itself, or a compiled twin (engine/fast.py)

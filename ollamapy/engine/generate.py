@@ -25,7 +25,7 @@ def prefill(model: Transformer, ids: Sequence[int], cache: KVCache | SlotCache, 
             num_batch: int) -> torch.Tensor:
     """Run ids through the model in chunks of num_batch; return the last position's logits
     (vocab,). One id is a decode step."""
-    device = model.tok_embeddings.weight.device
+    device = model.device
     logits = torch.empty(0)
     for begin in range(0, len(ids), num_batch):
         chunk = torch.tensor([list(ids[begin:begin + num_batch])], device=device)  # (1, T)
@@ -39,12 +39,12 @@ def generate(model: Transformer, prompt_ids: Sequence[int], opts: Options, *,
              ) -> Iterator[Delta | Done]:
     """shift=False ends generation with done_reason "length" when the window is full,
     instead of shifting the context (Ollama's `shift` request field)."""
-    device = model.tok_embeddings.weight.device
+    device = model.device
     num_ctx = window(opts, model.config.context_length)
     seq = Seq(prompt_ids, opts, num_ctx=num_ctx, eos_ids=eos_ids, detokenizer=detokenizer,
               add_bos=add_bos, shift=shift, device=device)
     cache = new_cache(num_ctx) if new_cache else KVCache(
-        model.config, num_ctx, device=device, dtype=model.tok_embeddings.weight.dtype)
+        model.config, num_ctx, device=device, dtype=model.dtype)
     while not seq.done:
         tokens, start = seq.feed()
         logits = prefill(model, tokens, cache, start, max(1, opts.num_batch))

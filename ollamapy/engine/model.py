@@ -131,9 +131,19 @@ class Transformer(nn.Module):
         self.register_buffer("inv_freq_local", torch.empty(config.rope_dim // 2),
                              persistent=False)
 
+    @property
+    def device(self) -> torch.device:
+        return self.norm.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The residual stream's dtype (and so the KV cache's); a fast path may keep some
+        weights in other forms."""
+        return self.norm.weight.dtype
+
     def init_rope(self) -> None:
         """Fill the RoPE tables on the model's device (after weights have been assigned)."""
-        c, device = self.config, self.tok_embeddings.weight.device
+        c, device = self.config, self.device
         self.inv_freq = rope_frequencies(c.rope_dim, c.rope_base, device)
         self.inv_freq_local = rope_frequencies(c.rope_dim, c.rope_base_local or c.rope_base,
                                                device)

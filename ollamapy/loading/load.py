@@ -40,14 +40,17 @@ class Checkpoint:
     metadata: dict[str, Any] = field(default_factory=dict)  # GGUF metadata or config.json
 
 
-def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype) -> Checkpoint:
+def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
+                    fast: bool = False) -> Checkpoint:
+    """fast: a GGUF decoder's weights stay quantized (`loading/quantized.py`); everything
+    else, and fast=False, dequantizes to dtype (the reference path)."""
     path = Path(path)
     if path.is_dir():
         return _load_hf(read_hf_folder(path), device, dtype)
     if not path.is_file():
         raise FileNotFoundError(f"no model file or folder at {path}")
     with read_gguf(path) as gguf:
-        return _load_gguf(gguf, device, dtype)
+        return _load_gguf(gguf, device, dtype, fast)
 
 
 def _gguf_tensors(gguf: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
@@ -56,10 +59,16 @@ def _gguf_tensors(gguf: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
         yield ours, fix_gguf_tensor(ours, gguf.tensor(name), config)
 
 
-def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype) -> Checkpoint:
+def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
+               fast: bool) -> Checkpoint:
     meta = gguf.metadata
     config = config_from_gguf(meta, gguf.tensors.keys())
-    model = build_transformer(config, _gguf_tensors(gguf, config), device, dtype)
+    if fast:
+        from ollamapy.loading.quantized import build_fast_transformer  # imports the kernels
+
+        model = build_fast_transformer(gguf, config, device, dtype)
+    else:
+        model = build_transformer(config, _gguf_tensors(gguf, config), device, dtype)
     template = meta.get("tokenizer.chat_template")
     return Checkpoint("decoder", model, Tokenizer.from_gguf_metadata(meta),
                       template if isinstance(template, str) else None, dict(meta))

@@ -18,6 +18,9 @@ Block layouts (bytes, in order; `d`, `m`, `dmin` are fp16; source: ggml-common.h
     Q6_K  ql[128], qh[64], scales[16] (int8), d     w = (d * sc) * (q - 32)
 In the 32-weight blocks, byte j of qs holds weight j in its low nibble and weight j + 16 in
 its high nibble.
+
+`q4_groups` returns the 4-bit codes of Q4_0 / Q4_1 / Q4_K with their per-32-weight affine
+instead of floats, for kernels that keep those weights 4-bit (`ollamapy_kernels`).
 """
 
 from __future__ import annotations
@@ -192,3 +195,47 @@ def dequantize(raw: torch.Tensor, type_name: str, shape: tuple[int, ...]) -> tor
     for begin in range(0, blocks.shape[0], _CHUNK_BLOCKS):
         out[begin:begin + _CHUNK_BLOCKS] = fn(blocks[begin:begin + _CHUNK_BLOCKS])
     return out.view(shape)
+
+
+# -- the 4-bit codes themselves, for kernels that keep weights quantized ---------------------
+
+def _q4_0_groups(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    d, qs = _split(b, 2, 16)
+    scale = _f16(d)
+    return _nibbles(qs), scale, scale * -8.0  # d * (q - 8) = d * q - 8 d, exactly
+
+
+def _q4_1_groups(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    d, m, qs = _split(b, 2, 2, 16)
+    return _nibbles(qs), _f16(d), _f16(m)
+
+
+def _q4_k_groups(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    n = b.shape[0]
+    d, dmin, scales, qs = _split(b, 2, 2, 12, 128)
+    sc, mn = _k_scales(scales)
+    scale = (_f16(d) * sc.float()).view(n * 8, 1)  # per 32-weight sub-block
+    low = (-(_f16(dmin) * mn.float())).view(n * 8, 1)
+    q = _fields(qs.reshape(n, 4, 32), _NIBBLE_SHIFTS, 0x0F).reshape(n * 8, 32)
+    return q, scale, low
+
+
+# type name → (n_blocks, type_size) uint8 → (q, scale, low) per 32-weight group
+Q4_GROUPS: dict[str, Callable[[torch.Tensor], tuple[torch.Tensor, ...]]] = {
+    "Q4_0": _q4_0_groups, "Q4_1": _q4_1_groups, "Q4_K": _q4_k_groups,
+}
+
+
+def q4_groups(raw: torch.Tensor, type_name: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                            torch.Tensor]:
+    """The codes of a Q4_0 / Q4_1 / Q4_K tensor without dequantizing them: raw (nbytes,)
+    uint8 → q (G, 32) uint8 in 0..15, scale (G, 1) and low (G, 1) float32, one row per
+    32-weight group in storage order, such that w = scale * q + low equals what `dequantize`
+    computes (Q4_0: low = -8d, the same values, +0 where d * (q - 8) gives -0; Q4_1: low = m
+    and Q4_K: scale = d * sc, low = -dmin * mn, the same fp32 operations, so the same bits)."""
+    if type_name not in Q4_GROUPS:
+        raise ValueError(f"{type_name} has no 4-bit codes (only {', '.join(Q4_GROUPS)})")
+    t = GGML_TYPES[GGML_TYPE_IDS[type_name]]
+    if raw.numel() % t.type_size:
+        raise ValueError(f"{type_name}: {raw.numel()} bytes are not whole blocks")
+    return Q4_GROUPS[type_name](raw.view(-1, t.type_size))

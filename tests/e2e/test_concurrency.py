@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import threading
 import time
@@ -31,7 +32,7 @@ PROMPTS = ["Why is the sky blue?", "Tell me a story about a dragon.",
 @contextmanager
 def inprocess(models, **env: str) -> Iterator[tuple[str, object]]:
     """A server in this process → (base url, its State)."""
-    settings = Settings.from_env({"OLLAMA_MODELS": str(models), **env})
+    settings = Settings.from_env({**os.environ, "OLLAMA_MODELS": str(models), **env})
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",

@@ -1,0 +1,168 @@
+"""Measure the linear kernels: µs per call and error against the GGUF dequantization.
+
+    python -m ollamapy_kernels.bench_linear            # speed table, 2 threads
+    python -m ollamapy_kernels.bench_linear --types    # error of each target, per GGUF type
+
+Weights are the real SmolLM2-135M tensors where the file is present (fused ffn gate+up
+3072x576 and ffn_down 576x1536, Q4_1; token_embd 49152x576, Q8_0, as a tied head), random
+otherwise. Times rotate over enough copies of each layer to overflow the 32 MiB L3, so they
+include reading the weight from DRAM, as a decode step does. Errors are relative Frobenius
+norms: `w err` of the weight the kernel multiplies by, `y err` of its output for M = 4 random
+inputs, both against the exact GGUF dequantization in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ollamapy.loading.gguf import GGUFFile
+from ollamapy.loading.quants import dequantize
+
+from .gguf_rows import rows_from_gguf
+from .policy import pack
+from .requantize import TARGETS, Target
+
+MODELS = Path(os.environ.get("OLLAMAPY_CACHE", Path.home() / ".cache" / "ollamapy")) / "models"
+_L3_BYTES = 32 << 20
+
+
+class Float32Linear(nn.Module):
+    """The engine's reference path: F.linear with a float32 weight and float32 input."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight.float().contiguous()
+        self.nbytes = self.weight.nbytes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight)
+
+    def dequantize(self) -> torch.Tensor:
+        return self.weight
+
+
+def _smollm2_weights() -> dict[str, tuple[torch.Tensor, str, tuple[int, int]]]:
+    """name → (raw bytes, type, (N, K)) for the three benchmark shapes, or {} without the
+    file. The fused gate+up is two Q4_1 tensors' bytes back to back (rows concatenate)."""
+    path = MODELS / "smollm2-135m.gguf"
+    if not path.exists():
+        return {}
+    with GGUFFile(path) as f:
+        def get(name: str) -> tuple[torch.Tensor, str, tuple[int, int]]:
+            info = f.tensors[name]
+            return f.raw(name), info.type_name, (info.shape[0], info.shape[1])
+        gate, up = get("blk.0.ffn_gate.weight"), get("blk.0.ffn_up.weight")
+        return {"w13 3072x576": (torch.cat([gate[0], up[0]]), gate[1], (3072, 576)),
+                "w2 576x1536": get("blk.0.ffn_down.weight"),
+                "head 49152x576": get("token_embd.weight")}
+
+
+def _random_weights() -> dict[str, tuple[torch.Tensor, str, tuple[int, int]]]:
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for name, (n, k) in {"w13 3072x576": (3072, 576), "w2 576x1536": (576, 1536),
+                         "head 49152x576": (49152, 576)}.items():
+        w = torch.randn(n, k, generator=g) * 0.02
+        out[name] = (w.view(torch.uint8).reshape(-1), "F32", (n, k))
+    return out
+
+
+def _layer(raw: torch.Tensor, type_name: str, shape: tuple[int, int], kind: str) -> nn.Module:
+    if kind == "fp32":
+        return Float32Linear(dequantize(raw, type_name, shape))
+    return pack(rows_from_gguf(raw, type_name, shape, kind))  # type: ignore[arg-type]
+
+
+def time_call(fn: Callable[[int], torch.Tensor], copies: int, rounds: int = 5,
+              round_s: float = 0.3) -> float:
+    """µs of fn(i), i rotating over the copies: the smallest of `rounds` medians (the box is
+    shared, and a round that another process interrupts only raises its own median)."""
+    for i in range(copies):  # warm-up
+        fn(i)
+    medians, i = [], 0
+    for _ in range(rounds):
+        samples: list[float] = []
+        deadline = time.perf_counter() + round_s
+        while time.perf_counter() < deadline or len(samples) < 10:
+            t0 = time.perf_counter()
+            fn(i % copies)
+            samples.append(time.perf_counter() - t0)
+            i += 1
+        medians.append(statistics.median(samples))
+    return min(medians) * 1e6
+
+
+def speed_table() -> None:
+    weights = _smollm2_weights() or _random_weights()
+    source = "smollm2-135m.gguf" if (MODELS / "smollm2-135m.gguf").exists() else "random"
+    print(f"threads={torch.get_num_threads()}  weights: {source}")
+    print(f"{'shape':<16}{'kernel':<7}{'MB':>7}{'M=1 µs':>9}{'M=4 µs':>9}{'GB/s':>7}"
+          f"{'w err':>10}{'y err':>10}")
+    for name, (raw, type_name, shape) in weights.items():
+        exact = dequantize(raw, type_name, shape)  # (N, K) float32
+        x4 = torch.randn(4, shape[1], generator=torch.Generator().manual_seed(1))
+        y_exact = F.linear(x4, exact)
+        for kind in ("fp32", "bf16", "int8", "int4"):
+            layers = [_layer(raw, type_name, shape, kind)]
+            copies = max(2, min(256, -(-2 * _L3_BYTES // layers[0].nbytes)))
+            layers += [_layer(raw, type_name, shape, kind) for _ in range(copies - 1)]
+            act = "fp32" if kind == "fp32" else "bf16"  # what the kernel is fed
+            xs = {m: torch.randn(m, shape[1]).to(torch.float32 if act == "fp32"
+                                                 else torch.bfloat16) for m in (1, 4)}
+            us = {m: time_call(lambda i, x=xs[m], ls=layers: ls[i](x), copies) for m in (1, 4)}
+            w_err = ((layers[0].dequantize() - exact).norm() / exact.norm()).item()
+            y_err = ((layers[0](x4).float() - y_exact).norm() / y_exact.norm()).item()
+            mb = layers[0].nbytes / 1e6
+            print(f"{name:<16}{kind:<7}{mb:7.1f}{us[1]:9.0f}{us[4]:9.0f}"
+                  f"{layers[0].nbytes / us[1] / 1e3:7.1f}{w_err:10.2e}{y_err:10.2e}")
+            del layers
+
+
+def types_table() -> None:
+    """For each GGUF type in the real files: the weight error of each target, over every
+    linear weight of that type (norm-weighted), and the y error for random inputs."""
+    print(f"{'file':<20}{'type':<6}{'tensors':>8}" + "".join(f"{t + ' w err':>14}"
+                                                          for t in TARGETS))
+    for file in ("smollm2-135m.gguf", "gemma3-270m.gguf"):
+        if not (MODELS / file).exists():
+            continue
+        with GGUFFile(MODELS / file) as f:
+            by_type: dict[str, list[str]] = {}
+            for info in f.tensors.values():
+                if len(info.shape) == 2:
+                    by_type.setdefault(info.type_name, []).append(info.name)
+            for type_name, names in sorted(by_type.items()):
+                errs: dict[Target, list[float]] = {t: [0.0, 0.0] for t in TARGETS}
+                for name in names[:12]:  # the first layers are representative
+                    info = f.tensors[name]
+                    raw, shape = f.raw(name), (info.shape[0], info.shape[1])
+                    exact = dequantize(raw, type_name, shape)
+                    for t in TARGETS:
+                        got = rows_from_gguf(raw, type_name, shape, t).rounded().dequantize()
+                        errs[t][0] += (got - exact).norm().item() ** 2
+                        errs[t][1] += exact.norm().item() ** 2
+                cells = "".join(f"{(e[0] / e[1]) ** 0.5:14.2e}" for e in errs.values())
+                print(f"{file:<20}{type_name:<6}{min(len(names), 12):>8}{cells}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--types", action="store_true", help="error per GGUF type instead")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with torch.inference_mode():
+        types_table() if args.types else speed_table()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Weights between the file and the kernel: quantized rows that can still be reordered and
+stacked.
+
+A linear layer's weight is (N, K): N output rows of K inputs. Before it is packed into a
+kernel's private layout it lives here in one of three plain forms:
+
+    Int4Rows   w[n, k] = (q[n, k] - 8) * scales[n, k // 32] + zeros[n, k // 32]   q in 0..15
+    Int8Rows   w[n, k] = q[n, k] * scales[n]                                      q in -127..127
+    DenseRows  w[n, k] = weight[n, k]
+
+(the int4 form is the convention of torch's int4 kernels: `zero` is the value of code 8).
+Every form can `permute_rows` (llama's q/k un-permutation) and `concat_rows` (fused q/k/v or
+gate/up) without touching a value, so a fused, un-permuted weight is exactly as precise as its
+parts. Scales are kept in float32 here; packing rounds them to the kernel's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+GROUP = 32  # weights per int4 group: a GGUF 32-weight block, or a K-quant sub-block
+
+
+@dataclass(frozen=True, slots=True)
+class Int4Rows:
+    q: torch.Tensor  # (N, K) uint8, 0..15
+    scales: torch.Tensor  # (N, K // GROUP) float32
+    zeros: torch.Tensor  # (N, K // GROUP) float32, the value of code 8
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.q.shape[0], self.q.shape[1]
+
+    def permute_rows(self, index: torch.Tensor) -> Int4Rows:
+        """Row n of the result is row index[n] of self."""
+        return Int4Rows(self.q[index], self.scales[index], self.zeros[index])
+
+    def rounded(self, dtype: torch.dtype = torch.bfloat16) -> Int4Rows:
+        """The same codes with scales and zeros rounded to `dtype` (what a kernel sees)."""
+        return Int4Rows(self.q, self.scales.to(dtype).float(), self.zeros.to(dtype).float())
+
+    def dequantize(self) -> torch.Tensor:
+        """→ (N, K) float32."""
+        n, k = self.shape
+        q = self.q.view(n, k // GROUP, GROUP).float() - 8.0
+        return (q * self.scales.unsqueeze(-1) + self.zeros.unsqueeze(-1)).view(n, k)
+
+
+@dataclass(frozen=True, slots=True)
+class Int8Rows:
+    q: torch.Tensor  # (N, K) int8, -127..127
+    scales: torch.Tensor  # (N,) float32
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.q.shape[0], self.q.shape[1]
+
+    def permute_rows(self, index: torch.Tensor) -> Int8Rows:
+        return Int8Rows(self.q[index], self.scales[index])
+
+    def rounded(self, dtype: torch.dtype = torch.bfloat16) -> Int8Rows:
+        return Int8Rows(self.q, self.scales.to(dtype).float())
+
+    def dequantize(self) -> torch.Tensor:
+        return self.q.float() * self.scales.unsqueeze(-1)
+
+
+@dataclass(frozen=True, slots=True)
+class DenseRows:
+    weight: torch.Tensor  # (N, K) float32, bfloat16 or float16
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.weight.shape[0], self.weight.shape[1]
+
+    def permute_rows(self, index: torch.Tensor) -> DenseRows:
+        return DenseRows(self.weight[index])
+
+    def rounded(self, dtype: torch.dtype = torch.bfloat16) -> DenseRows:
+        return DenseRows(self.weight.to(dtype).float())
+
+    def dequantize(self) -> torch.Tensor:
+        return self.weight.float()
+
+
+QuantRows = Int4Rows | Int8Rows | DenseRows
+
+
+def concat_rows(parts: Sequence[QuantRows]) -> QuantRows:
+    """Stack weights of one form along N (q, k, v → qkv): (N_i, K) each → (sum N_i, K).
+    Parts of different forms are refused; bring them to one form first (`convert_rows`)."""
+    kinds = {type(p) for p in parts}
+    if len(kinds) != 1:
+        raise TypeError(f"cannot concatenate {sorted(k.__name__ for k in kinds)}: convert the "
+                        "parts to one form first")
+    if len({p.shape[1] for p in parts}) != 1:
+        raise ValueError(f"parts have different input widths: {[p.shape for p in parts]}")
+    first = parts[0]
+    if isinstance(first, Int4Rows):
+        int4 = [p for p in parts if isinstance(p, Int4Rows)]
+        return Int4Rows(torch.cat([p.q for p in int4]), torch.cat([p.scales for p in int4]),
+                        torch.cat([p.zeros for p in int4]))
+    if isinstance(first, Int8Rows):
+        int8 = [p for p in parts if isinstance(p, Int8Rows)]
+        return Int8Rows(torch.cat([p.q for p in int8]), torch.cat([p.scales for p in int8]))
+    dense = [p for p in parts if isinstance(p, DenseRows)]
+    dtypes = {p.weight.dtype for p in dense}
+    dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32
+    return DenseRows(torch.cat([p.weight.to(dtype) for p in dense]))

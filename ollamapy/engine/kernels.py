@@ -1,0 +1,24 @@
+"""The one door from the engine to `kernels/` (the `ollamapy_kernels` package).
+
+Everything the fast path uses from the accelerated kernels is named here, so the rest of
+the package depends on this module's names, not on the kernels' layout. The reference path
+never imports it.
+"""
+
+from __future__ import annotations
+
+from ollamapy_kernels import (
+    DEFAULT_POLICY,
+    GGUFEmbedding,
+    Policy,
+    QuantRows,
+    concat_rows,
+    convert_rows,
+    from_dense,
+    gguf_rows,
+    pack,
+    quantize_head,
+)
+
+__all__ = ["DEFAULT_POLICY", "GGUFEmbedding", "Policy", "QuantRows", "concat_rows",
+           "convert_rows", "from_dense", "gguf_rows", "pack", "quantize_head"]

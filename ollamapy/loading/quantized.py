@@ -1,0 +1,105 @@
+"""A GGUF decoder whose weights stay quantized: the fast path's model, built from the bytes.
+
+The same `Transformer`, with its linear layers swapped for the kernels' quantized ones
+(`ollamapy.engine.kernels`, policy in `kernels/policy.py`: Q4_x repacked code for code into
+torch's int4 layout, other types int8 per row) before any float copy of them exists:
+
+- q, k and v become one matmul (`attn.wqkv`), gate and up another (`ffn.w_gate_up`), when
+  their parts share a form; llama's q/k row order is undone on the rows before packing;
+- the token embedding stays in its stored rows (dequantized per looked-up token), and a tied
+  output head gets its own quantized copy (int8 from the embedding's bytes);
+- norms and biases are small: dequantized to the residual stream's dtype.
+Activations, the residual stream, attention and the KV cache stay in `dtype` (float32 on
+CPU); each quantized layer casts to bfloat16 at its input, where the kernels are fast.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ollamapy.engine.config import ModelConfig
+from ollamapy.engine.kernels import (
+    DEFAULT_POLICY,
+    GGUFEmbedding,
+    Policy,
+    QuantRows,
+    concat_rows,
+    gguf_rows,
+    pack,
+    quantize_head,
+)
+from ollamapy.engine.model import Transformer
+from ollamapy.loading.gguf import GGUFFile
+from ollamapy.loading.gguf_config import UnsupportedModelError
+from ollamapy.loading.weights import INTERLEAVED_QK_ARCHS, fix_gguf_tensor, gguf_name, unpermute_qk
+
+
+def _fused(parts: list[QuantRows], bias: list[torch.Tensor] | None,
+           device: torch.device) -> nn.Module | None:
+    """One layer for parts of one form (q/k/v, gate/up); None when their forms differ (a
+    conversion would lose what the stored types keep)."""
+    if len({type(p) for p in parts}) != 1:
+        return None
+    return pack(concat_rows(parts), bias=torch.cat(bias) if bias else None, device=device)
+
+
+def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.device,
+                           dtype: torch.dtype, policy: Policy = DEFAULT_POLICY) -> Transformer:
+    stored = {gguf_name(name): name for name in gguf.tensors}
+
+    def rows(ours: str) -> QuantRows:
+        info = gguf.tensors[stored[ours]]
+        return gguf_rows(gguf.raw(stored[ours]), info.type_name, info.shape, policy)
+
+    def dense(ours: str) -> torch.Tensor:
+        t = fix_gguf_tensor(ours, gguf.tensor(stored[ours]), config)
+        return t.to(device=device, dtype=dtype)
+
+    def layer(ours: str) -> nn.Module:
+        bias = ours.replace(".weight", ".bias")
+        return pack(rows(ours), bias=dense(bias) if bias in stored else None, device=device)
+
+    with torch.device("meta"):
+        model = Transformer(config)
+    interleaved = config.arch in INTERLEAVED_QK_ARCHS
+    for i, block in enumerate(model.layers):
+        attn, ffn, p = block.attn, block.ffn, f"layers.{i}."
+        q, k, v = (rows(p + f"attn.{w}.weight") for w in ("wq", "wk", "wv"))
+        if interleaved:  # llama.cpp stores q/k rows as interleaved RoPE pairs
+            q = q.permute_rows(unpermute_qk(torch.arange(q.shape[0]), config.n_heads))
+            k = k.permute_rows(unpermute_qk(torch.arange(k.shape[0]), config.n_kv_heads))
+        biases = [dense(p + f"attn.{w}.bias") for w in ("wq", "wk", "wv")] \
+            if config.qkv_bias else None
+        fused = _fused([q, k, v], biases, device)
+        if fused is not None:
+            attn.wqkv = fused
+            del attn.wq, attn.wk, attn.wv
+        else:
+            for name, part, b in zip(("wq", "wk", "wv"), (q, k, v), biases or [None] * 3,
+                                     strict=True):
+                setattr(attn, name, pack(part, bias=b, device=device))
+        attn.wo = layer(p + "attn.wo.weight")
+        fused = _fused([rows(p + "ffn.w_gate.weight"), rows(p + "ffn.w_up.weight")], None,
+                       device)
+        if fused is not None:
+            ffn.w_gate_up = fused
+            del ffn.w_gate, ffn.w_up
+        else:
+            ffn.w_gate, ffn.w_up = layer(p + "ffn.w_gate.weight"), layer(p + "ffn.w_up.weight")
+        ffn.w_down = layer(p + "ffn.w_down.weight")
+
+    embd = gguf.tensors[stored["tok_embeddings.weight"]]
+    model.tok_embeddings = GGUFEmbedding(gguf.raw(embd.name).to(device), embd.type_name,
+                                         embd.shape, dtype)
+    model.output = quantize_head(gguf.raw(embd.name), embd.type_name, embd.shape,
+                                 device=device, policy=policy) \
+        if config.tied_embeddings else layer("output.weight")
+
+    # what is left on the meta device: norms (and q/k norms), dequantized as they are
+    rest = {name: dense(name) for name, t in model.state_dict().items() if t.is_meta}
+    model.load_state_dict(rest, assign=True, strict=False)
+    if left := [n for n, t in model.state_dict().items() if t.is_meta]:
+        raise UnsupportedModelError(f"no weights for {left[:5]}")
+    model.init_rope()
+    return model.eval()

@@ -1,0 +1,56 @@
+"""The product's default path end to end: a server with quantized weights (kernels/) and the
+compiled batched decode step (OLLAMAPY_FAST=1, OLLAMAPY_COMPILE=1), on the real models."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import jsonschema
+import ollama
+import pytest
+
+from tests.e2e.conftest import start_server, stop_server
+from tests.engine.test_grammar import SCHEMAS
+
+
+@pytest.fixture(scope="module")
+def fast(server):
+    srv = start_server(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="1",
+                       OLLAMA_NUM_PARALLEL="4")
+    try:
+        with ollama.Client(host=srv.url, timeout=600) as client:
+            client.generate(model="smollm2:135m", prompt="")  # load (and compile) once
+            yield client
+    finally:
+        stop_server(srv)
+
+
+def test_answers_and_is_smaller_than_the_reference(fast, client) -> None:
+    r = fast.chat(model="smollm2:135m", options={"temperature": 0},
+                  messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert "Paris" in r.message.content and r.done_reason == "stop"
+    client.generate(model="smollm2:135m", prompt="")  # the reference server, loaded too
+    fast_size = {m.model: m.size for m in fast.ps().models}["smollm2:135m"]
+    reference_size = {m.model: m.size for m in client.ps().models}["smollm2:135m"]
+    # the same KV cache on both; the weights: ~125 MB quantized against ~540 MB of float32
+    assert reference_size - fast_size > 350_000_000
+
+
+def test_concurrent_requests_and_structured_output(fast) -> None:
+    async def go():
+        async with ollama.AsyncClient(host=str(fast._client.base_url)) as client:
+            return await asyncio.gather(*(client.chat(
+                model="smollm2:135m", format=schema, options={"seed": i, "num_predict": 400},
+                messages=[{"role": "user", "content": f"An example {name} as JSON."}])
+                for i, (name, schema) in enumerate(list(SCHEMAS.items())[:6])))
+
+    results = asyncio.run(go())
+    for r, schema in zip(results, list(SCHEMAS.values())[:6], strict=True):
+        jsonschema.validate(json.loads(r.message.content), schema)
+
+
+def test_gemma3_on_the_fast_path(fast) -> None:
+    r = fast.generate(model="gemma3:270m", prompt="The capital of France is", raw=True,
+                      options={"temperature": 0, "num_predict": 8})
+    assert r.eval_count == 8 and r.response.strip()
