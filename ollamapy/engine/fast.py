@@ -6,7 +6,8 @@ the batch's decode step (`Batch.decode`) in `torch.compile`:
 - fullgraph, static shapes but one: the span of cached positions attended over
   (`key_positions`, marked dynamic), so a sequence that grows never recompiles; positions
   are tensors, so nothing in the step syncs with the host;
-- the batch is padded to a bucket (1, or every slot), so joins and leaves reuse two graphs;
+- the batch is padded to a bucket (1, 2, 4, … up to the slot count), so joins and leaves
+  reuse a few graphs, all compiled when the model loads;
 - inductor's Python wrapper (its C++ wrapper, which perf-anchors.md §6.1 measured faster for
   plain bf16/int4 graphs, calls our quantized kernels back through Python and was 2.3x
   slower here), and a persistent cache directory (`OLLAMAPY_COMPILE_CACHE`, default
@@ -49,7 +50,8 @@ class CompiledDecode:
 
     def __init__(self, decode, slots: int, device: torch.device) -> None:
         configure_inductor(device)
-        self.buckets = sorted({1, slots})
+        # powers of two up to the slot count: two sequences do not pay for eight rows
+        self.buckets = sorted({min(2**i, slots) for i in range(slots.bit_length() + 1)})
         self.compiled = torch.compile(decode, fullgraph=True, dynamic=False)
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor,
