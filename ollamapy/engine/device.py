@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import torch
 
 DEFAULT_DTYPES = {"cuda": torch.bfloat16, "mps": torch.float16, "cpu": torch.float32}
@@ -43,8 +45,19 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
 
 
 def release_cached_memory() -> None:
-    """Give memory held by torch's caching allocators back to the device (after unloading)."""
+    """Give memory held by torch's caching allocators back to the device, and the C heap's
+    free pages back to the OS (after unloading: glibc keeps freed heap in its per-thread
+    arenas otherwise, and the process looks as big as the models it no longer holds)."""
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if mps_available():
         torch.mps.empty_cache()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return
+    libc.malloc_trim(0)

@@ -1,0 +1,84 @@
+"""Faults in the engine's path (hardening.md §7 items 18, 24, 27): clients that leave before
+the first token, a step that throws mid-stream, and models juggled under a one-model limit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import httpx
+import ollama
+
+from tests.e2e.test_concurrency import inprocess, wait_for
+
+LONG = {"model": "smollm2:135m", "prompt": "Tell me a long story. " * 60,
+        "options": {"temperature": 0, "num_predict": 200}}
+
+
+def test_18_clients_that_leave_before_the_first_token_cost_nothing(server) -> None:
+    with inprocess(server.models, OLLAMA_NUM_PARALLEL="2") as (url, state), \
+            httpx.Client(base_url=url) as http:
+        http.post("/api/generate", json={"model": "smollm2:135m"})  # loaded
+        for _ in range(4):  # give up after 0.2 s: mid prompt processing or queued
+            with contextlib.suppress(httpx.TimeoutException):
+                http.post("/api/generate", json=LONG, timeout=0.2)
+        worker = state.scheduler.loaded["smollm2:135m"].runner.worker
+        wait_for(lambda: not worker.running and not worker.waiting, timeout=30)
+        assert not worker.batch.active
+        r = http.post("/api/generate", timeout=5, json={
+            "model": "smollm2:135m", "prompt": "Hi", "stream": False,
+            "options": {"num_predict": 2}})
+        assert r.status_code == 200 and r.json()["eval_count"] == 2
+
+
+def test_24_a_step_that_fails_mid_stream_does_not_wedge_the_model(server) -> None:
+    with inprocess(server.models) as (url, state), httpx.Client(base_url=url, timeout=60) as http:
+        http.post("/api/generate", json={"model": "smollm2:135m"})
+        batch = state.scheduler.loaded["smollm2:135m"].runner.worker.batch
+        real, calls = batch.decode, 0
+
+        def flaky(*args):
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise RuntimeError("injected failure in the decode step")
+            return real(*args)
+
+        batch.decode = flaky
+        lines = [json.loads(line) for line in http.post("/api/generate", json={
+            "model": "smollm2:135m", "prompt": "Count to ten.",
+            "options": {"num_predict": 20}}).text.splitlines()]
+        assert lines[-1] == {"error": "injected failure in the decode step"}
+        assert not any(line.get("done") for line in lines)
+        calls = 10  # past the failure: the next requests work on the same model
+        r = http.post("/api/generate", json={"model": "smollm2:135m", "prompt": "Hi",
+                                             "stream": False, "options": {"num_predict": 3}})
+        assert r.status_code == 200 and r.json()["eval_count"] == 3
+        calls = 2  # a failure in a non-streaming request is a 500 JSON error
+        r = http.post("/api/generate", json={"model": "smollm2:135m", "prompt": "Hi",
+                                             "stream": False, "options": {"num_predict": 5}})
+        assert r.status_code == 500 and r.json() == {
+            "error": "injected failure in the decode step"}
+
+
+def test_27_model_juggling_under_a_one_model_limit(server) -> None:
+    with inprocess(server.models, OLLAMA_MAX_LOADED_MODELS="1") as (url, state):
+        async def one(client: ollama.AsyncClient, i: int) -> str:
+            model = ("smollm2:135m", "gemma3:270m", "all-minilm")[i % 3]
+            if model == "all-minilm":
+                return str(len((await client.embed(model=model, input="x")).embeddings[0]))
+            r = await client.generate(model=model, prompt="Hi", raw=True,
+                                      options={"num_predict": 2})
+            return r.done_reason
+
+        async def all_clients():
+            async with ollama.AsyncClient(host=url) as client:
+                return await asyncio.gather(*(one(client, i) for i in range(24)))
+
+        results = asyncio.run(all_clients())
+        assert len(results) == 24 and "384" in results  # every request answered
+        assert set(results) <= {"384", "length", "stop"}
+        with ollama.Client(host=url) as client:
+            assert len(client.ps().models) == 1  # the limit held, and ps tells the truth
+        assert len(state.scheduler.loaded) == 1

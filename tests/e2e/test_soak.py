@@ -1,0 +1,122 @@
+"""A bounded soak: 2,000 requests mixing every kind of endpoint from 16 concurrent clients,
+some of which hang up mid-stream, against a live fast-path server on the real models.
+
+Asserts zero 5xx answers and RSS growth under 100 MB after warm-up (both printed), that the
+server still answers correctly at the end, and that no temporary file is left in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.conftest import start_server, stop_server
+
+REQUESTS = 2_000
+CLIENTS = 16
+WARM_UP = 200
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def request_for(i: int, rng: random.Random) -> tuple[str, str, dict | None, str]:
+    """(method, path, body, how): how is "read", "stream" or "abort" (hang up mid-stream)."""
+    kind = rng.choices(["generate", "chat", "embed", "tags", "show", "ps", "version",
+                        "tokenize", "v1chat", "copy"], weights=[6, 6, 3, 2, 2, 1, 1, 1, 2, 1])[0]
+    opts = {"num_predict": rng.randint(1, 8), "seed": i}
+    if rng.random() < 0.02:  # now and then a client that wants another window: a reload
+        opts["num_ctx"] = 1024
+    how = "abort" if rng.random() < 0.15 else "read"
+    if kind == "generate":
+        return "POST", "/api/generate", {"model": "smollm2:135m", "prompt": f"Count to {i % 9}",
+                                         "options": opts}, how
+    if kind == "chat":
+        return "POST", "/api/chat", {"model": "smollm2:135m", "options": opts, "messages": [
+            {"role": "user", "content": f"Say {i}"}]}, how
+    if kind == "v1chat":
+        return "POST", "/v1/chat/completions", {"model": "smollm2:135m", "max_tokens": 4,
+                                                "stream": True, "messages": [
+                                                    {"role": "user", "content": "Hi"}]}, how
+    if kind == "embed":
+        return "POST", "/api/embed", {"model": "all-minilm", "input": [f"text {i}", "other"]}, \
+            "read"
+    if kind == "show":
+        return "POST", "/api/show", {"model": rng.choice(["smollm2:135m", "all-minilm"])}, "read"
+    if kind == "tokenize":
+        return "POST", "/api/tokenize", {"model": "smollm2:135m", "content": f"hello {i}"}, \
+            "read"
+    if kind == "copy":
+        return "POST", "/api/copy", {"source": "smollm2:135m", "destination": f"soak-{i % 5}"}, \
+            "read"
+    return "GET", {"tags": "/api/tags", "ps": "/api/ps", "version": "/api/version"}[kind], \
+        None, "read"
+
+
+async def soak(url: str, pid: int) -> tuple[Counter, float, float]:
+    statuses: Counter = Counter()
+    rng = random.Random(1234)
+    plan = [request_for(i, rng) for i in range(REQUESTS)]
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(REQUESTS):
+        queue.put_nowait(i)
+    rss_after_warm_up = 0.0
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal rss_after_warm_up
+        while not queue.empty():
+            i = queue.get_nowait()
+            method, path, body, how = plan[i]
+            async with http.stream(method, path, json=body) as r:
+                statuses[r.status_code] += 1
+                if how == "abort":  # read one line, then hang up
+                    async for _ in r.aiter_lines():
+                        break
+                else:
+                    await r.aread()
+            if i == WARM_UP:
+                rss_after_warm_up = rss_mb(pid)
+            if i % 100 == 0:  # copies come and go while everything else runs
+                r = await http.request("DELETE", "/api/delete", json={"model": f"soak-{i % 5}"})
+                assert r.status_code < 500  # a 404 (not copied yet) is fine
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
+    return statuses, rss_after_warm_up, rss_mb(pid)
+
+
+def test_soak(server) -> None:
+    srv = start_server(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="0",
+                       OLLAMA_NUM_PARALLEL="4")
+    try:
+        t0 = time.monotonic()
+        statuses, warm, end = asyncio.run(soak(srv.url, srv.process.pid))
+        elapsed = time.monotonic() - t0
+        print(f"\nsoak: {REQUESTS} requests, {CLIENTS} clients, {elapsed:.0f} s; statuses "
+              f"{dict(statuses)}; RSS after warm-up {warm:.0f} MB, at the end {end:.0f} MB "
+              f"(growth {end - warm:+.0f} MB)")
+        assert sum(statuses.values()) == REQUESTS
+        assert not [s for s in statuses if s >= 500], statuses
+        assert end - warm < 100
+        # still serving, correctly
+        r = httpx.post(f"{srv.url}/api/generate", timeout=60, json={
+            "model": "smollm2:135m", "prompt": "The capital of France is", "raw": True,
+            "stream": False, "options": {"temperature": 0, "num_predict": 3}}).json()
+        assert r["done"] and r["eval_count"] == 3
+        running = httpx.get(f"{srv.url}/api/ps").json()["models"]
+        assert [m["name"] for m in running] == ["smollm2:135m"] or len(running) == 2
+        for n in range(5):  # leave the session's store as it was
+            httpx.request("DELETE", f"{srv.url}/api/delete", json={"model": f"soak-{n}"})
+    finally:
+        stop_server(srv)
+    leftovers = [p for p in (server.models / "blobs").iterdir() if p.name.startswith(".tmp")]
+    assert not leftovers
