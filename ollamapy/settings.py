@@ -5,6 +5,12 @@ Ollama's variables (../shared/reference/ollama-api.md §7.1): `OLLAMA_HOST`, `OL
 `OLLAMA_CONTEXT_LENGTH`, `OLLAMA_ORIGINS`, `OLLAMA_NOPRUNE`. Values are trimmed of spaces and
 quotes, as envconfig.Var does. Also Go's duration syntax (`"5m"`, `"1h30m"`, `"-1s"`), which
 `keep_alive` uses both here and in requests.
+
+ollamapy's own, for the HTTP guards (`ollamapy/server/security.py`, `limits.py`):
+`OLLAMAPY_API_KEY` (unset: no authentication, as Ollama), `OLLAMAPY_MAX_BODY_BYTES` (JSON
+request bodies, default 32 MiB; 0 = no cap), `OLLAMAPY_MAX_BLOB_BYTES` (`/api/blobs` uploads,
+default 0 = no cap: they stream to disk), `OLLAMAPY_BODY_TIMEOUT` (seconds a JSON body may take
+to arrive, and the longest pause inside an upload; default 60).
 """
 
 from __future__ import annotations
@@ -14,11 +20,18 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 11434
 FOREVER = math.inf  # a negative keep_alive: never unload
+# Go's longest time.Duration (MaxInt64 ns, ~292 years): a longer keep_alive is "forever" too,
+# and no wall-clock deadline derived from it overflows a datetime (/api/ps's expires_at)
+MAX_DURATION_S = (2**63 - 1) / 1e9
+# JSON request bodies: far above any real request (our models take no images), far below
+# what would hurt the server's memory; /api/blobs uploads are not JSON and are not capped
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+DEFAULT_BODY_TIMEOUT_S = 60.0
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
           "h": 3600.0}
@@ -61,7 +74,7 @@ def parse_keep_alive(value: object) -> float:
             type(value), type(value).__name__)
         raise ValueError(f"Unsupported type: '{kind}'")
     seconds = float(value) if not isinstance(value, str) else parse_go_duration(value)
-    return FOREVER if seconds < 0 else seconds
+    return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
 
 def parse_env_keep_alive(text: str, default: float = 300.0) -> float:
@@ -146,6 +159,14 @@ def _int(name: str, default: int, environ: Mapping[str, str] | None) -> int:
         return default
 
 
+def _float(name: str, default: float, environ: Mapping[str, str] | None) -> float:
+    try:
+        value = float(env(name, environ) or default)
+    except ValueError:
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
 def _flag(name: str, default: bool, environ: Mapping[str, str] | None) -> bool:
     value = env(name, environ).lower()
     if not value:
@@ -166,6 +187,11 @@ class Settings:
     noprune: bool
     fast: bool = True  # OLLAMAPY_FAST: GGUF weights stay quantized (int4/int8 kernels)
     compile: bool = True  # OLLAMAPY_COMPILE: the batched decode step is torch.compile'd
+    # the HTTP guards (server/security.py, server/limits.py); the key stays out of repr()
+    api_key: str = field(default="", repr=False)  # OLLAMAPY_API_KEY; "" = no authentication
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # OLLAMAPY_MAX_BODY_BYTES; 0 = no cap
+    max_blob_bytes: int = 0  # OLLAMAPY_MAX_BLOB_BYTES; 0 = no cap
+    body_timeout: float = DEFAULT_BODY_TIMEOUT_S  # OLLAMAPY_BODY_TIMEOUT, seconds
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -183,4 +209,9 @@ class Settings:
             noprune=env("OLLAMA_NOPRUNE", environ).lower() in ("1", "true", "yes"),
             fast=_flag("OLLAMAPY_FAST", True, environ),
             compile=_flag("OLLAMAPY_COMPILE", True, environ),
+            api_key=env("OLLAMAPY_API_KEY", environ),
+            max_body_bytes=max(0, _int("OLLAMAPY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES,
+                                       environ)),
+            max_blob_bytes=max(0, _int("OLLAMAPY_MAX_BLOB_BYTES", 0, environ)),
+            body_timeout=_float("OLLAMAPY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S, environ),
         )

@@ -64,6 +64,10 @@ def main() -> int:
     try:
         wait_until_up(url, server)
         import_missing(url)
+        # load the default model now: on the fast path its decode step compiles at load
+        # (about a minute the first time on 2 cores, seconds afterwards from the cache)
+        print("loading smollm2:135m ...", flush=True)
+        httpx.post(f"{url}/api/generate", json={"model": "smollm2:135m"}, timeout=900)
         print(f"ollamapy is serving on {url} (Ctrl-C stops it)", flush=True)
         return server.wait()
     except KeyboardInterrupt:

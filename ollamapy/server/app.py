@@ -5,6 +5,10 @@
 Unknown paths answer `404 page not found` and wrong methods `405 method not allowed` in plain
 text, as Ollama's router does; an `APIError` or a store error becomes `{"error": ...}` with
 its status; anything unexpected is logged and answered 500 with its message.
+
+Before any route, in this order: the Host check against DNS rebinding, the Origin gate and
+CORS, the optional API key (`security.py`), then the request-body cap and deadline
+(`limits.py`). `GET /openapi.json` describes every route (`openapi.py`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,23 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ollamapy.scheduler import Scheduler
-from ollamapy.server import inference, models, openai, registry
+from ollamapy.server import inference, models, openai, openapi, registry
 from ollamapy.server.errors import APIError
+from ollamapy.server.limits import BodyLimit
+from ollamapy.server.security import (
+    BUILTIN_ORIGINS,
+    ApiKeyGuard,
+    HostGuard,
+    OriginGuard,
+    Origins,
+    binds_loopback,
+)
 from ollamapy.server.state import State
 from ollamapy.server.streaming import error_response
 from ollamapy.settings import Settings
@@ -32,6 +46,10 @@ log = logging.getLogger(__name__)
 
 async def root(request: Request) -> Response:
     return PlainTextResponse("Ollama is running")
+
+
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(openapi.build())
 
 
 ROUTES = [
@@ -58,12 +76,13 @@ ROUTES = [
     Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
     Route("/v1/models", openai.list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", openai.retrieve_model, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return error_response(exc.status, exc.message)
+    return error_response(exc.status, exc.message, exc.headers)
 
 
 async def _store_error(request: Request, exc: Exception) -> Response:
@@ -99,7 +118,14 @@ def create_app(settings: Settings, scheduler: Scheduler | None = None) -> Starle
         finally:
             state.close()
 
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers={
+    guards = [  # outermost first
+        Middleware(HostGuard, loopback=binds_loopback(settings.host.host)),
+        Middleware(OriginGuard, origins=Origins((*settings.origins, *BUILTIN_ORIGINS))),
+        Middleware(ApiKeyGuard, key=settings.api_key),
+        Middleware(BodyLimit, max_body=settings.max_body_bytes,
+                   max_blob=settings.max_blob_bytes, timeout=settings.body_timeout),
+    ]
+    app = Starlette(routes=ROUTES, middleware=guards, lifespan=lifespan, exception_handlers={
         APIError: _api_error, StoreError: _store_error, HTTPException: _http_error,
         Exception: _unexpected,
     })

@@ -22,6 +22,7 @@ from ollamapy.server.errors import APIError, bad_request, model_not_found
 from ollamapy.server.state import State
 from ollamapy.server.streaming import OllamaJSON, local_time, respond
 from ollamapy.store import (
+    DiskFullError,
     InvalidNameError,
     ModelNotFoundError,
     Name,
@@ -172,13 +173,21 @@ async def head_blob(request: Request) -> Response:
 
 async def post_blob(request: Request) -> Response:
     """The request body streams to a temporary file; it becomes the blob only if its
-    sha256 is the digest in the path."""
+    sha256 is the digest in the path. A full disk is a 507 (DiskFullError)."""
     digest = _digest(request)
-    with _state(request).store.blobs.writer(digest) as writer:  # aborted unless committed
-        async for chunk in request.stream():
-            if chunk:
-                await run_in_threadpool(writer.write, chunk)
-        created = await run_in_threadpool(writer.commit)
+    body = request.stream()
+    try:
+        with _state(request).store.blobs.writer(digest) as writer:  # aborted unless committed
+            async for chunk in body:
+                if chunk:
+                    await run_in_threadpool(writer.write, chunk)
+            created = await run_in_threadpool(writer.commit)
+    except DiskFullError:
+        # read (and drop) the rest of the body: a client still sending would otherwise have
+        # its connection reset and never see the answer
+        async for _ in body:
+            pass
+        raise
     return Response(status_code=201 if created else 200)
 
 

@@ -31,7 +31,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ollamapy.engine.options import Options
 from ollamapy.runner import Embeddings, Finished, ModelSpec, Runner
-from ollamapy.server.errors import APIError, bad_request
+from ollamapy.server.errors import APIError, bad_request, error_headers
 from ollamapy.server.running import check_options, keep_alive_of, run_model, with_call_ids
 from ollamapy.server.schemas import parse_json_body
 from ollamapy.server.state import State
@@ -40,16 +40,19 @@ from ollamapy.store import StoreError
 
 log = logging.getLogger(__name__)
 
-ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error",
+               408: "invalid_request_error", 413: "invalid_request_error"}
 FINGERPRINT = "fp_ollama"
 # Ollama's option names, accepted as extra top-level body fields
 EXTRA_OPTIONS = frozenset(Options.__dataclass_fields__) - {"stop"}
 
 
-def openai_error(status: int, message: str) -> Response:
+def openai_error(status: int, message: str, headers: Mapping[str, str] | None = None, *,
+                 code: str | None = None) -> Response:
     return JSONResponse({"error": {"message": message,
                                    "type": ERROR_TYPES.get(status, "api_error"),
-                                   "param": None, "code": None}}, status_code=status)
+                                   "param": None, "code": code}}, status_code=status,
+                        headers=error_headers(status, headers))
 
 
 def _error_payload(e: BaseException) -> tuple[int, str]:
@@ -293,7 +296,8 @@ def openai_route(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         try:
             return await handler(request)
         except (APIError, StoreError) as e:
-            return openai_error(*_error_payload(e))
+            return openai_error(*_error_payload(e),
+                                headers=e.headers if isinstance(e, APIError) else None)
 
     route.__name__ = handler.__name__
     return route

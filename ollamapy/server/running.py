@@ -7,6 +7,7 @@ serve is a 400, a full queue or a shutdown is a 503 with Ollama's text.
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import string
 import time
@@ -14,14 +15,16 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any
 
-from ollamapy.engine.options import OptionsError, parse_options
+from ollamapy.engine.options import Options, OptionsError, parse_options
 from ollamapy.runner import Finished, ModelSpec, Runner, ServerBusy, ShuttingDown
 from ollamapy.server.errors import APIError, bad_request
+from ollamapy.server.schemas import check_option_ranges
 from ollamapy.server.state import State
 from ollamapy.settings import parse_keep_alive
 
 # Ollama's text, two spaces included (server/sched.go ErrMaxQueue)
 BUSY = "server busy, please try again.  maximum pending requests exceeded"
+INT_OPTIONS = frozenset(f.name for f in dataclasses.fields(Options) if f.type == "int")
 
 
 def keep_alive_of(fields: Mapping[str, Any]) -> float | None:
@@ -34,12 +37,14 @@ def keep_alive_of(fields: Mapping[str, Any]) -> float | None:
 
 
 def check_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate option types up front (a 400 here, where Ollama answers 500)."""
+    """Validate option types and ranges up front (a 400 here, where Ollama answers 500 for a
+    wrong type and takes a value out of range as it comes)."""
     options = dict(options or {})
     try:
         parse_options(options)
     except OptionsError as e:
         raise bad_request(str(e)) from None
+    check_option_ranges(options, INT_OPTIONS)
     return options
 
 

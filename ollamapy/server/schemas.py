@@ -4,27 +4,93 @@ Ollama decodes bodies with encoding/json into typed structs, so a wrong type is 
 `json: cannot unmarshal string into Go struct field GenerateRequest.options of type
 map[string]interface {}`; unknown fields are ignored; `null` leaves a field unset. Each
 request type here is a table of field → Go type; `decode` checks a parsed body against it and
-returns a plain dict holding only the fields that were present.
+returns a plain dict holding only the fields that were present. `OPTION_RANGES` bounds the
+numeric options. The same tables describe the API in `openapi.py`.
+
+What Python's json would accept and Go's would not is refused here too, as a 400: NaN and
+Infinity literals, numbers that overflow a float64, nesting deeper than `MAX_DEPTH` (Python's
+parser would raise RecursionError far below Go's limit of 10000, and so could any later walk
+of the value), and integers outside int64 where a Go int is expected. A lone UTF-16
+surrogate escape (`"\\ud800"`) becomes U+FFFD, as Go decodes it, so no string the handlers see
+fails to encode as UTF-8.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ollamapy.server.errors import APIError, bad_request
+
+MAX_DEPTH = 128  # arrays and objects inside one another: JSON schemas in `format` nest ~10
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _NotGoJSON(ValueError):
+    """A literal Go's encoding/json refuses; the message is Go's."""
+
+
+def _reject_constant(name: str) -> Any:  # NaN, Infinity, -Infinity
+    raise _NotGoJSON(f"invalid character '{name.lstrip('-')[0]}' looking for beginning of "
+                     "value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: Go's strconv.ParseFloat says out of range
+        raise _NotGoJSON(f"json: cannot unmarshal number {text} into Go value of type float64")
+    return value
 
 
 def parse_json_body(body: bytes) -> Any:
     if not body.strip():
         raise bad_request("missing request body")
     try:
-        return json.loads(body)
+        value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise bad_request("invalid character in request body (not UTF-8)") from None
     except json.JSONDecodeError as e:
         raise bad_request(_go_json_message(body, e)) from None
+    except _NotGoJSON as e:
+        raise bad_request(str(e)) from None
+    except RecursionError:
+        raise bad_request("exceeded max depth") from None
+    except ValueError as e:  # an integer literal of more than 4300 digits
+        raise bad_request(f"json: cannot unmarshal number: {e}") from None
+    # both walks are skipped unless the raw bytes say they could find something
+    if body.count(b"[") + body.count(b"{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise bad_request("exceeded max depth")
+    if _SURROGATE_ESCAPE.search(body):
+        value = _replace_surrogates(value)
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in value, without recursion."""
+    deepest, stack = 0, [(value, 1)] if isinstance(value, dict | list) else []
+    while stack and deepest <= MAX_DEPTH:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def _replace_surrogates(value: Any) -> Any:
+    """Lone surrogates → U+FFFD in every string and key (the value nests at most MAX_DEPTH
+    deep by now, so recursion is safe)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_replace_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_replace_surrogates(k): _replace_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _go_json_message(body: bytes, e: json.JSONDecodeError) -> str:
@@ -57,8 +123,10 @@ def _json_kind(value: Any) -> str:
 
 
 def _is_int(v: Any) -> bool:
+    """A JSON number that fits Go's int (int64)."""
     return not isinstance(v, bool) and (
-        isinstance(v, int) or (isinstance(v, float) and v.is_integer()))
+        isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+    ) and INT64_MIN <= v <= INT64_MAX
 
 
 def _is_number(v: Any) -> bool:
@@ -133,6 +201,30 @@ PULL: Schema = {"model": "string", "name": "string", "insecure": "bool", "stream
                 "username": "string", "password": "string"}
 PUSH: Schema = PULL
 DELETE: Schema = {"model": "string", "name": "string"}
+
+
+# option → (minimum, maximum), inclusive, None for no bound; every integer option must also fit
+# an int64, as Go's does. Values whose meaning Ollama documents are allowed: num_predict -1
+# (no limit) and -2 (fill the context), repeat_last_n -1 (num_ctx), num_ctx 0 (the default).
+OPTION_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "num_ctx": (0, None), "num_batch": (0, None), "num_gpu": (-1, None), "main_gpu": (0, None),
+    "num_thread": (0, None), "num_keep": (-1, None), "num_predict": (-2, None),
+    "repeat_last_n": (-1, None), "top_k": (0, None),
+}
+
+
+def check_option_ranges(options: Mapping[str, Any], int_options: frozenset[str]) -> None:
+    """Raise a 400 for a numeric option outside its range (types are checked already)."""
+    for key, value in options.items():
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if key in int_options and not INT64_MIN <= value <= INT64_MAX:
+            raise bad_request(f'option "{key}" must be of type integer (out of range)')
+        low, high = OPTION_RANGES.get(key, (None, None))
+        if low is not None and value < low:
+            raise bad_request(f'option "{key}" must be at least {low}')
+        if high is not None and value > high:
+            raise bad_request(f'option "{key}" must be at most {high}')
 
 
 def decode(body: bytes, schema: Schema, struct: str) -> dict[str, Any]:

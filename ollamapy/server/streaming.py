@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from ollamapy.server.errors import APIError
+from ollamapy.server.errors import APIError, error_headers
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,10 @@ class OllamaJSON(JSONResponse):
         return dumps(content).encode()
 
 
-def error_response(status: int, message: str) -> Response:
-    return OllamaJSON({"error": message}, status_code=status)
+def error_response(status: int, message: str,
+                   headers: Mapping[str, str] | None = None) -> Response:
+    return OllamaJSON({"error": message}, status_code=status,
+                      headers=error_headers(status, headers))
 
 
 def created_at() -> str:

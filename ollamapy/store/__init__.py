@@ -22,6 +22,7 @@ from ollamapy.store.errors import (
     BlobNotFoundError,
     CreateError,
     DigestMismatchError,
+    DiskFullError,
     InvalidDigestError,
     InvalidNameError,
     ManifestError,
@@ -42,6 +43,7 @@ from ollamapy.store.store import ModelEntry, Store
 
 __all__ = [
     "BlobNotFoundError", "BlobStore", "BlobWriter", "CreateError", "DigestMismatchError",
+    "DiskFullError",
     "ImageConfig", "InvalidDigestError", "InvalidNameError", "Layer", "Manifest",
     "ManifestError", "Model", "ModelEntry", "ModelNotFoundError", "Modelfile", "ModelfileError",
     "Name", "Store", "StoreError", "create_model", "format_parameters", "parse_digest",

@@ -4,7 +4,8 @@ An upload streams into a temp file in the blobs directory while it is hashed; `c
 compares the hash with the digest the client promised, and only a match is fsynced and
 published under its final name. A mismatch leaves nothing behind (an existing blob of that
 name is never touched), and a blob already present is kept as it is (Ollama answers 200
-instead of 201). Paths come only from `parse_digest`'s canonical form.
+instead of 201). A full disk raises `DiskFullError` and, like any failure, leaves no temp
+file. Paths come only from `parse_digest`'s canonical form.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from ollamapy.store.atomic import FILE_MODE, create_temp, fsync_dir, is_temp_name, publish
+from ollamapy.store.atomic import (
+    FILE_MODE,
+    create_temp,
+    fsync_dir,
+    is_temp_name,
+    no_space_is_an_error,
+    publish,
+)
 from ollamapy.store.digests import blob_filename, digest_from_filename, digest_of, parse_digest
 from ollamapy.store.errors import BlobNotFoundError, DigestMismatchError, StoreError
 
@@ -29,7 +37,9 @@ class BlobWriter:
         self.expected = parse_digest(expected)
         self.size = 0
         self._final = blobs.path(self.expected)
-        fd, self._temp = create_temp(blobs.root)
+        self._what = f"writing blob {self.expected}"
+        with no_space_is_an_error(self._what):
+            fd, self._temp = create_temp(blobs.root)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self._open = True
@@ -37,7 +47,12 @@ class BlobWriter:
     def write(self, chunk: bytes) -> None:
         if not self._open:
             raise StoreError("write to a finished blob writer")
-        self._file.write(chunk)
+        try:
+            with no_space_is_an_error(self._what):
+                self._file.write(chunk)
+        except BaseException:
+            self._discard()  # give the room back at once; the upload is lost anyway
+            raise
         self._hash.update(chunk)
         self.size += len(chunk)
 
@@ -46,13 +61,14 @@ class BlobWriter:
         if not self._open:
             raise StoreError("commit of a finished blob writer")
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            got = "sha256:" + self._hash.hexdigest()
-            if got != self.expected:
-                raise DigestMismatchError(self.expected, got)
-            return self._publish()
+            with no_space_is_an_error(self._what):
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                got = "sha256:" + self._hash.hexdigest()
+                if got != self.expected:
+                    raise DigestMismatchError(self.expected, got)
+                return self._publish()
         finally:
             self._discard()
 
@@ -78,7 +94,9 @@ class BlobWriter:
 
     def _discard(self) -> None:
         self._open = False
-        if not self._file.closed:
+        # closing flushes what is buffered, which fails again on a full disk; the descriptor
+        # is closed all the same and the bytes are unwanted: the temp file must still go
+        with contextlib.suppress(OSError):
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self._temp.unlink()

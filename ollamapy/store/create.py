@@ -9,9 +9,11 @@ and status) before anything streams; it then returns an iterator of Ollama's pro
     {"status": "writing manifest"}
     {"status": "success"}
 
-Errors met while iterating (a malformed GGUF, a blob deleted underneath) are raised from the
-iterator; the manifest is written last and atomically, so a failed or abandoned create leaves
-no model behind (only content-addressed blobs, which a later create may reuse).
+Every uploaded GGUF's header is parsed (bounds-checked) during that first check, so a
+malformed one is a 400 naming the defect even for a streaming request. Errors met while
+iterating (a full disk, a blob deleted underneath) are raised from the iterator; the
+manifest is written last and atomically, so a failed or abandoned create leaves no model
+behind (only content-addressed blobs, which a later create may reuse).
 
 Base layers come from `from_` (an existing model: every layer reused by reference with `from`
 set to its short name, its config inherited; a model that is not in the store is pulled first,
@@ -58,6 +60,7 @@ from ollamapy.store.manifest import (
     is_relative_file_path,
 )
 from ollamapy.store.modelinfo import (
+    WeightsInfo,
     describe_gguf,
     describe_safetensors,
     human_number,
@@ -83,6 +86,7 @@ class _Request:
     pull: Iterator[Progress] | None  # pulls `from_` first when it is not in the store
     files: Mapping[str, str]  # relative path → canonical digest
     kind: str  # "from", "gguf" or "safetensors"
+    gguf: Mapping[str, WeightsInfo]  # relative path → its header, read while checking
     template: str | None
     system: str | None
     parameters: Mapping[str, Any]
@@ -111,6 +115,7 @@ def create_model(store: Store, name: str | Name, *, from_: str | None = None,
     base: Name | None = None
     wanted: Name | None = None
     pull: Iterator[Progress] | None = None
+    gguf: dict[str, WeightsInfo] = {}
     if from_:
         try:
             wanted = Name.parse(from_)
@@ -122,10 +127,13 @@ def create_model(store: Store, name: str | Name, *, from_: str | None = None,
         kind = "from"
     elif checked_files:
         kind = _files_kind(store, checked_files)
+        if kind == "gguf":
+            gguf = {path: _describe(store, path, digest) for path, digest
+                    in sorted(checked_files.items())}
     else:
         raise CreateError(ERR_NEITHER)
     request = _Request(name=target, base=base, from_=wanted, pull=pull, files=checked_files,
-                       kind=kind, template=template or None, system=system or None,
+                       kind=kind, gguf=gguf, template=template or None, system=system or None,
                        parameters=_check_parameters(parameters),
                        messages=_check_messages(messages), licenses=_check_license(license),
                        requires=requires or None)
@@ -169,6 +177,15 @@ def _files_kind(store: Store, files: Mapping[str, str]) -> str:
             raise CreateError(ERR_NOT_GGUF if path.endswith(".gguf") or len(files) == 1
                               else f"{ERR_NOT_GGUF}: {path}")
     return "gguf"
+
+
+def _describe(store: Store, path: str, digest: str) -> WeightsInfo:
+    try:
+        return describe_gguf(store.blobs.path(digest))
+    except GGUFError as e:
+        raise CreateError(f"{path}: {e}") from None
+    except FileNotFoundError:  # deleted since it was checked
+        raise CreateError(f"blob {digest} for {path} is not in the store") from None
 
 
 def _check_parameters(parameters: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -229,7 +246,8 @@ def _create(store: Store, request: _Request) -> Iterator[Progress]:
         layers, config = [], ImageConfig()
         for path in sorted(request.files):
             yield {"status": "parsing GGUF"}
-            layer, config = _gguf_layer(store, path, request.files[path], layers, config)
+            layer, config = _gguf_layer(store, request.files[path], request.gguf[path],
+                                        layers, config)
             layers.append(layer)
             statuses.append(f"using existing layer {layer.digest}")
         if not any(layer.media_type == MEDIA_TYPE_MODEL for layer in layers):
@@ -288,12 +306,8 @@ def _from_model(store: Store, base: Name, statuses: list[str]) -> tuple[list[Lay
     return layers, store.config(manifest)
 
 
-def _gguf_layer(store: Store, path: str, digest: str, layers: list[Layer],
+def _gguf_layer(store: Store, digest: str, info: WeightsInfo, layers: list[Layer],
                 config: ImageConfig) -> tuple[Layer, ImageConfig]:
-    try:
-        info = describe_gguf(store.blobs.path(digest))
-    except GGUFError as e:
-        raise CreateError(f"{path}: {e}") from None
     size = store.blobs.size(digest)
     if info.kind == "adapter":
         raise CreateError("ADAPTER is not supported by ollamapy")

@@ -66,6 +66,19 @@ class ModelfileError(StoreError, ValueError):
     status = 400
 
 
+class DiskFullError(StoreError):
+    """The file system refused a write for want of room (ENOSPC, EDQUOT, EFBIG).
+
+    507 Insufficient Storage where Ollama answers 500 with the raw `write …: no space left on
+    device`: the operation left nothing half-written and can simply be retried once there is
+    room again, without a restart (Ollama #1731)."""
+
+    status = 507
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"no space left on device while {what}")
+
+
 class CreateError(StoreError):
     """An /api/create request that cannot be carried out; 400 unless said otherwise."""
 

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import httpx
 
+from ollamapy.store.atomic import no_space_is_an_error
 from ollamapy.store.registry import RegistryError
 from ollamapy.store.registry_http import Session
 from ollamapy.store.registry_partial import Part, PartialBlob
@@ -106,21 +107,10 @@ class Transfer:
 
     def _run(self) -> None:
         try:
-            with self.blob.lock:
-                if self.blob.final.exists():
-                    return  # another pull finished it meanwhile
-                self.parts = self.blob.prepare()
-            if not all(p.done for p in self.parts):
-                log.info("downloading %s in %d part(s)", self.blob.digest[7:19],
-                         len(self.parts))
-            try:
-                self._fetch(self.parts, ranged=True)
-            except _RangesIgnored:
-                log.info("%s: the registry ignores Range; fetching it whole",
-                         self.blob.digest[7:19])
-                with self.blob.lock:
-                    self.parts = self.blob.start_over([Part(0, 0, self.blob.size)])
-                self._fetch(self.parts, ranged=False)
+            # a full disk is not retried (Ollama #911): the parts keep what they have, and
+            # the next pull, once there is room, resumes from there
+            with no_space_is_an_error(f"downloading blob {self.blob.digest}"):
+                self._download()
         except BaseException as e:  # handed to the pulls watching; this thread just ends
             self.error = e
         finally:
@@ -129,6 +119,21 @@ class Transfer:
                 if _active.get(self.blob.digest) is self:
                     del _active[self.blob.digest]
                 self.done.set()
+
+    def _download(self) -> None:
+        with self.blob.lock:
+            if self.blob.final.exists():
+                return  # another pull finished it meanwhile
+            self.parts = self.blob.prepare()
+        if not all(p.done for p in self.parts):
+            log.info("downloading %s in %d part(s)", self.blob.digest[7:19], len(self.parts))
+        try:
+            self._fetch(self.parts, ranged=True)
+        except _RangesIgnored:
+            log.info("%s: the registry ignores Range; fetching it whole", self.blob.digest[7:19])
+            with self.blob.lock:
+                self.parts = self.blob.start_over([Part(0, 0, self.blob.size)])
+            self._fetch(self.parts, ranged=False)
 
     def _fetch(self, parts: list[Part], *, ranged: bool) -> None:
         """Fetch every unfinished part at once; the first error stops the others."""

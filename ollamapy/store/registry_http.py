@@ -4,8 +4,10 @@ and the registry's errors in Ollama's words.
 httpx is told never to follow redirects by itself: each `Location` is checked here first, so
 a registry can redirect a blob to its CDN (another host, as registry.ollama.ai does) but never
 to `file:`, `ftp:` or any scheme but http(s), never from https down to http unless the pull is
-insecure, and no further than MAX_REDIRECTS hops. The bearer token is sent only to the
-registry's own origin: a CDN (or anything a redirect names) never sees it.
+insecure, and no further than MAX_REDIRECTS hops. Before any request is sent, its host must
+pass the registry address policy (`check_registry_address`: never a link-local or cloud
+metadata address). The bearer token is sent only to the registry's own origin: a CDN (or
+anything a redirect names) never sees it.
 
 Errors (`makeRequestWithRetry` in ollama:server/images.go): 404 → `file does not exist`, 401
 after a fresh token → `unauthorized: access denied`, other ≥ 400 → `<code>: <body>` with the
@@ -14,6 +16,8 @@ body cut to a few KiB.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,7 +26,13 @@ from types import TracebackType
 import httpx
 
 from ollamapy import __version__
-from ollamapy.store.registry import MAX_REDIRECTS, MAX_SMALL_BODY, Endpoint, RegistryError
+from ollamapy.store.registry import (
+    MAX_REDIRECTS,
+    MAX_SMALL_BODY,
+    Endpoint,
+    RegistryError,
+    check_registry_address,
+)
 from ollamapy.store.registry_auth import UNAUTHORIZED, fetch_token, origin
 from ollamapy.store.registry_body import read_capped
 
@@ -31,6 +41,13 @@ TIMEOUT = httpx.Timeout(30.0)  # also the stall detector: a read silent this lon
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 Body = Callable[[], bytes | Iterable[bytes]]  # called again for every (re)send
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """httpx's default verifying context, built once: loading the CA bundle costs ~16 ms, and
+    a pull opens a session per blob. An SSLContext may be shared between connections."""
+    return httpx.create_ssl_context()
 
 
 def registry_error(response: httpx.Response) -> RegistryError:
@@ -57,11 +74,12 @@ class Session:
         self.insecure = insecure
         self.registry = httpx.URL(endpoint.base)
         self._client = httpx.Client(
-            timeout=TIMEOUT, follow_redirects=False,
+            verify=_tls(), timeout=TIMEOUT, follow_redirects=False,
             limits=httpx.Limits(max_connections=16, max_keepalive_connections=16),
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
         self._token: str | None = None
         self._token_lock = threading.Lock()
+        self._checked: set[tuple[str, int]] = set()  # (host, port) that passed the policy
 
     def close(self) -> None:
         self._client.close()
@@ -91,6 +109,7 @@ class Session:
               allow: Collection[int]) -> httpx.Response:
         token_tried, redirects = False, 0
         while True:
+            self._check_address(url)
             own = origin(url) == origin(self.registry)
             sent = dict(headers)
             if own and self._token:
@@ -124,6 +143,12 @@ class Session:
                 finally:
                     response.close()
             return response
+
+    def _check_address(self, url: httpx.URL) -> None:
+        _, host, port = origin(url)
+        if (host, port) not in self._checked:
+            check_registry_address(host, port)
+            self._checked.add((host, port))
 
     def check_redirect(self, current: httpx.URL, location: str) -> httpx.URL:
         """The URL a `Location` names, if it may be followed."""

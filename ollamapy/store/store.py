@@ -165,7 +165,8 @@ class Store:
                 if not self.blobs.exists(digest):
                     raise BlobNotFoundError(digest)
             stored = self.find(parsed) or parsed
-            write_atomic(self.manifest_path(stored), manifest.to_json())
+            write_atomic(self.manifest_path(stored), manifest.to_json(),
+                         f"writing the manifest of {stored.display_shortest()}")
         return stored
 
     def copy(self, src: Name | str, dst: Name | str) -> Name:
@@ -175,7 +176,8 @@ class Store:
             source = self._resolve(src)
             _, data, _ = self._read_manifest(source)
             stored = self.find(target) or target
-            write_atomic(self.manifest_path(stored), data)
+            write_atomic(self.manifest_path(stored), data,
+                         f"writing the manifest of {stored.display_shortest()}")
         return stored
 
     def delete(self, name: Name | str) -> Name:

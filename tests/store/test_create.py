@@ -207,12 +207,12 @@ def test_files_that_are_not_gguf(store: Store, gguf: str) -> None:
         create_model(store, "x", files={"model.safetensors": text})
 
 
-def test_a_malformed_gguf_fails_mid_stream_without_a_manifest(store: Store) -> None:
+def test_a_malformed_gguf_is_refused_before_streaming(store: Store) -> None:
+    """The header is parsed while the request is checked, so even a streaming create answers
+    400 naming the defect (checklist item 8), and nothing is written."""
     bad = store.blobs.put_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 16)
-    stream = create_model(store, "x", files={"model.gguf": bad})
-    assert next(stream) == {"status": "parsing GGUF"}
-    with pytest.raises(CreateError, match=r"^model.gguf: invalid GGUF: ") as info:
-        next(stream)
+    with pytest.raises(CreateError, match=r"^model.gguf: invalid GGUF: tensor count") as info:
+        create_model(store, "x", files={"model.gguf": bad})
     assert info.value.status == 400
     assert store.find("x") is None
 

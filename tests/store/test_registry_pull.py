@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from starlette.responses import Response
 
-from ollamapy.store import InvalidNameError, Store, create_model
+from ollamapy.store import InvalidNameError, Store, StoreError, create_model
 from ollamapy.store import registry_download as download
 from ollamapy.store.registry import RegistryError
 from ollamapy.store.registry_partial import MIN_PART, plan
@@ -300,8 +300,9 @@ def test_a_full_disk_fails_the_pull_and_the_next_one_resumes(
         return n
 
     monkeypatch.setattr(os, "pwrite", filling)
-    with pytest.raises(RegistryError, match="No space left on device"):
+    with pytest.raises(StoreError, match="^no space left on device while downloading") as e:
         pull(store, registry, "big:1")
+    assert e.value.status == 507
     have = sum(r["Completed"] for r in records(store, digest))
     assert 0 < have < BIG and store.list_models() == []
 
