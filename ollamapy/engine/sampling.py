@@ -32,7 +32,9 @@ def apply_penalties(logits: torch.Tensor, history: Sequence[int], opts: Options,
 
     logits: (vocab,) float32, modified in place and returned. repeat_last_n -1 means num_ctx.
     As llama.cpp: a positive logit is divided by repeat_penalty, a negative one multiplied;
-    then count * frequency_penalty + presence_penalty is subtracted.
+    then count * frequency_penalty + presence_penalty is subtracted. Penalties at the edge of
+    the float range (a repeat_penalty of 0, a frequency_penalty of 1e300: Ollama takes any
+    float) stay usable scores: +inf becomes the largest float32, NaN (inf - inf) -inf.
     """
     last_n = num_ctx if opts.repeat_last_n < 0 else opts.repeat_last_n
     no_penalty = (opts.repeat_penalty == 1.0 and opts.presence_penalty == 0.0
@@ -45,7 +47,8 @@ def apply_penalties(logits: torch.Tensor, history: Sequence[int], opts: Options,
     picked = logits[ids]
     picked = torch.where(picked > 0, picked / opts.repeat_penalty, picked * opts.repeat_penalty)
     picked = picked - counts.to(picked.dtype) * opts.frequency_penalty - opts.presence_penalty
-    logits[ids] = picked
+    logits[ids] = torch.nan_to_num(picked, nan=-torch.inf, posinf=torch.finfo(picked.dtype).max,
+                                   neginf=-torch.inf)
     return logits
 
 
@@ -104,6 +107,12 @@ def choose(logits: torch.Tensor, opts: Options, rng: torch.Generator) -> int:
         if opts.min_p > 0.0:
             values, probs = _restrict(values, probs, probs >= opts.min_p * probs.max())
 
-    probs = torch.softmax(values / opts.temperature, 0)
+    # beyond float32's range the division overflows (-inf / inf is NaN); 1e-30 is as greedy,
+    # and 1e30 as uniform, as any temperature further out
+    probs = torch.softmax(values / min(max(opts.temperature, 1e-30), 1e30), 0)
+    if not bool(torch.isfinite(probs).all()):
+        # nothing to draw from (no finite score, or scores the division still overflows):
+        # the best candidate, as at temperature 0
+        return int(ids[torch.argmax(torch.nan_to_num(values, nan=-torch.inf))])
     choice = torch.multinomial(probs, 1, generator=rng)
     return int(ids[choice])

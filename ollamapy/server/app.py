@@ -93,6 +93,10 @@ async def _store_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
+        if request.method in ("HEAD", "POST") and request.url.path.startswith("/api/blobs/"):
+            # a "digest" holding a slash (sha256:../../etc/passwd, or %2F decoded) matches no
+            # route; it is refused like every other malformed digest (hardening.md §7 item 1)
+            return error_response(400, "invalid digest format")
         return PlainTextResponse("404 page not found", status_code=404)
     if exc.status_code == 405:
         return PlainTextResponse("405 method not allowed", status_code=405)

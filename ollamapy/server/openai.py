@@ -40,7 +40,9 @@ from ollamapy.store import StoreError
 
 log = logging.getLogger(__name__)
 
-ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error",
+# OpenAI's own: a missing or wrong key is an invalid request (code "invalid_api_key")
+ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error",
+               403: "invalid_request_error", 404: "not_found_error",
                408: "invalid_request_error", 413: "invalid_request_error"}
 FINGERPRINT = "fp_ollama"
 # Ollama's option names, accepted as extra top-level body fields

@@ -18,6 +18,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ollamapy.server.errors import APIError, error_headers
+from ollamapy.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,9 @@ async def respond(chunks: AsyncIterator[Chunk], *, stream: bool,
             async for chunk in chunks:
                 yield dumps(chunk) + "\n"
         except Exception as e:  # after the 200: the error is the stream's last line
-            if not isinstance(e, APIError):
+            if isinstance(e, APIError | StoreError):  # expected: the client's error
+                log.info("stream ended with an error: %s", e)
+            else:
                 log.exception("error while streaming")
             yield dumps({"error": _error_message(e)}) + "\n"
         finally:

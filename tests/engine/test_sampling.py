@@ -119,3 +119,27 @@ def test_penalties_change_the_greedy_choice() -> None:
     opts = Options(temperature=0.0, repeat_penalty=2.0)
     assert sample(logits, [0], opts, make_generator(0)) == 1
     assert logits.tolist() == [3.0, 2.0, 0.0]  # the caller's logits are not modified
+
+
+@pytest.mark.parametrize("options", [
+    # found by tests/e2e/test_openapi.py: a frequency_penalty beyond float32 made +inf scores,
+    # their softmax NaN, and torch.multinomial raised (a 500)
+    {"repeat_penalty": -2.5e-101, "frequency_penalty": -3.7e240, "top_p": 2.5e295,
+     "min_p": -0.33},
+    {"repeat_penalty": 0.0}, {"presence_penalty": 1e300, "frequency_penalty": -1e300},
+    {"temperature": 1e300, "top_p": 0.5},  # -inf / inf: NaN
+    {"temperature": 1e-300}, {"temperature": 1e-300, "presence_penalty": -1e300},
+])
+def test_options_at_the_edge_of_float_range_still_sample(options: dict) -> None:
+    """Ollama takes any float for these options; whatever they do to the scores, a token in
+    the vocabulary comes out (never NaN probabilities)."""
+    logits = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    counts = draws(logits, 50, history=list(range(40)) * 2, **options)
+    assert sum(counts.values()) == 50 and all(0 <= t < 1000 for t in counts)
+
+
+def test_huge_temperatures_are_uniform_and_tiny_ones_greedy() -> None:
+    logits = logits_of(PROBS)
+    assert draws(logits, 50, temperature=1e-300) == Counter({0: 50})
+    counts = draws(logits, 4000, temperature=1e300)
+    assert all(abs(counts[t] - 1000) < 5 * math.sqrt(1000 * 0.75) for t in range(4)), counts
