@@ -1,8 +1,9 @@
 """The `ollamapy` command, Ollama's CLI: serve, run, create, pull, push, show, list, ps, cp, rm,
-stop.
+stop; and, beyond Ollama, verify.
 
-Every command but `serve` is a client of a running server at `OLLAMA_HOST` (default
-127.0.0.1:11434), as Ollama's CLI is.
+Every command but `serve` and `verify` is a client of a running server at `OLLAMA_HOST`
+(default 127.0.0.1:11434), as Ollama's CLI is. `verify` reads the store at `OLLAMA_MODELS`
+directly: it re-hashes every blob and checks every manifest (exit status 1 on any problem).
 """
 
 from __future__ import annotations
@@ -329,6 +330,18 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from ollamapy.settings import Settings
+    from ollamapy.store import Store
+
+    problems = Store(Settings.from_env().models).verify()
+    for problem in problems:
+        print(problem)
+    print("store verified: no problems" if not problems else f"{len(problems)} problem(s)",
+          file=sys.stderr)
+    return 1 if problems else 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     with Client() as client:
         client.request("POST", "/api/generate", {"model": args.model, "keep_alive": 0,
@@ -375,6 +388,7 @@ def parser() -> argparse.ArgumentParser:
     rm.add_argument("models", nargs="+")
     stop = add("stop", cmd_stop, "unload a running model")
     stop.add_argument("model")
+    add("verify", cmd_verify, "re-hash every blob of the local store and check its manifests")
     return p
 
 

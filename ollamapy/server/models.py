@@ -216,7 +216,11 @@ async def delete(request: Request) -> Response:
     except InvalidNameError:
         raise bad_request(f'name "{raw}" is invalid') from None
     try:
-        await run_in_threadpool(state.store.delete, raw)
+        stored = await run_in_threadpool(state.store.delete, raw)
     except ModelNotFoundError:
         raise model_not_found(raw) from None
+    # a deleted model can no longer be asked for: free its memory now rather than at the end
+    # of its keep_alive (once the requests it is serving have finished; Ollama's `ollama rm`
+    # asks for this unload itself, here any client gets it)
+    state.scheduler.unload(stored.display_shortest())
     return Response(status_code=200)

@@ -111,6 +111,7 @@ def create_model(store: Store, name: str | Name, *, from_: str | None = None,
     if quantize:
         raise CreateError("quantization is not supported by ollamapy")
     target = parse_name(name)  # InvalidNameError: 400 "invalid model name"
+    store.manifest_path(target)  # and so is a name no directory can hold, before streaming
     checked_files = _check_files(store, files or {})
     base: Name | None = None
     wanted: Name | None = None
@@ -173,7 +174,11 @@ def _files_kind(store: Store, files: Mapping[str, str]) -> str:
             raise CreateError("safetensors files need the folder's config.json")
         return "safetensors"
     for path, digest in files.items():
-        if not is_gguf(store.blobs.path(digest)):
+        try:
+            gguf = is_gguf(store.blobs.path(digest))
+        except FileNotFoundError:  # collected by a concurrent delete since it was checked
+            raise CreateError(f"blob {digest} for {path} is not in the store") from None
+        if not gguf:
             raise CreateError(ERR_NOT_GGUF if path.endswith(".gguf") or len(files) == 1
                               else f"{ERR_NOT_GGUF}: {path}")
     return "gguf"
@@ -253,8 +258,10 @@ def _create(store: Store, request: _Request) -> Iterator[Progress]:
         if not any(layer.media_type == MEDIA_TYPE_MODEL for layer in layers):
             raise CreateError(f"{ERR_NOT_GGUF}: no model among the GGUF files")
     else:
-        yield {"status": "parsing safetensors"}
+        # read before the first status, so that a malformed folder is a 400 (as a malformed
+        # GGUF is), not a 200 whose stream ends in an error
         layers, config, skipped = _safetensors_layers(store, request.files)
+        yield {"status": "parsing safetensors"}
         for path in skipped:
             yield {"status": f"skipping {path}: not a safetensors or json file"}
         statuses += [f"using existing layer {layer.digest}" for layer in layers]
@@ -333,8 +340,12 @@ def _safetensors_layers(store: Store, files: Mapping[str, str]
         config_json = None
     if not isinstance(config_json, dict):
         raise CreateError("config.json is not a JSON object")
-    headers = [safetensors_header(store.blobs.path(files[p]), p)
-               for p in sorted(files) if p.endswith(".safetensors")]
+    headers = []
+    for path in sorted(p for p in files if p.endswith(".safetensors")):
+        try:
+            headers.append(safetensors_header(store.blobs.path(files[path]), path))
+        except FileNotFoundError:  # collected by a concurrent delete since it was checked
+            raise CreateError(f"blob {files[path]} for {path} is not in the store") from None
     info = describe_safetensors(config_json, headers)
     layers, skipped = [], []
     for path in sorted(files):

@@ -5,7 +5,8 @@ gives the GGUF path and the parent model (`from`), a template layer (or the lega
 the template, params the options object, messages the message list, and every license layer
 one license. A safetensors model has one tensor or json layer per file of its Hugging Face
 folder instead; `link_folder` lays those blobs out again as a folder a loader can open.
-Small layers are read whole (capped) and re-hashed, so a corrupt blob is an error, not data.
+Small layers are read whole (capped) and re-hashed, so a corrupt blob is an error, not data;
+a weights blob that is missing is an error naming its digest.
 """
 
 from __future__ import annotations
@@ -112,6 +113,15 @@ class Model:
                 raise StoreError(f"{name.display_shortest()}: bad {what} layer {digest}")
             return value
 
+        def weights(digest: str) -> Path:
+            # opened only when the model loads: a missing blob is named here, by its digest,
+            # not later as an OSError that shows the client a server path
+            path = blobs.path(digest)
+            if not path.is_file():
+                raise StoreError(f"{name.display_shortest()}: blob {digest} is missing from the "
+                                 "model store; pull or create the model again")
+            return path
+
         model_path, parent = None, ""
         projectors, adapters, licenses = [], [], []
         files: dict[str, Path] = {}
@@ -121,15 +131,15 @@ class Model:
         for layer in manifest.layers:
             kind = layer.media_type
             if kind == MEDIA_TYPE_MODEL:
-                model_path, parent = blobs.path(layer.digest), layer.from_
+                model_path, parent = weights(layer.digest), layer.from_
             elif kind == MEDIA_TYPE_PROJECTOR:
-                projectors.append(blobs.path(layer.digest))
+                projectors.append(weights(layer.digest))
             elif kind == MEDIA_TYPE_ADAPTER:
-                adapters.append(blobs.path(layer.digest))
+                adapters.append(weights(layer.digest))
             elif kind in (MEDIA_TYPE_TENSOR, MEDIA_TYPE_JSON):
                 if not layer.name:
                     raise StoreError(f"{name.display_shortest()}: {kind} layer without a name")
-                files[layer.name] = blobs.path(layer.digest)
+                files[layer.name] = weights(layer.digest)
                 parent = parent or layer.from_
             elif kind in (MEDIA_TYPE_TEMPLATE, MEDIA_TYPE_PROMPT):
                 template = text(layer.digest)

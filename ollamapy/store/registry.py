@@ -148,7 +148,7 @@ def resolve(raw: str, insecure: bool) -> tuple[Name, Endpoint]:
     if scheme not in ("", "http", "https"):
         raise InvalidNameError(raw)
     if scheme == "http" and not insecure:
-        raise RegistryError("insecure protocol http")
+        raise RegistryError("insecure protocol http", status=400)  # Ollama: 500
     literal = name.host.rsplit(":", 1)[0] if name.host.count(":") == 1 else name.host
     why = refused_address(literal)  # an IP literal is refused before anything streams
     if why is not None:

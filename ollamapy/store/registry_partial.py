@@ -123,10 +123,14 @@ class PartialBlob:
 
     def start_over(self, parts: list[Part]) -> list[Part]:
         self.discard()
-        with open(self.data, "wb") as f:
-            f.truncate(self.size)  # sparse where the file system allows: no double disk use
-        for part in parts:
-            self.record(part)
+        try:
+            with open(self.data, "wb") as f:
+                f.truncate(self.size)  # sparse where the file system allows: no double disk use
+            for part in parts:
+                self.record(part)
+        except BaseException:
+            self.discard()  # a file too large for the disk or a full one: leave nothing behind
+            raise
         return parts
 
     def record(self, part: Part) -> None:

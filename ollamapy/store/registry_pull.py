@@ -11,8 +11,9 @@
 `completed` is left out while it is 0, and a blob already in the store reports
 `completed == total` at once (blobs are shared by every model that names them). The name and
 its registry are checked before the stream starts (`invalid model name`, `insecure protocol
-http`); later failures are raised from the iterator, as `pull model manifest: file does not
-exist` for an unknown model or `digest mismatch, file must be downloaded again: …`.
+http`, 400 where Ollama answers 500); later failures are raised from the iterator, as `pull
+model manifest: file does not exist` for an unknown model (404, where Ollama answers 500) or
+`digest mismatch, file must be downloaded again: …`.
 
 The order is what makes a pull safe to interrupt: blobs land as `-partial` files (kept for
 the next pull), each becomes a blob only once its sha256 matches, and the manifest is written
@@ -47,6 +48,7 @@ def pull_model(store: Store, name: str, *, insecure: bool = False,
                cancel: threading.Event | None = None) -> Generator[Progress, None, None]:
     """Check the name (raising StoreError subclasses) and return the pull's progress stream."""
     parsed, endpoint = resolve(name, insecure)
+    store.manifest_path(parsed)  # a name no directory can hold: 400 before anything streams
     return _pull(store, parsed, endpoint, insecure, cancel or threading.Event())
 
 
@@ -87,8 +89,11 @@ def _fetch_manifest(endpoint: Endpoint, insecure: bool) -> Manifest:
             data = read_capped(r, MAX_MANIFEST_BYTES)
         manifest = Manifest.parse(data)  # every digest through parse_digest, sizes checked
     except (RegistryError, ManifestError) as e:
-        raise RegistryError(f"pull model manifest: {e}", http_status=getattr(
-            e, "http_status", None)) from None
+        # a registry without the model is a 404, as a missing local model is, where Ollama
+        # answers 500; a refusal by the address policy keeps its 403
+        http_status = getattr(e, "http_status", None)
+        raise RegistryError(f"pull model manifest: {e}", 404 if http_status == 404 else e.status,
+                            http_status=http_status) from None
     except httpx.HTTPError as e:
         raise RegistryError(f"pull model manifest: {e or type(e).__name__}") from None
     if len(manifest.layers) > MAX_LAYERS:
@@ -117,7 +122,7 @@ def _check_space(store: Store, blobs: list[Layer]) -> None:
     free = shutil.disk_usage(store.blobs.root).free
     if need > free:
         raise RegistryError(f"not enough disk space to pull: {need} more bytes needed, "
-                            f"{free} available")
+                            f"{free} available", status=507)  # as DiskFullError
 
 
 def _download(store: Store, endpoint: Endpoint, insecure: bool, layer: Layer,

@@ -8,12 +8,14 @@ case-insensitively and keep the case they were stored with. Manifests are publis
 atomically (temp → fsync → rename), and a manifest that cannot be read is skipped with a
 warning, never allowed to break a listing. Deleting a model removes the blobs no other
 manifest references; if any manifest is unreadable that garbage collection is skipped, since
-its references are unknown.
+its references are unknown. `verify` re-hashes every blob and checks every manifest, on
+request only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -38,6 +40,8 @@ from ollamapy.store.model import Model
 from ollamapy.store.names import Name, parse_name
 
 log = logging.getLogger(__name__)
+
+NAME_MAX = 255  # bytes in a file name, at most, on ext4, xfs, btrfs, tmpfs
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,10 @@ class Store:
         # defence in depth: the name grammar already rules out every part that could escape
         if any(part in ("", ".", "..") or "/" in part or os.sep in part or "\0" in part
                for part in name.parts):
+            raise InvalidNameError(str(name))
+        # the grammar allows a 350-character host, but no file system a directory name that
+        # long: such a name is refused (400) rather than failing the write (500)
+        if any(len(os.fsencode(part)) > NAME_MAX for part in name.parts):
             raise InvalidNameError(str(name))
         path = self.manifests_dir.joinpath(*name.parts)
         base = os.path.normpath(self.manifests_dir)
@@ -242,6 +250,34 @@ class Store:
                     if now - self.blobs.path(digest).stat().st_mtime >= min_age_s:
                         removed += self.blobs.remove(digest)
             return removed
+
+    def verify(self) -> list[str]:
+        """Check the whole store, one line per problem (none: healthy): a blob whose bytes do
+        not hash to its name (a truncated or bit-flipped file), a manifest that cannot be
+        read, a manifest naming a missing blob. Reads every byte, so it runs only when asked;
+        loading a model does not re-hash its weights (nor does Ollama)."""
+        problems = []
+        for digest in sorted(self.blobs.digests()):
+            h = hashlib.sha256()
+            try:
+                with self.blobs.path(digest).open("rb") as f:
+                    while chunk := f.read(1 << 20):
+                        h.update(chunk)
+            except OSError as e:
+                problems.append(f"blob {digest} cannot be read: {e}")
+                continue
+            if "sha256:" + h.hexdigest() != digest:
+                problems.append(f"blob {digest} is corrupt: its content hashes to "
+                                f"sha256:{h.hexdigest()}")
+        for name, _ in self._stored():
+            try:
+                manifest = self._read_manifest(name)[0]
+            except (StoreError, OSError) as e:
+                problems.append(f"manifest {name.display_shortest()} is unreadable: {e}")
+                continue
+            problems += [f"manifest {name.display_shortest()} names the missing blob {digest}"
+                         for digest in sorted(manifest.digests) if not self.blobs.exists(digest)]
+        return problems
 
     def clean_temporary(self, min_age_s: float = 0.0) -> int:
         """Start-up cleaning: remove temp files a crashed writer left in blobs/ and manifests/."""

@@ -168,7 +168,7 @@ def test_file_paths_must_be_relative(store: Store, gguf: str, path: str) -> None
     ({"from_": "bad name!"}, 400, "invalid model name"),
     # a missing `from` is pulled first (tests/store/test_registry_pull.py), after its name
     # and registry are checked
-    ({"from_": "http://127.0.0.1:1/library/nope:1"}, 500, "insecure protocol http"),
+    ({"from_": "http://127.0.0.1:1/library/nope:1"}, 400, "insecure protocol http"),
     ({"from_": "x", "adapters": {"lora.gguf": "sha256:" + "a" * 64}}, 400,
      "ADAPTER is not supported by ollamapy"),
     ({"from_": "x", "quantize": "q4_K_M"}, 400, "quantization is not supported by ollamapy"),

@@ -125,3 +125,15 @@ def test_store_rechecks_paths_of_forged_names(tmp_path) -> None:
     object.__setattr__(forged, "namespace", "../../..")
     with pytest.raises(InvalidNameError):
         store.manifest_path(forged)
+
+
+def test_a_part_too_long_for_a_directory_name_is_invalid_not_a_crash(tmp_path) -> None:
+    """The grammar allows a 350-character host, but no file system a 350-byte directory
+    name: the store refuses it as an invalid name (400) instead of failing the write (500)."""
+    store = Store(tmp_path)
+    assert store.manifest_path(Name.parse("h" * 255 + "/ns/m")).parent.parent.parent.name \
+        == "h" * 255
+    for raw in ("h" * 256 + "/ns/m", "h" * 350 + "/ns/m"):
+        with pytest.raises(InvalidNameError):
+            store.manifest_path(Name.parse(raw))
+    assert list(store.manifests_dir.iterdir()) == []

@@ -1,6 +1,7 @@
 """A registry is untrusted (hardening.md §1, §7 items 4–6): a stand-in that lies about bytes,
-digests, sizes, realms, redirects and answer sizes gets an error, and the store keeps nothing
-it sent: no blob that does not hash to its name, no file outside the store, no manifest."""
+digests, sizes, realms, redirects and answer sizes, or sends the server to an address where
+a cloud metadata service answers, gets an error, and the store keeps nothing it sent: no blob
+that does not hash to its name, no file outside the store, no manifest."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import asyncio
 import gzip
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from starlette.responses import Response, StreamingResponse
 
 from ollamapy.store import Store
 from ollamapy.store import registry_download as download
-from ollamapy.store.registry import MAX_LAYERS, RegistryError
+from ollamapy.store.registry import MAX_LAYERS, RegistryError, refused_address
 from ollamapy.store.registry_pull import pull_model
 from tests.store.standin import MANIFEST_TYPE, StandIn, digest_of, manifest_json, standin
 
@@ -94,6 +96,29 @@ def test_a_config_sharing_a_layers_digest_is_still_verified(store: Store,
     registry.blobs[digest] = b"attacker-controlled-bytes"[:len(data)].ljust(len(data), b"!")
     with pytest.raises(RegistryError, match="^digest mismatch, file must be downloaded again"):
         pull(store, registry)
+    assert_nothing_stored(store, digest)
+
+
+def test_a_shared_digest_redirected_elsewhere_is_still_verified(store: Store, registry: StandIn,
+                                                               other: StandIn) -> None:
+    """The same with the redirect of Ollama's test: both fetches of the one digest go to
+    another host, which sends wrong bytes; digest mismatch, and no blob, partial file or
+    manifest is kept."""
+    data = b'{"model_format":"gguf"}'
+    digest = digest_of(data)
+    registry.manifests["library/m:1"] = manifest_json((digest, len(data)),
+                                                      [(MODEL, digest, len(data))])
+    other.blobs[digest] = b"!" * len(data)
+
+    def to_cdn(request: Request) -> Response | None:
+        if "/blobs/" in request.url.path:
+            return Response(status_code=307, headers={"Location": f"{other.url}/cdn/{digest}"})
+        return None
+
+    registry.override = to_cdn
+    with pytest.raises(RegistryError, match="^digest mismatch, file must be downloaded again"):
+        pull(store, registry)
+    assert other.requests_for("/cdn/")
     assert_nothing_stored(store, digest)
 
 
@@ -310,3 +335,74 @@ def test_registry_errors_in_ollamas_words(store: Store, registry: StandIn) -> No
     registry.override = lambda r: Response(status_code=401)  # 401 and no challenge
     with pytest.raises(RegistryError, match="^pull model manifest: unauthorized: access denied$"):
         pull(store, registry)
+
+
+# -- where a registry may live (SSRF, hardening.md §7 item 6) ------------------------------
+
+
+@pytest.mark.parametrize(("address", "refused"), [
+    ("169.254.169.254", True), ("::ffff:169.254.169.254", True), ("fe80::1%eth0", True),
+    ("100.100.100.200", True), ("fd00:ec2::254", True), ("168.63.129.16", True),
+    ("0.0.0.0", True), ("::", True), ("224.0.0.1", True),
+    # allowed by the documented policy: a registry on this machine or the LAN
+    ("127.0.0.1", False), ("::1", False), ("10.0.0.1", False), ("192.168.1.10", False),
+    ("172.16.0.1", False), ("8.8.8.8", False),
+])
+def test_the_address_policy(address: str, refused: bool) -> None:
+    """Link-local, cloud-metadata, unspecified and multicast addresses are refused (IPv4
+    mapped into IPv6 too); loopback, private (LAN) and public ones are allowed, as the policy
+    in ollamapy/store/registry.py documents."""
+    assert (refused_address(address) is not None) == refused
+
+
+@pytest.mark.parametrize("host", ["169.254.169.254", "169.254.169.254:80", "100.100.100.200",
+                                  "168.63.129.16:32526", "0.0.0.0:5000"])
+def test_a_metadata_address_in_the_name_is_refused_before_streaming(store: Store,
+                                                                     host: str) -> None:
+    """An IP literal the policy refuses is a 403 before the pull's stream starts."""
+    for insecure in (False, True):
+        with pytest.raises(RegistryError) as info:
+            pull_model(store, f"{host}/x/y", insecure=insecure)  # raised before the stream
+        assert info.value.status == 403
+        assert str(info.value).startswith(
+            f"refusing to connect to registry host {host.split(':')[0]}: ")
+    assert_nothing_stored(store)
+
+
+def test_a_host_that_resolves_to_a_metadata_address_is_never_contacted(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DNS answer is checked before connecting: with the check missing, the connection
+    to 169.254.169.254 would fail with another message (or reach the metadata service)."""
+    real = socket.getaddrinfo
+
+    def fake_dns(host, port, *args, **kwargs):
+        if host == "metadata.example":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    with pytest.raises(RegistryError) as info:
+        list(pull_model(store, "metadata.example/x/y", insecure=True))
+    assert str(info.value) == (
+        "pull model manifest: refusing to connect to registry host metadata.example "
+        "(169.254.169.254): a link-local address (where cloud metadata services answer)")
+    assert_nothing_stored(store)
+
+
+def test_a_redirect_to_a_metadata_address_is_refused(store: Store, registry: StandIn) -> None:
+    """Every redirect hop is checked: a registry cannot bounce the server to 169.254.169.254."""
+    registry.add_model("library/m:1", [(MODEL, os.urandom(3000))])
+
+    def to_metadata(request: Request) -> Response | None:
+        if "/blobs/" in request.url.path:
+            return Response(status_code=307, headers={
+                "Location": "http://169.254.169.254/latest/meta-data/iam/"})
+        return None
+
+    registry.override = to_metadata
+    started = time.monotonic()
+    with pytest.raises(RegistryError, match="refusing to connect to registry host "
+                                            "169.254.169.254: a link-local address"):
+        pull(store, registry)
+    assert time.monotonic() - started < 10
+    assert store.list_models() == [] and list(store.blobs.digests()) == []
