@@ -18,6 +18,7 @@ from contextlib import contextmanager
 
 import httpx
 import ollama
+import pytest
 import uvicorn
 
 from ollamapy.server.app import create_app
@@ -83,6 +84,41 @@ def test_eight_concurrent_streams_finish_and_match_their_solo_answers(server) ->
     assert together == [solo[p] for p in PROMPTS]
 
 
+STALL_S = 30.0  # the longest a stream may go without a chunk
+
+
+def test_num_parallel_plus_one_concurrent_chats_do_not_cross_talk(server) -> None:
+    """Same-model parallelism (hardening.md §7 item 28, Ollama's runConcurrentChat): with
+    the session server's 4 slots, 5 concurrent greedy chats each get their first chunk and
+    every next one within the stall timeout, all complete, and each answer is exactly the
+    one the same chat gets alone (no cross-talk between the requests sharing the batch)."""
+    chats = [[{"role": "user", "content": p}] for p in PROMPTS[:5]]
+    options = {"temperature": 0, "num_predict": 10, "seed": 7}
+    with ollama.Client(host=server.url) as client:
+        solo = [client.chat(model="smollm2:135m", messages=m, options=options).message.content
+                for m in chats]
+
+    async def one(client: ollama.AsyncClient, messages: list[dict]) -> tuple[str, float, bool]:
+        parts, last, worst, done = [], time.monotonic(), 0.0, False
+        async for chunk in await client.chat(model="smollm2:135m", messages=messages,
+                                             options=options, stream=True):
+            now = time.monotonic()
+            worst, last = max(worst, now - last), now
+            parts.append(chunk.message.content)
+            done = bool(chunk.done)
+        return "".join(parts), worst, done
+
+    async def all_at_once() -> list[tuple[str, float, bool]]:
+        async with ollama.AsyncClient(host=server.url) as client:
+            return await asyncio.gather(*(one(client, m) for m in chats))
+
+    together = asyncio.run(all_at_once())
+    assert all(done for _, _, done in together)
+    assert max(worst for _, worst, _ in together) < STALL_S
+    assert [text for text, _, _ in together] == solo
+    assert len(set(solo)) > 1  # distinct answers, so a swap would show
+
+
 def test_a_disconnected_client_frees_its_slot_within_one_step(server) -> None:
     with inprocess(server.models, OLLAMA_NUM_PARALLEL="2") as (url, state), \
             httpx.Client(base_url=url, timeout=60) as http:
@@ -126,6 +162,61 @@ def test_the_queue_bound_answers_503(server) -> None:
         assert results == {"running": 200, "queued": 200}
 
 
+def test_n_plus_10_calls_on_two_busy_models_get_503_with_retry_after(server) -> None:
+    """Checklist item 26: one slot and a queue of N per model, both models busy; N + 10
+    concurrent calls to each → the N that fit are answered 200, the 10 others 503 with Ollama's
+    text and a Retry-After; no connection reset, no 500, no spurious cancellation."""
+    queue, extra = 2, 10
+    models = ("smollm2:135m", "gemma3:270m")
+    with inprocess(server.models, OLLAMA_NUM_PARALLEL="1", OLLAMA_MAX_QUEUE=str(queue)) \
+            as (url, state):
+        busy: dict[str, int] = {}
+
+        def long_request(model: str) -> None:
+            with httpx.Client(base_url=url, timeout=300) as http:
+                busy[model] = http.post("/api/generate", json={
+                    "model": model, "prompt": PROMPTS[1], "stream": False,
+                    "options": {"temperature": 0, "num_predict": 400}}).status_code
+
+        holders = [threading.Thread(target=long_request, args=(m,)) for m in models]
+        for t in holders:
+            t.start()
+        for model in models:
+            wait_for(lambda m=model: m in state.scheduler.loaded
+                     and state.scheduler.loaded[m].runner.worker.running)
+        burst: list[tuple[str, int, str | None, dict]] = []
+        errors: list[BaseException] = []
+
+        def short_request(model: str) -> None:
+            try:
+                r = httpx.post(f"{url}/api/generate", timeout=300, json={
+                    "model": model, "prompt": "Hi", "stream": False,
+                    "options": {"temperature": 0, "num_predict": 2}})
+                burst.append((model, r.status_code, r.headers.get("retry-after"), r.json()))
+            except BaseException as e:  # a reset or a timeout: what the bound must prevent
+                errors.append(e)
+
+        callers = [threading.Thread(target=short_request, args=(m,))
+                   for m in models for _ in range(queue + extra)]
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join()
+        for t in holders:
+            t.join()
+        assert errors == [] and busy == dict.fromkeys(models, 200)
+        for model in models:
+            answers = [(status, retry, body) for m, status, retry, body in burst if m == model]
+            refused = [a for a in answers if a[0] == 503]
+            assert sorted(status for status, _, _ in answers) == \
+                [200] * queue + [503] * extra, answers
+            assert all(retry is not None and int(retry) >= 1 for _, retry, _ in refused)
+            assert {body["error"] for _, _, body in refused} == {
+                "server busy, please try again.  maximum pending requests exceeded"}
+            assert all(body["done_reason"] in ("stop", "length")
+                       for status, _, body in answers if status == 200)
+
+
 def test_one_loaded_model_at_most_evicts_the_idle_one(server) -> None:
     with inprocess(server.models, OLLAMA_MAX_LOADED_MODELS="1") as (url, state), \
             ollama.Client(host=url) as client:
@@ -156,23 +247,34 @@ def test_concurrent_embeddings_share_forwards(server) -> None:
         assert worker.steps - before < len(texts)  # some requests shared a forward
 
 
+def refused(url: str) -> bool:
+    """A new request is turned away: connection refused, or a 503."""
+    try:
+        return httpx.get(url, timeout=2).status_code == 503
+    except httpx.TransportError:
+        return True
+
+
 def test_sigterm_finishes_the_stream_in_flight_then_exits(server, tmp_path) -> None:
+    """SIGTERM (hardening.md §7 item 25): new requests are refused at once while the stream
+    in flight runs to its end; then the process exits 0, releasing the models, and leaves no
+    temporary file in the store."""
     srv = start_server(server.models)
     try:
-        lines = []
+        lines, refused_while_streaming = [], False
         with httpx.Client(base_url=srv.url, timeout=60) as http, \
                 http.stream("POST", "/api/generate", json=greedy(PROMPTS[0], 40)) as r:
             for line in r.iter_lines():
                 lines.append(json.loads(line))
                 if len(lines) == 1:
                     srv.process.send_signal(signal.SIGTERM)
+                elif not lines[-1]["done"] and not refused_while_streaming:
+                    refused_while_streaming = refused(srv.url)
+        assert refused_while_streaming, "a new request was served after SIGTERM"
         assert lines[-1]["done"] is True and lines[-1]["eval_count"] == 40
         assert srv.process.wait(timeout=60) == 0
-        try:
+        assert list(server.models.rglob(".tmp-*")) == []
+        with pytest.raises(httpx.TransportError):
             httpx.get(srv.url, timeout=2)
-            refused = False
-        except httpx.TransportError:
-            refused = True
-        assert refused
     finally:
         stop_server(srv)

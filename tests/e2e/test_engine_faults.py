@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import httpx
 import ollama
@@ -63,7 +64,28 @@ def test_24_a_step_that_fails_mid_stream_does_not_wedge_the_model(server) -> Non
 
 
 def test_27_model_juggling_under_a_one_model_limit(server) -> None:
+    """24 concurrent requests alternating between three models with room for one: all are
+    answered (no deadlock), a model is never unloaded while a request holds it, and /api/ps,
+    watched throughout, never lists more than one model, with an expires_at within the
+    default keep_alive from now."""
     with inprocess(server.models, OLLAMA_MAX_LOADED_MODELS="1") as (url, state):
+        scheduler, busy_unloads = state.scheduler, []
+        real_unload = scheduler._unload
+
+        def unload(loaded) -> None:
+            if loaded.refs:
+                busy_unloads.append(loaded.spec.name)
+            real_unload(loaded)
+
+        scheduler._unload = unload
+        seen: list[list] = []
+
+        async def watch(client: ollama.AsyncClient, stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                seen.append([(m.model, m.expires_at.timestamp() - time.time())
+                             for m in (await client.ps()).models])
+                await asyncio.sleep(0.2)
+
         async def one(client: ollama.AsyncClient, i: int) -> str:
             model = ("smollm2:135m", "gemma3:270m", "all-minilm")[i % 3]
             if model == "all-minilm":
@@ -74,11 +96,19 @@ def test_27_model_juggling_under_a_one_model_limit(server) -> None:
 
         async def all_clients():
             async with ollama.AsyncClient(host=url) as client:
-                return await asyncio.gather(*(one(client, i) for i in range(24)))
+                stop = asyncio.Event()
+                watcher = asyncio.create_task(watch(client, stop))
+                results = await asyncio.gather(*(one(client, i) for i in range(24)))
+                stop.set()
+                await watcher
+                return results
 
         results = asyncio.run(all_clients())
         assert len(results) == 24 and "384" in results  # every request answered
         assert set(results) <= {"384", "length", "stop"}
+        assert busy_unloads == []
+        assert len(seen) > 3 and all(len(models) <= 1 for models in seen)
+        assert all(0 < left <= 300 + 5 for models in seen for _, left in models)
         with ollama.Client(host=url) as client:
             assert len(client.ps().models) == 1  # the limit held, and ps tells the truth
         assert len(state.scheduler.loaded) == 1

@@ -14,6 +14,9 @@ def post(server, path: str, body: bytes | dict, method: str = "POST") -> httpx.R
 
 
 def test_unknown_model_is_404_with_ollamas_text(client, server) -> None:
+    """generate/chat/embed/show/delete/copy of a model that is not there: 404 in Ollama's
+    words, and no state is left behind (no model listed, none loaded, no copy made)."""
+    tags_before = httpx.get(f"{server.url}/api/tags").json()
     with pytest.raises(ollama.ResponseError) as e:
         client.generate(model="nope", prompt="hi")
     assert e.value.status_code == 404 and e.value.error == "model 'nope' not found"
@@ -34,6 +37,9 @@ def test_unknown_model_is_404_with_ollamas_text(client, server) -> None:
     assert e.value.status_code == 404 and e.value.error == 'model "nope" not found'
     r = post(server, "/api/generate", {"prompt": "hi"})
     assert r.status_code == 404 and r.json() == {"error": "model '' not found"}
+    assert httpx.get(f"{server.url}/api/tags").json() == tags_before
+    running = {m["name"] for m in httpx.get(f"{server.url}/api/ps").json()["models"]}
+    assert not running & {"nope:latest", "nope:7b", "other:latest"}
 
 
 def test_malformed_json_is_400(server) -> None:
@@ -112,12 +118,47 @@ def test_create_errors(server) -> None:
 
 
 def test_wrong_method_and_path(server) -> None:
+    """Routing (hardening.md §7 item 12): a wrong method is a 405 and an unknown path a 404,
+    in Ollama's plain-text words; `GET`/`HEAD /` say the server is running, and `HEAD`
+    works where `GET` does (/api/tags, /api/version)."""
     r = httpx.get(f"{server.url}/api/generate")
     assert r.status_code == 405 and r.text == "405 method not allowed"
-    r = httpx.post(f"{server.url}/api/tags")
-    assert r.status_code == 405
-    r = httpx.get(f"{server.url}/api/nothing")
-    assert r.status_code == 404 and r.text == "404 page not found"
+    for method, path in (("POST", "/api/tags"), ("GET", "/api/show"), ("GET", "/api/delete"),
+                         ("POST", "/api/delete"), ("GET", "/api/create"), ("PUT", "/api/chat"),
+                         ("DELETE", "/api/pull"), ("POST", "/api/ps")):
+        r = httpx.request(method, f"{server.url}{path}")
+        assert (r.status_code, r.text) == (405, "405 method not allowed"), (method, path)
+    for path in ("/api/nothing", "/api/generate/x", "/v2/", "/api"):
+        r = httpx.get(f"{server.url}{path}")
+        assert r.status_code == 404 and r.text == "404 page not found", path
+    r = httpx.get(server.url)
+    assert (r.status_code, r.text) == (200, "Ollama is running")
+    for path in ("/", "/api/tags", "/api/version"):
+        r = httpx.head(f"{server.url}{path}")
+        assert r.status_code == 200 and r.content == b"", path
+
+
+def test_16_an_embed_input_longer_than_the_context(server) -> None:
+    """Context overflow (hardening.md §7 item 16): /api/embed with `truncate: false` is a 400
+    `the input length exceeds the context length`; with `truncate: true` (the default) the
+    input is cut to the context and embedded (200); an over-long chat is truncated, never a
+    500."""
+    long_text = " ".join(f"word{i}" for i in range(700))  # > all-minilm's 512 positions
+    r = post(server, "/api/embed", {"model": "all-minilm", "input": long_text,
+                                    "truncate": False})
+    assert r.status_code == 400
+    assert r.json() == {"error": "the input length exceeds the context length"}
+    r = post(server, "/api/embed", {"model": "all-minilm", "input": ["short", long_text],
+                                    "truncate": False})
+    assert r.status_code == 400  # one over-long input fails the request
+    for truncate in ({"truncate": True}, {}):
+        r = post(server, "/api/embed", {"model": "all-minilm", "input": long_text, **truncate})
+        assert r.status_code == 200
+        (vector,) = r.json()["embeddings"]
+        assert len(vector) == 384 and 0 < r.json()["prompt_eval_count"] <= 512
+    r = post(server, "/api/chat", {"model": "smollm2:135m", "stream": False, "messages": [
+        {"role": "user", "content": long_text}], "options": {"num_ctx": 64, "num_predict": 1}})
+    assert r.status_code == 200 and r.json()["done"] is True
 
 
 def test_server_still_serves_after_errors(client) -> None:

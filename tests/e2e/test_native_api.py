@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
+from datetime import datetime
 
 import httpx
 import ollama
@@ -220,6 +222,54 @@ def test_ps_load_and_unload(client) -> None:
 def test_keep_alive_zero_unloads_after_the_request(client) -> None:
     client.generate(model="gemma3:270m", prompt="Hi", raw=True, options=GREEDY, keep_alive=0)
     assert "gemma3:270m" not in {m.model for m in client.ps().models}
+
+
+def test_keep_alive_values_over_http(server) -> None:
+    """keep_alive (hardening.md §7 item 17): durations ("5m", 300, "1h30m", 90.5) set
+    /api/ps's expires_at to now + that, within 1 s; negative values ("-1m", -1) keep the
+    model forever, and an omitted one leaves the current setting; "2s" unloads the model
+    about 2 s after the request (±1 s); 0 and "0" unload right after it (an empty prompt
+    with 0: test_ps_load_and_unload); an invalid string is a 400."""
+    def running() -> dict[str, dict]:
+        return {m["name"]: m for m in httpx.get(f"{server.url}/api/ps").json()["models"]}
+
+    def expires_in(name: str) -> float:
+        expires = datetime.fromisoformat(running()[name]["expires_at"])
+        return expires.timestamp() - time.time()
+
+    def embed(**keep_alive) -> None:
+        r = httpx.post(f"{server.url}/api/embed", timeout=60, json={
+            "model": "all-minilm", "input": "keep me", **keep_alive})
+        assert r.status_code == 200, r.text
+
+    minilm = "all-minilm:latest"
+    for value, seconds in (("5m", 300), (300, 300), ("1h30m", 5400), (90.5, 90.5)):
+        embed(keep_alive=value)
+        assert abs(expires_in(minilm) - seconds) <= 1, value
+    forever = 200 * 365 * 86400
+    for value in (-1, "-1m", "-5s"):
+        embed(keep_alive=value)
+        assert expires_in(minilm) > forever, value
+    embed()  # omitted: the current keep_alive stays
+    assert expires_in(minilm) > forever
+
+    embed(keep_alive="2s")
+    done = time.monotonic()
+    while minilm in running():
+        assert time.monotonic() - done < 3.0, "still loaded 3 s after a 2 s keep_alive"
+        time.sleep(0.05)
+    assert time.monotonic() - done >= 1.0, "unloaded long before its 2 s keep_alive"
+
+    for value in (0, "0"):
+        embed(keep_alive=value)
+        assert minilm not in running(), value
+
+    for value, error in (("forever", 'time: invalid duration "forever"'),
+                         ("10", 'time: missing unit in duration "10"'),
+                         ("5 m", 'time: unknown unit " m" in duration "5 m"')):
+        r = httpx.post(f"{server.url}/api/embed", json={"model": "all-minilm", "input": "x",
+                                                        "keep_alive": value})
+        assert (r.status_code, r.json()) == (400, {"error": error})
 
 
 def test_num_ctx_change_reloads_with_the_new_window(client) -> None:

@@ -1,13 +1,17 @@
 """A bounded soak: 2,000 requests mixing every kind of endpoint from 16 concurrent clients,
 some of which hang up mid-stream, against a live fast-path server on the real models.
 
-Asserts zero 5xx answers and RSS growth under 100 MB after warm-up (both printed), that the
-server still answers correctly at the end, and that no temporary file is left in the store.
+Asserts zero 5xx answers and RSS growth under 100 MB from the end of the warm-up to the end
+(both printed, both measured in the same settled state: see `settled_rss`), that the
+server still answers correctly at the end, that its open file descriptors come back to their
+count before the soak (no leaked socket or file), that no temporary file is left in the store,
+and that the disk invariant holds (hardening.md §7 item 29).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections import Counter
@@ -16,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.conftest import start_server, stop_server
+from tests.store.invariant import assert_disk_invariant
 
 REQUESTS = 2_000
 CLIENTS = 16
@@ -27,6 +32,10 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def request_for(i: int, rng: random.Random) -> tuple[str, str, dict | None, str]:
@@ -62,20 +71,17 @@ def request_for(i: int, rng: random.Random) -> tuple[str, str, dict | None, str]
         None, "read"
 
 
-async def soak(url: str, pid: int) -> tuple[Counter, float, float]:
-    statuses: Counter = Counter()
-    rng = random.Random(1234)
-    plan = [request_for(i, rng) for i in range(REQUESTS)]
+async def run_plan(url: str, plan: list[tuple[str, str, dict | None, str]], first: int,
+                   statuses: Counter) -> None:
+    """Requests first … first + len(plan) - 1 of the soak, from CLIENTS clients at once."""
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(REQUESTS):
+    for i in range(first, first + len(plan)):
         queue.put_nowait(i)
-    rss_after_warm_up = 0.0
 
     async def client(http: httpx.AsyncClient) -> None:
-        nonlocal rss_after_warm_up
         while not queue.empty():
             i = queue.get_nowait()
-            method, path, body, how = plan[i]
+            method, path, body, how = plan[i - first]
             async with http.stream(method, path, json=body) as r:
                 statuses[r.status_code] += 1
                 if how == "abort":  # read one line, then hang up
@@ -83,23 +89,47 @@ async def soak(url: str, pid: int) -> tuple[Counter, float, float]:
                         break
                 else:
                     await r.aread()
-            if i == WARM_UP:
-                rss_after_warm_up = rss_mb(pid)
             if i % 100 == 0:  # copies come and go while everything else runs
                 r = await http.request("DELETE", "/api/delete", json={"model": f"soak-{i % 5}"})
                 assert r.status_code < 500  # a 404 (not copied yet) is fine
 
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
-    return statuses, rss_after_warm_up, rss_mb(pid)
+
+
+def settled_rss(url: str, pid: int) -> float:
+    """RSS in one and the same state every time: every request answered, both models loaded
+    with their default window (a soak request may have reloaded smollm2 with another)."""
+    with httpx.Client(base_url=url, timeout=120) as http:
+        assert http.post("/api/generate", json={"model": "smollm2:135m", "prompt": "Hi",
+                                                "options": {"num_predict": 1}}).status_code == 200
+        assert http.post("/api/embed", json={"model": "all-minilm", "input": "x"}
+                         ).status_code == 200
+    return rss_mb(pid)
+
+
+def soak(url: str, pid: int) -> tuple[Counter, float, float]:
+    """→ (statuses, RSS after the warm-up, RSS at the end), both measured settled."""
+    statuses: Counter = Counter()
+    rng = random.Random(1234)
+    plan = [request_for(i, rng) for i in range(REQUESTS)]
+    asyncio.run(run_plan(url, plan[:WARM_UP], 0, statuses))
+    warm = settled_rss(url, pid)
+    asyncio.run(run_plan(url, plan[WARM_UP:], WARM_UP, statuses))
+    return statuses, warm, settled_rss(url, pid)
 
 
 def test_soak(server) -> None:
     srv = start_server(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="0",
                        OLLAMA_NUM_PARALLEL="4")
     try:
+        with httpx.Client(base_url=srv.url, timeout=120) as http:  # both models loaded
+            assert http.post("/api/generate", json={"model": "smollm2:135m"}).status_code == 200
+            assert http.post("/api/embed", json={"model": "all-minilm", "input": "x"}
+                             ).status_code == 200
+        fds_before = open_fds(srv.process.pid)
         t0 = time.monotonic()
-        statuses, warm, end = asyncio.run(soak(srv.url, srv.process.pid))
+        statuses, warm, end = soak(srv.url, srv.process.pid)
         elapsed = time.monotonic() - t0
         print(f"\nsoak: {REQUESTS} requests, {CLIENTS} clients, {elapsed:.0f} s; statuses "
               f"{dict(statuses)}; RSS after warm-up {warm:.0f} MB, at the end {end:.0f} MB "
@@ -116,7 +146,13 @@ def test_soak(server) -> None:
         assert [m["name"] for m in running] == ["smollm2:135m"] or len(running) == 2
         for n in range(5):  # leave the session's store as it was
             httpx.request("DELETE", f"{srv.url}/api/delete", json={"model": f"soak-{n}"})
+        deadline = time.monotonic() + 10  # closed connections: their sockets go
+        while (fds := open_fds(srv.process.pid)) > fds_before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"soak: open file descriptors {fds_before} before, {fds} after")
+        assert fds <= fds_before
     finally:
         stop_server(srv)
     leftovers = [p for p in (server.models / "blobs").iterdir() if p.name.startswith(".tmp")]
     assert not leftovers
+    assert_disk_invariant(server.models)
