@@ -42,9 +42,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(models: Path, port: int, num_parallel: int, threads: int) -> subprocess.Popen:
+def start(models: Path, port: int, num_parallel: int, threads: int, num_ctx: int = 1024
+          ) -> subprocess.Popen:
     env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models),
-           "OLLAMA_NUM_PARALLEL": str(num_parallel), "OLLAMA_CONTEXT_LENGTH": "1024",
+           "OLLAMA_NUM_PARALLEL": str(num_parallel), "OLLAMA_CONTEXT_LENGTH": str(num_ctx),
            "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
