@@ -119,9 +119,11 @@ class TransferProgress:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ollamapy.engine.device import tune_heap_for_serving
     from ollamapy.server.app import create_app
     from ollamapy.settings import Settings
 
+    tune_heap_for_serving()  # before any model is loaded
     settings = Settings.from_env()
     host = settings.host.host or "0.0.0.0"
     # uvicorn handles SIGTERM/SIGINT (stop accepting, let streams in flight finish for up to

@@ -55,9 +55,35 @@ def release_cached_memory() -> None:
     _malloc_trim()
 
 
-def _malloc_trim() -> None:
+def _glibc() -> ctypes.CDLL | None:
     try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to trim
-        return
-    libc.malloc_trim(0)
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl)
+        return None
+
+
+def _malloc_trim() -> None:
+    if (libc := _glibc()) is not None:
+        libc.malloc_trim(0)
+
+
+# glibc's mallopt parameters (malloc.h)
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+MMAP_THRESHOLD = 128 * 1024  # glibc's initial value, kept from moving
+ARENA_MAX = 2
+
+
+def tune_heap_for_serving() -> bool:
+    """Keep a long-running server's C heap from creeping as models load and unload.
+
+    glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so after
+    the first unload the blocks of the next load come from the heap instead of their own maps,
+    and what they leave behind fragments it; every thread may also get an arena of its own.
+    Measured on the soak's requests, with a reload every ~50 of them: settled RSS rose 778 →
+    1041 MB over 1750 requests with glibc's defaults, 555 → 585 MB with the threshold fixed at
+    128 KiB and two arenas (MALLOC_MMAP_THRESHOLD_ and MALLOC_ARENA_MAX do the same from the
+    environment). False where the C library is not glibc."""
+    if (libc := _glibc()) is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+                and libc.mallopt(M_ARENA_MAX, ARENA_MAX))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -49,3 +53,37 @@ def test_cuda_forward_matches_cpu() -> None:
     gpu = model.to("cuda")
     gpu.init_rope()
     torch.testing.assert_close(gpu(ids.cuda()).cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+HEAP_PROBE = """
+import ctypes, sys
+from ollamapy.engine.device import tune_heap_for_serving
+
+class Mallinfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Mallinfo2
+libc.malloc.restype, libc.free.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+if sys.argv[1] == "tuned":
+    assert tune_heap_for_serving()
+libc.free(libc.malloc(8 << 20))  # a large block freed: glibc would now raise its threshold
+block = libc.malloc(4 << 20)
+print(libc.mallinfo2().hblkhd >= 4 << 20)  # the 4 MiB block got a map of its own
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator only")
+def test_serving_heap_keeps_large_blocks_in_maps_of_their_own() -> None:
+    """After a large block is freed, glibc serves the next large ones from the heap (where
+    they fragment it); tuned for serving, they still get maps that are returned on free."""
+    def probe(mode: str) -> str:
+        run = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True,
+                             text=True, timeout=120)
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+    assert probe("default") == "False"
+    assert probe("tuned") == "True"
