@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .reference_linear import LinearReference
 from .rows import QuantRows
 
 
@@ -40,16 +41,8 @@ class DenseLinear(nn.Module):
         return self.weight.float()
 
 
-class DenseLinearReference(nn.Module):
-    """The same layer in float32 (weight rounded to bf16 as the fast one holds it)."""
+class DenseLinearReference(LinearReference):
+    """The same layer in float32 (weight and bias rounded to bf16 as the fast one holds
+    them)."""
 
-    def __init__(self, rows: QuantRows, bias: torch.Tensor | None = None,
-                 device: torch.device | str = "cpu") -> None:
-        super().__init__()
-        weight = rows.dequantize().to(torch.bfloat16).float()
-        self.register_buffer("weight", weight.to(device))
-        self.register_buffer("bias", None if bias is None
-                             else bias.to(torch.bfloat16).float().to(device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.float(), self.weight, self.bias).to(x.dtype)
+    bias_dtype = torch.bfloat16

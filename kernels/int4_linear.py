@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .reference_linear import LinearReference
 from .rows import GROUP, Int4Rows
 
 ROW_MULTIPLE = 16  # the CPU kernel's N granularity (CUDA needs 8)
@@ -136,15 +137,6 @@ def _unpack_codes(layer: Int4Linear) -> torch.Tensor:
     return out
 
 
-class Int4LinearReference(nn.Module):
+class Int4LinearReference(LinearReference):
     """The same layer in plain torch: the dequantized weight (scales and zeros rounded to
     bf16, as the kernel sees them) and `F.linear` in float32."""
-
-    def __init__(self, rows: Int4Rows, bias: torch.Tensor | None = None,
-                 device: torch.device | str = "cpu") -> None:
-        super().__init__()
-        self.register_buffer("weight", rows.rounded(torch.bfloat16).dequantize().to(device))
-        self.register_buffer("bias", None if bias is None else bias.float().to(device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.float(), self.weight, self.bias).to(x.dtype)

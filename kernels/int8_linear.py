@@ -14,9 +14,9 @@ On other devices `pack` uses a dense bfloat16 layer instead (`dense_linear.Dense
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .reference_linear import LinearReference
 from .rows import Int8Rows
 
 
@@ -50,14 +50,5 @@ class Int8Linear(nn.Module):
         return self.q.float() * self.scales.float().unsqueeze(-1)
 
 
-class Int8LinearReference(nn.Module):
+class Int8LinearReference(LinearReference):
     """The same layer in plain torch: codes times bf16-rounded scales, `F.linear` in fp32."""
-
-    def __init__(self, rows: Int8Rows, bias: torch.Tensor | None = None,
-                 device: torch.device | str = "cpu") -> None:
-        super().__init__()
-        self.register_buffer("weight", rows.rounded(torch.bfloat16).dequantize().to(device))
-        self.register_buffer("bias", None if bias is None else bias.float().to(device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.float(), self.weight, self.bias).to(x.dtype)

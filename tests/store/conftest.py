@@ -1,14 +1,17 @@
-"""Fixtures for the store tests: an empty store, tiny GGUF files, streaming uploads."""
+"""Fixtures for the store tests: an empty store, tiny GGUF files, streaming uploads, and
+stand-in registries (`registry`, and `other` on another port: a foreign realm, a CDN)."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ollamapy.store import Store
+from tests.store.standin import StandIn, standin
 
 CHUNK = 1 << 20
 
@@ -16,6 +19,19 @@ CHUNK = 1 << 20
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "models")
+
+
+@pytest.fixture
+def registry() -> Iterator[StandIn]:
+    with standin() as r:
+        yield r
+
+
+@pytest.fixture
+def other() -> Iterator[StandIn]:
+    """A second stand-in on another port: a foreign auth realm, a CDN."""
+    with standin() as r:
+        yield r
 
 
 def sha256_file(path: Path) -> str:

@@ -48,7 +48,7 @@ from ollamapy.store import DiskFullError, Store, StoreError, create_model
 from ollamapy.store.registry_pull import pull_model
 from tests.store.conftest import upload, write_gguf
 from tests.store.invariant import assert_disk_invariant, manifests
-from tests.store.standin import StandIn, partial_records, standin
+from tests.store.standin import StandIn, partial_records
 
 MODEL = "application/vnd.ollama.image.model"
 TEMPLATE = "application/vnd.ollama.image.template"
@@ -184,12 +184,6 @@ def test_create_whose_manifest_hits_a_full_disk_keeps_the_old_version(
     assert list(create_model(store, "m", **request))[-1] == {"status": "success"}
     assert store.model("m").system == "new"
     assert_clean(store.root)
-
-
-@pytest.fixture
-def registry() -> Iterator[StandIn]:
-    with standin() as r:
-        yield r
 
 
 def pull(store: Store, registry: StandIn, model: str) -> list[dict]:

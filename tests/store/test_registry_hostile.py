@@ -21,22 +21,9 @@ from ollamapy.store import Store
 from ollamapy.store import registry_download as download
 from ollamapy.store.registry import MAX_LAYERS, RegistryError, refused_address
 from ollamapy.store.registry_pull import pull_model
-from tests.store.standin import MANIFEST_TYPE, StandIn, digest_of, manifest_json, standin
+from tests.store.standin import MANIFEST_TYPE, StandIn, digest_of, manifest_json
 
 MODEL = "application/vnd.ollama.image.model"
-
-
-@pytest.fixture
-def registry():
-    with standin() as r:
-        yield r
-
-
-@pytest.fixture
-def other():
-    """A second server on another port: a foreign auth realm, a CDN."""
-    with standin() as r:
-        yield r
 
 
 @pytest.fixture(autouse=True)

@@ -19,17 +19,11 @@ from ollamapy.store import registry_download as download
 from ollamapy.store.registry import RegistryError
 from ollamapy.store.registry_partial import MIN_PART, plan
 from ollamapy.store.registry_pull import pull_model
-from tests.store.standin import StandIn, partial_records, standin
+from tests.store.standin import StandIn, partial_records
 
 MODEL = "application/vnd.ollama.image.model"
 TEMPLATE = "application/vnd.ollama.image.template"
 BIG = 2 * MIN_PART + 12345  # two ranged parts
-
-
-@pytest.fixture
-def registry():
-    with standin() as r:
-        yield r
 
 
 @pytest.fixture(autouse=True)

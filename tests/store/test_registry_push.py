@@ -15,19 +15,7 @@ from ollamapy.store.registry import RegistryError
 from ollamapy.store.registry_pull import pull_model
 from ollamapy.store.registry_push import push_model
 from tests.store.conftest import write_gguf
-from tests.store.standin import MANIFEST_TYPE, StandIn, standin
-
-
-@pytest.fixture
-def registry():
-    with standin() as r:
-        yield r
-
-
-@pytest.fixture
-def other():
-    with standin() as r:
-        yield r
+from tests.store.standin import MANIFEST_TYPE, StandIn
 
 
 @pytest.fixture
