@@ -7,18 +7,17 @@ never imports it.
 
 from __future__ import annotations
 
-from ollamapy_kernels import (
+from ollamapy_kernels.embedding import GGUFEmbedding
+from ollamapy_kernels.policy import (
     DEFAULT_POLICY,
-    GGUFEmbedding,
     Policy,
-    QuantRows,
-    concat_rows,
-    convert_rows,
     from_dense,
     gguf_rows,
     pack,
     quantize_head,
 )
+from ollamapy_kernels.requantize import convert_rows
+from ollamapy_kernels.rows import QuantRows, concat_rows
 
 __all__ = ["DEFAULT_POLICY", "GGUFEmbedding", "Policy", "QuantRows", "concat_rows",
            "convert_rows", "from_dense", "gguf_rows", "pack", "quantize_head"]

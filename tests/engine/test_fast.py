@@ -45,7 +45,8 @@ def fast_smollm2():
 
 
 def test_fast_model_keeps_weights_quantized(fast_smollm2) -> None:
-    from ollamapy_kernels import Int4Linear, Int8Linear
+    from ollamapy_kernels.int4_linear import Int4Linear
+    from ollamapy_kernels.int8_linear import Int8Linear
 
     attn, ffn = fast_smollm2.model.layers[0].attn, fast_smollm2.model.layers[0].ffn
     assert isinstance(attn.wqkv, Int4Linear) and isinstance(ffn.w_gate_up, Int4Linear)

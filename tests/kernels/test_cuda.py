@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ollamapy_kernels import DenseLinear, Int4Linear, pack, pack_reference
+from ollamapy_kernels.dense_linear import DenseLinear
 from ollamapy_kernels.gguf_rows import rows_from_gguf
+from ollamapy_kernels.int4_linear import Int4Linear
+from ollamapy_kernels.policy import pack, pack_reference
 from tests.kernels.helpers import linear_bound, random_gguf
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),

@@ -5,14 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ollamapy_kernels import (
+from ollamapy_kernels.dense_linear import DenseLinear, DenseLinearReference
+from ollamapy_kernels.int4_linear import Int4Linear, Int4LinearReference
+from ollamapy_kernels.int8_linear import Int8Linear, Int8LinearReference
+from ollamapy_kernels.policy import (
     DEFAULT_POLICY,
-    DenseLinear,
-    DenseLinearReference,
-    Int4Linear,
-    Int4LinearReference,
-    Int8Linear,
-    Int8LinearReference,
     Policy,
     from_dense,
     pack,

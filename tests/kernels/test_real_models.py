@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from ollamapy.loading.gguf import read_gguf
 from ollamapy.loading.quants import dequantize
-from ollamapy_kernels import (
+from ollamapy_kernels.int4_linear import Int4Linear
+from ollamapy_kernels.int8_linear import Int8Linear
+from ollamapy_kernels.policy import (
     DEFAULT_POLICY,
-    Int4Linear,
-    Int8Linear,
     Policy,
     gguf_rows,
     pack,
