@@ -1,15 +1,18 @@
-"""`make serve`: start `ollamapy serve`, import the default models if they are missing, keep
-serving.
+"""`make serve`: import the default models if they are missing, then start `ollamapy serve` on
+`OLLAMA_HOST` and keep serving.
 
 The models are imported the way a user imports a local file: a Modelfile `FROM <path>` and
-`ollamapy create NAME -f Modelfile` against the running server (blob upload, then
-/api/create). The cached files come from scripts/fetch_models.py. Ctrl-C stops the server.
+`ollamapy create NAME -f Modelfile`, against a private server on a free loopback port over the
+same store. Only when the store holds all three does the server on `OLLAMA_HOST` start, so the
+first `/api/tags` answer any client can get lists them. The cached files come from
+scripts/fetch_models.py. Ctrl-C stops the server.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +24,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fetch_models import cache_dir  # noqa: E402
 
-from ollamapy.settings import env, parse_host  # noqa: E402
+from ollamapy.settings import Settings, env, parse_host  # noqa: E402
+from ollamapy.store import Store  # noqa: E402
 
 DEFAULT_MODELS = {  # name in the store → file or folder under the model cache
     "smollm2:135m": "smollm2-135m.gguf",
@@ -30,13 +34,27 @@ DEFAULT_MODELS = {  # name in the store → file or folder under the model cache
 }
 
 
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
+def start_server(host: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"],
+                            env={**os.environ, "OLLAMA_HOST": host})
+
+
+def stop_server(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout  # a hang guard: it starts in seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"ollamapy serve exited with {server.returncode}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=10).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -44,26 +62,44 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 120.0) ->
     raise SystemExit(f"ollamapy serve did not answer at {url}")
 
 
-def import_missing(url: str) -> None:
-    present = {m["name"] for m in httpx.get(f"{url}/api/tags").json()["models"]}
-    models = cache_dir() / "models"
-    for name, file in DEFAULT_MODELS.items():
-        if name in present or f"{name}:latest" in present:
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            modelfile = Path(tmp) / "Modelfile"
-            modelfile.write_text(f"FROM {models / file}\n")
-            print(f"importing {name} from {models / file}", flush=True)
-            subprocess.run([sys.executable, "-m", "ollamapy.cli", "create", name,
-                            "-f", str(modelfile)], check=True)
+def missing_models() -> list[str]:
+    store = Store(Settings.from_env().models)  # the store reads no torch and needs no server
+    return [name for name in DEFAULT_MODELS if store.find(name) is None]
+
+
+def free_loopback_host() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def import_models(names: list[str]) -> None:
+    """`ollamapy create` each model against a private server, stopped once they are stored."""
+    host = free_loopback_host()
+    server = start_server(host)
+    try:
+        wait_until_up(f"http://{host}", server)
+        models = cache_dir() / "models"
+        for name in names:
+            with tempfile.TemporaryDirectory() as tmp:
+                modelfile = Path(tmp) / "Modelfile"
+                modelfile.write_text(f"FROM {models / DEFAULT_MODELS[name]}\n")
+                print(f"importing {name} from {models / DEFAULT_MODELS[name]}", flush=True)
+                subprocess.run([sys.executable, "-m", "ollamapy.cli", "create", name,
+                                "-f", str(modelfile)], env={**os.environ, "OLLAMA_HOST": host},
+                               check=True)
+    finally:
+        stop_server(server)
 
 
 def main() -> int:
     url = parse_host(env("OLLAMA_HOST")).url
-    server = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"])
+    server = None
     try:
+        if missing := missing_models():
+            import_models(missing)
+        server = start_server(env("OLLAMA_HOST"))
         wait_until_up(url, server)
-        import_missing(url)
         # load the default model now: on the fast path its decode step compiles at load
         # (about a minute the first time on 2 cores, seconds afterwards from the cache)
         print("loading smollm2:135m ...", flush=True)
@@ -73,12 +109,8 @@ def main() -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        if server is not None:
+            stop_server(server)
 
 
 if __name__ == "__main__":
