@@ -46,6 +46,9 @@ class Server:
                               timeout=600)
 
 
+START_HANG_GUARD_S = 300  # a start takes ~2-5 s on two busy cores
+
+
 def start_server(models: Path, port: int | None = None, **env: str) -> Server:
     port = port or free_port()
     host = f"127.0.0.1:{port}"
@@ -53,17 +56,17 @@ def start_server(models: Path, port: int | None = None, **env: str) -> Server:
     process = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"], env=server_env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     server = Server(f"http://{host}", host, models, process)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + START_HANG_GUARD_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited: {process.stderr.read()}")
         try:
-            if httpx.get(server.url, timeout=1).text == "Ollama is running":
+            if httpx.get(server.url, timeout=10).text == "Ollama is running":
                 return server
         except httpx.TransportError:
             time.sleep(0.2)
     stop_server(server)
-    raise RuntimeError("server did not start")
+    raise RuntimeError(f"hang guard: the server did not start in {START_HANG_GUARD_S} s")
 
 
 def stop_server(server: Server, sig: int = signal.SIGTERM) -> None:

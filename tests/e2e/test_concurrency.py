@@ -40,8 +40,8 @@ def inprocess(models, **env: str) -> Iterator[tuple[str, object]]:
                                            lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    while not server.started:
-        time.sleep(0.05)
+    wait_for(lambda: server.started or not thread.is_alive())
+    assert server.started, "the in-process server did not start"
     try:
         yield f"http://127.0.0.1:{port}", app.state.ollamapy
     finally:
@@ -49,10 +49,14 @@ def inprocess(models, **env: str) -> Iterator[tuple[str, object]]:
         thread.join(timeout=60)
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+HANG_GUARD_S = 300.0  # what a test waits for here takes seconds at most (a model load)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = HANG_GUARD_S) -> None:
+    """Poll until condition() holds; the timeout is a hang guard, not a speed check."""
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"hang guard: still waiting after {timeout:g} s"
         time.sleep(0.01)
 
 
@@ -84,38 +88,42 @@ def test_eight_concurrent_streams_finish_and_match_their_solo_answers(server) ->
     assert together == [solo[p] for p in PROMPTS]
 
 
-STALL_S = 30.0  # the longest a stream may go without a chunk
+STALL_S = 300.0  # hang guard: a stream with no chunk for this long has stalled
 
 
 def test_num_parallel_plus_one_concurrent_chats_do_not_cross_talk(server) -> None:
     """Same-model parallelism (hardening.md §7 item 28, Ollama's runConcurrentChat): with
     the session server's 4 slots, 5 concurrent greedy chats each get their first chunk and
-    every next one within the stall timeout, all complete, and each answer is exactly the
-    one the same chat gets alone (no cross-talk between the requests sharing the batch)."""
+    every next one (a stall, no chunk for STALL_S, fails: a hang guard), all complete, and
+    each answer is exactly the one the same chat gets alone (no cross-talk between the
+    requests sharing the batch)."""
     chats = [[{"role": "user", "content": p}] for p in PROMPTS[:5]]
     options = {"temperature": 0, "num_predict": 10, "seed": 7}
     with ollama.Client(host=server.url) as client:
         solo = [client.chat(model="smollm2:135m", messages=m, options=options).message.content
                 for m in chats]
 
-    async def one(client: ollama.AsyncClient, messages: list[dict]) -> tuple[str, float, bool]:
-        parts, last, worst, done = [], time.monotonic(), 0.0, False
-        async for chunk in await client.chat(model="smollm2:135m", messages=messages,
-                                             options=options, stream=True):
-            now = time.monotonic()
-            worst, last = max(worst, now - last), now
+    async def one(client: ollama.AsyncClient, messages: list[dict]) -> tuple[str, bool]:
+        parts, done = [], False
+        chunks = aiter(await client.chat(model="smollm2:135m", messages=messages,
+                                         options=options, stream=True))
+        while True:
+            try:
+                chunk = await asyncio.wait_for(anext(chunks), STALL_S)
+            except StopAsyncIteration:
+                return "".join(parts), done
+            except TimeoutError:
+                pytest.fail(f"hang guard: a stream went {STALL_S:g} s without a chunk")
             parts.append(chunk.message.content)
             done = bool(chunk.done)
-        return "".join(parts), worst, done
 
-    async def all_at_once() -> list[tuple[str, float, bool]]:
+    async def all_at_once() -> list[tuple[str, bool]]:
         async with ollama.AsyncClient(host=server.url) as client:
             return await asyncio.gather(*(one(client, m) for m in chats))
 
     together = asyncio.run(all_at_once())
-    assert all(done for _, _, done in together)
-    assert max(worst for _, worst, _ in together) < STALL_S
-    assert [text for text, _, _ in together] == solo
+    assert all(done for _, done in together)
+    assert [text for text, _ in together] == solo
     assert len(set(solo)) > 1  # distinct answers, so a swap would show
 
 
@@ -248,10 +256,13 @@ def test_concurrent_embeddings_share_forwards(server) -> None:
 
 
 def refused(url: str) -> bool:
-    """A new request is turned away: connection refused, or a 503."""
+    """A new request is turned away: connection refused, or a 503. (A request that is
+    merely slow to be answered is not refused: its timeout is a hang guard.)"""
     try:
-        return httpx.get(url, timeout=2).status_code == 503
-    except httpx.TransportError:
+        return httpx.get(url, timeout=HANG_GUARD_S).status_code == 503
+    except httpx.TimeoutException:
+        raise
+    except httpx.TransportError:  # refused, or closed without an answer
         return True
 
 

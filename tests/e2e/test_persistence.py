@@ -8,6 +8,7 @@ import hashlib
 import signal
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import ollama
@@ -40,31 +41,52 @@ def test_a_restart_serves_the_same_store(tmp_path) -> None:
         stop_server(second)
 
 
+HANG_GUARD_S = 120  # each wait below is for a step of milliseconds
+
+
+def written_temp_files(blobs: Path) -> list[Path]:
+    """The store's temporary files in blobs/ that hold some bytes."""
+    found = []
+    for p in blobs.glob(".tmp-*"):
+        with contextlib.suppress(FileNotFoundError):  # renamed or removed meanwhile
+            if p.stat().st_size:
+                found.append(p)
+    return found
+
+
 def test_kill_during_upload_and_create_leaves_nothing_half_written(tmp_path) -> None:
     models = tmp_path / "models"
+    blobs = models / "blobs"
     server = start_server(models)
     data = model_path("gemma3-270m.gguf").read_bytes()
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    sent = threading.Event()
+    sent, killed = threading.Event(), threading.Event()
 
     def slow_body():
         yield data[: 8 << 20]
         sent.set()
-        time.sleep(30)  # the server dies while waiting for the rest
+        killed.wait(HANG_GUARD_S)  # the server dies while waiting for the rest
         yield data[8 << 20:]
 
     def upload() -> None:
         with contextlib.suppress(httpx.HTTPError):
-            httpx.post(f"{server.url}/api/blobs/{digest}", content=slow_body(), timeout=60)
+            httpx.post(f"{server.url}/api/blobs/{digest}", content=slow_body(),
+                       timeout=HANG_GUARD_S)
 
     thread = threading.Thread(target=upload, daemon=True)
     thread.start()
-    assert sent.wait(30)
-    time.sleep(0.5)
-    stop_server(server, signal.SIGKILL)
-    blob = models / "blobs" / ("sha256-" + digest.removeprefix("sha256:"))
+    try:
+        assert sent.wait(HANG_GUARD_S), "hang guard: the first 8 MiB were never sent"
+        deadline = time.monotonic() + HANG_GUARD_S  # until the server has written some
+        while not written_temp_files(blobs):
+            assert time.monotonic() < deadline, "hang guard: the upload was never written"
+            time.sleep(0.05)
+    finally:
+        stop_server(server, signal.SIGKILL)
+        killed.set()
+    blob = blobs / ("sha256-" + digest.removeprefix("sha256:"))
     assert not blob.exists()
-    leftovers = [p for p in (models / "blobs").iterdir()]
+    leftovers = [p for p in blobs.iterdir()]
     assert leftovers  # the killed upload's temporary file is still there ...
     restarted = start_server(models)
     try:  # ... until the next start-up cleans it

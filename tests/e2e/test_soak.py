@@ -25,6 +25,8 @@ from tests.store.invariant import assert_disk_invariant
 REQUESTS = 2_000
 CLIENTS = 16
 WARM_UP = 200
+# the timeouts are hang guards: a request waits at most a few reloads (seconds each)
+HANG_GUARD_S = 600
 
 
 def rss_mb(pid: int) -> float:
@@ -93,14 +95,14 @@ async def run_plan(url: str, plan: list[tuple[str, str, dict | None, str]], firs
                 r = await http.request("DELETE", "/api/delete", json={"model": f"soak-{i % 5}"})
                 assert r.status_code < 500  # a 404 (not copied yet) is fine
 
-    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=HANG_GUARD_S) as http:
         await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
 
 
 def settled_rss(url: str, pid: int) -> float:
     """RSS in one and the same state every time: every request answered, both models loaded
     with their default window (a soak request may have reloaded smollm2 with another)."""
-    with httpx.Client(base_url=url, timeout=120) as http:
+    with httpx.Client(base_url=url, timeout=HANG_GUARD_S) as http:
         assert http.post("/api/generate", json={"model": "smollm2:135m", "prompt": "Hi",
                                                 "options": {"num_predict": 1}}).status_code == 200
         assert http.post("/api/embed", json={"model": "all-minilm", "input": "x"}
@@ -123,7 +125,7 @@ def test_soak(server) -> None:
     srv = start_server(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="0",
                        OLLAMA_NUM_PARALLEL="4")
     try:
-        with httpx.Client(base_url=srv.url, timeout=120) as http:  # both models loaded
+        with httpx.Client(base_url=srv.url, timeout=HANG_GUARD_S) as http:  # both loaded
             assert http.post("/api/generate", json={"model": "smollm2:135m"}).status_code == 200
             assert http.post("/api/embed", json={"model": "all-minilm", "input": "x"}
                              ).status_code == 200
@@ -138,7 +140,7 @@ def test_soak(server) -> None:
         assert not [s for s in statuses if s >= 500], statuses
         assert end - warm < 100
         # still serving, correctly
-        r = httpx.post(f"{srv.url}/api/generate", timeout=60, json={
+        r = httpx.post(f"{srv.url}/api/generate", timeout=HANG_GUARD_S, json={
             "model": "smollm2:135m", "prompt": "The capital of France is", "raw": True,
             "stream": False, "options": {"temperature": 0, "num_predict": 3}}).json()
         assert r["done"] and r["eval_count"] == 3
@@ -146,7 +148,8 @@ def test_soak(server) -> None:
         assert [m["name"] for m in running] == ["smollm2:135m"] or len(running) == 2
         for n in range(5):  # leave the session's store as it was
             httpx.request("DELETE", f"{srv.url}/api/delete", json={"model": f"soak-{n}"})
-        deadline = time.monotonic() + 10  # closed connections: their sockets go
+        # closed connections: their sockets go (in milliseconds: the wait is a hang guard)
+        deadline = time.monotonic() + HANG_GUARD_S
         while (fds := open_fds(srv.process.pid)) > fds_before and time.monotonic() < deadline:
             time.sleep(0.1)
         print(f"soak: open file descriptors {fds_before} before, {fds} after")

@@ -5,18 +5,20 @@ strings), random tensors of every ggml type, alignments and gaps, and must read 
 Then they are broken — an integer field (a count, a length, a type, a dimension, an offset)
 set to a boundary value, bytes overwritten, inserted, deleted, duplicated, the file cut — and
 `read_gguf` must either succeed, with every tensor's bytes inside the file, or raise
-`GGUFError`: never another exception, never past a time limit, never allocating more than a
-small multiple of the file's size. The coverage-guided twin is fuzz_gguf.py (atheris).
+`GGUFError`: never another exception, never more than a few function calls per byte of the
+file (work counted in steps, not seconds: the same on any machine), never allocating more than
+a small multiple of the file's size. The coverage-guided twin is fuzz_gguf.py (atheris).
+
+Each run is bounded by its number of examples; the suite's hypothesis profile
+(tests/conftest.py) sets no per-example deadline. HANG_GUARD_S only ends a parse that would
+never return.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
 import struct
 import tracemalloc
-from collections.abc import Iterator
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -33,10 +35,24 @@ from tests.fuzz.gguf_cases import (
     mutate_field,
     parse,
 )
+from tests.steps import counted_calls, hang_guard
 
-TIME_LIMIT_S = 2.0  # a hang fails the test instead of stalling the suite
-FUZZ = settings(max_examples=300, deadline=1000,
+# a parse takes milliseconds: this only ends one that would never return (and keeps each of
+# hypothesis's replays of such an input short)
+HANG_GUARD_S = 2.0
+FUZZ = settings(max_examples=300,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def parse_counted(data: bytes):
+    """parse(data) under the hang guard, asserting its work is linear in the file's size: a
+    parse makes at most ~3 calls a byte, under 700 in all for these files (a loop over a
+    count the file cannot hold, or quadratic work, makes far more)."""
+    with hang_guard(HANG_GUARD_S, "read_gguf"), counted_calls() as calls:
+        f = parse(data)
+    assert calls.count <= 4 * len(data) + 1000, (
+        f"{calls.count} calls to read a {len(data)}-byte file")
+    return f
 
 # -- valid files ----------------------------------------------------------------------------
 
@@ -109,8 +125,7 @@ def _same(read: object, written: object) -> bool:
 @given(valid_files())
 def test_generated_valid_files_read_back(case) -> None:
     data, _, kvs, ts = case
-    with time_limit():
-        f = parse(data)
+    f = parse_counted(data)
     assert f is not None, "a valid file was refused"
     for key, (vtype, value) in kvs.items():
         if vtype == ARRAY:
@@ -167,8 +182,7 @@ def broken_files(draw: st.DrawFn) -> bytes:
 def test_a_broken_file_reads_safely_or_raises_gguf_error(data: bytes) -> None:
     tracemalloc.start()
     try:
-        with time_limit():
-            parse(data)  # GGUFError is a refusal; any other exception fails the test
+        parse_counted(data)  # GGUFError is a refusal; any other exception fails the test
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -180,23 +194,4 @@ def test_a_broken_file_reads_safely_or_raises_gguf_error(data: bytes) -> None:
 @given(st.binary(max_size=512), st.sampled_from([b"GGUF\x03\x00\x00\x00", b"GGUF\x02\x00\x00\x00",
                                                  b"GGUF", b""]))
 def test_random_bytes_after_a_header_read_safely(tail: bytes, head: bytes) -> None:
-    with time_limit():
-        parse(head + tail)
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float = TIME_LIMIT_S) -> Iterator[None]:
-    """TimeoutError if the block runs longer (SIGALRM: main thread, POSIX)."""
-    def expire(signum: int, frame: object) -> None:
-        raise TimeoutError(f"read_gguf ran past {seconds} s")
-
-    if not hasattr(signal, "setitimer"):
-        yield
-        return
-    old = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+    parse_counted(head + tail)

@@ -659,12 +659,16 @@ def test_trickled_json_body_hits_the_whole_body_deadline(make_server) -> None:
 
 
 def test_upload_timeout_is_per_chunk(make_server) -> None:
-    """An upload may take as long as it needs while bytes keep coming; a pause longer than
-    the timeout is a 408 and leaves no blob."""
+    """An upload may take as long as it needs while bytes keep coming: 60 chunks 20 ms
+    apart take 1.2 s at least (a sleep never ends early), past a 1 s timeout, and pass,
+    each gap ~50 times inside the timeout (no speed is needed to pass); a pause longer than
+    the timeout is a 408 and leaves no blob (on the same store, with a 0.3 s timeout so the
+    stall costs little)."""
+    server = make_server(OLLAMAPY_BODY_TIMEOUT="1")
+    data = b"q" * 60
+    r = call(server.app, "POST", blob(data), [data[i:i + 1] for i in range(60)], delay=0.02)
+    assert (r.status, r.reads) == (201, 60)
     server = make_server(OLLAMAPY_BODY_TIMEOUT="0.3")
-    data = b"q" * 20
-    r = call(server.app, "POST", blob(data), [data[i:i + 1] for i in range(20)], delay=0.05)
-    assert (r.status, r.reads) == (201, 20)
     other = b"stalls"
     r = call(server.app, "POST", blob(other), [other[:3]], stall=True)
     assert r.status == 408

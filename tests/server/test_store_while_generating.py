@@ -88,13 +88,13 @@ def held_stream(client: TestClient, pool: ThreadPoolExecutor) -> Future[httpx.Re
     GatedRunner.gate.clear()
     GatedRunner.started.clear()
     answer = pool.submit(ask, client, "m")
-    assert GatedRunner.started.wait(10), "the stream did not start"
+    assert GatedRunner.started.wait(60), "the stream did not start (hang guard: 60 s)"
     return answer
 
 
 def finished(answer: Future[httpx.Response]) -> list[dict]:
     GatedRunner.gate.set()
-    r = answer.result(10)
+    r = answer.result(60)  # a hang guard
     assert r.status_code == 200
     return [json.loads(line) for line in r.text.splitlines()]
 

@@ -216,10 +216,11 @@ def serving(app: Starlette) -> Iterator[str]:
                                            log_level="critical", access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a hang guard: it starts in milliseconds
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the stand-in registry did not start")
+            raise RuntimeError("the stand-in registry did not start (or, a hang guard, not "
+                               "in 120 s)")
         time.sleep(0.02)
     try:
         yield f"http://127.0.0.1:{port}"
