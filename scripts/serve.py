@@ -92,7 +92,15 @@ def import_models(names: list[str]) -> None:
         stop_server(server)
 
 
+def stop_cleanly(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: the same clean stop as Ctrl-C
+
+
 def main() -> int:
+    # a background job starts with SIGINT ignored; Ctrl-C, SIGINT and SIGTERM all stop the
+    # server (and a private one mid-import) before this script exits
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop_cleanly)
     url = parse_host(env("OLLAMA_HOST")).url
     server = None
     try:

@@ -1,5 +1,6 @@
 """`make serve` on an empty store: the first `/api/tags` answer a client can get lists the three
-default models (scripts/serve.py imports them before `OLLAMA_HOST` accepts connections)."""
+default models (scripts/serve.py imports them before `OLLAMA_HOST` accepts connections), and
+SIGTERM stops the script and its server cleanly."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import model_path
 from tests.e2e.conftest import IMPORTS, free_port
@@ -41,10 +43,11 @@ def test_first_tags_answer_lists_the_default_models(tmp_path: Path) -> None:
             names = {m["name"] for m in reply.json()["models"]}
             break
         assert names == {"smollm2:135m", "gemma3:270m", "all-minilm:latest"}
+        serve.send_signal(signal.SIGTERM)  # the script stops its server, as on Ctrl-C
+        assert serve.wait(timeout=HANG_GUARD_S) == 0
+        with pytest.raises(httpx.ConnectError):  # the server went with it
+            httpx.get(f"http://{host}/", timeout=30)
     finally:
-        serve.send_signal(signal.SIGINT)  # the script stops its server, as on Ctrl-C
-        try:
-            serve.wait(timeout=120)
-        except subprocess.TimeoutExpired:
+        if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
