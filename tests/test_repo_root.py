@@ -26,8 +26,8 @@ SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 # Run with the repository root as the working directory and first on sys.path (`-c` puts it
 # there): transformers' activations, then a tiny Llama forward, the way the oracles build them.
 CHILD = """
+import importlib.util
 import sys
-from pathlib import Path
 assert sys.path[0] == "", sys.path[:3]
 import transformers.activations
 import torch
@@ -38,7 +38,7 @@ config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hi
 logits = LlamaForCausalLM(config).eval()(torch.tensor([[1, 2, 3]])).logits
 assert logits.shape == (1, 3, 32), logits.shape
 print("kernels available:", is_kernels_available())
-spec = __import__("importlib.util").util.find_spec("kernels")
+spec = importlib.util.find_spec("kernels")
 print("kernels origin:", spec.origin if spec else None)
 """
 
