@@ -28,9 +28,11 @@ $(INSTALLED): $(LOCK) pyproject.toml
 	$(BIN)/python -m pip check
 	touch $@
 
-# sha256-checked, cached under $${OLLAMAPY_CACHE:-~/.cache/ollamapy}; a second run downloads nothing
+# sha256-checked, cached under $${OLLAMAPY_CACHE:-~/.cache/ollamapy}; a second run downloads
+# nothing. llama.cpp's converter and test vocabularies are test oracles, not models.
 models: $(INSTALLED)
 	$(BIN)/python scripts/fetch_models.py
+	$(BIN)/python scripts/fetch_llama_cpp.py
 
 # -P: the repository root is not put on sys.path (pytest's importlib mode does not add it
 # either), so the suite imports what is installed: ollamapy, ollamapy_kernels, the locked index
@@ -47,10 +49,12 @@ serve: setup
 # Re-resolve pyproject.toml's ranges (test extras and build requirements included) against the
 # package index today and rewrite requirements.lock with every version and hash; then
 # `make test` installs and checks exactly that. pip-tools runs from its own venv, not .venv.
+# `make lock LOCK_UPGRADE=` adds what pyproject.toml gained and keeps every other pin.
+LOCK_UPGRADE ?= --upgrade
 lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install -q pip-tools==7.7.0
-	$(LOCK_VENV)/bin/pip-compile -q --upgrade --extra test --all-build-deps --allow-unsafe \
+	$(LOCK_VENV)/bin/pip-compile -q $(LOCK_UPGRADE) --extra test --all-build-deps --allow-unsafe \
 		--generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url \
 		-c constraints.txt -o $(LOCK) pyproject.toml
 

@@ -61,11 +61,15 @@ MODELS = CACHE / "models"
 DATA = Path(__file__).parent / "data"
 
 
-def model_path(name: str) -> Path:
-    path = MODELS / name
+def require(path: Path) -> Path:
+    """A file `make setup` fetches (scripts/fetch_models.py, scripts/fetch_llama_cpp.py)."""
     if not path.exists():
-        pytest.skip(f"{path} is missing: run `make setup` (scripts/fetch_models.py) first")
+        pytest.skip(f"{path} is missing: run `make setup` first")
     return path
+
+
+def model_path(name: str) -> Path:
+    return require(MODELS / name)
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,9 @@ class ModelConfig:
     rope_base: float
     rope_dim: int  # leading dims of each head that are rotated (== head_dim for full RoPE)
     rope_scale: float = 1.0  # linear position scaling (positions are divided by it)
+    # per-frequency divisors of the global layers' RoPE frequencies, rope_dim // 2 of them
+    # (llama 3.x's scaling: 1 for short wavelengths, its factor for long ones); () = none
+    rope_freq_factors: tuple[float, ...] = ()
     rope_base_local: float | None = None  # RoPE base of sliding-window layers (gemma3)
     sliding_window: int | None = None  # a query sees at most this many keys, itself included
     sliding_layers: tuple[bool, ...] = ()  # per layer: True where the sliding window applies
@@ -45,6 +48,9 @@ class ModelConfig:
                              f"{self.n_kv_heads}")
         if not 0 < self.rope_dim <= self.head_dim or self.rope_dim % 2:
             raise ValueError(f"rope_dim {self.rope_dim} must be even and in (0, head_dim]")
+        if self.rope_freq_factors and len(self.rope_freq_factors) != self.rope_dim // 2:
+            raise ValueError(f"{len(self.rope_freq_factors)} RoPE frequency factors for "
+                             f"rope_dim {self.rope_dim}: need {self.rope_dim // 2}")
         if self.sliding_layers and len(self.sliding_layers) != self.n_layers:
             raise ValueError("sliding_layers needs one entry per layer")
 

@@ -144,7 +144,7 @@ class Transformer(nn.Module):
     def init_rope(self) -> None:
         """Fill the RoPE tables on the model's device (after weights have been assigned)."""
         c, device = self.config, self.device
-        self.inv_freq = rope_frequencies(c.rope_dim, c.rope_base, device)
+        self.inv_freq = rope_frequencies(c.rope_dim, c.rope_base, device, c.rope_freq_factors)
         self.inv_freq_local = rope_frequencies(c.rope_dim, c.rope_base_local or c.rope_base,
                                                device)
 

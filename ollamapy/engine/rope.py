@@ -1,20 +1,47 @@
 """Rotary position embeddings (RoPE), in the "rotate half" layout.
 
 Each head's first `rope_dim` features are split into two halves (x1, x2) that are rotated as
-pairs (x1[i], x2[i]) by the angle position * base^(-2i / rope_dim). Checkpoints that store q/k
-in the interleaved-pairs layout (llama GGUFs) are permuted into this layout once, at load.
+pairs (x1[i], x2[i]) by the angle position * base^(-2i / rope_dim) / factor[i]. Checkpoints that
+store q/k in the interleaved-pairs layout (llama GGUFs) are permuted into this layout once, at
+load. The per-frequency factors are 1 unless the checkpoint scales its RoPE (llama 3.x).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
 
 
-def rope_frequencies(rope_dim: int, base: float, device: torch.device | str | None = None
-                     ) -> torch.Tensor:
+def rope_frequencies(rope_dim: int, base: float, device: torch.device | str | None = None,
+                     factors: Sequence[float] = ()) -> torch.Tensor:
     # (rope_dim // 2,) inverse frequencies, computed in float64 then rounded once
     exponents = torch.arange(0, rope_dim, 2, dtype=torch.float64, device=device) / rope_dim
-    return (1.0 / (base**exponents)).to(torch.float32)
+    inv_freq = 1.0 / (base**exponents)
+    if factors:
+        inv_freq = inv_freq / torch.tensor(factors, dtype=torch.float64, device=device)
+    return inv_freq.to(torch.float32)
+
+
+def llama3_factors(rope_dim: int, base: float, factor: float, low_freq_factor: float,
+                   high_freq_factor: float, original_context: int) -> tuple[float, ...]:
+    """Llama 3.1's RoPE scaling as per-frequency divisors (the `rope_freqs` tensor llama.cpp's
+    converter writes): wavelengths shorter than original_context / high_freq_factor keep their
+    frequency, those longer than original_context / low_freq_factor are divided by `factor`,
+    and the band between blends the two."""
+    factors = []
+    for i in range(0, rope_dim, 2):
+        wavelength = 2 * math.pi * base ** (i / rope_dim)
+        if wavelength < original_context / high_freq_factor:
+            factors.append(1.0)
+        elif wavelength > original_context / low_freq_factor:
+            factors.append(factor)
+        else:  # (original_context / wavelength) runs from low_freq_factor to high_freq_factor
+            smooth = (original_context / wavelength - low_freq_factor) / (
+                high_freq_factor - low_freq_factor)
+            factors.append(1.0 / ((1.0 - smooth) / factor + smooth))
+    return tuple(factors)
 
 
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0

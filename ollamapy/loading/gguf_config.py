@@ -9,12 +9,17 @@ file's own word for its architecture, never a model name.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from ollamapy.engine.config import ModelConfig
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+
+# GGUF tensors that hold configuration, not weights. rope_freqs: llama 3.x's per-frequency
+# RoPE divisors, which llama.cpp's converter computes from config.json's rope_scaling.
+ROPE_FREQS = "rope_freqs.weight"
+CONFIG_TENSORS = frozenset({ROPE_FREQS})
 
 # Per-architecture facts absent from GGUF metadata; sources: llama.cpp src/llama-model.cpp
 # (LLM_ARCH_GEMMA3: swa pattern 6, rope_freq_base_train_swa 10000) and the HF Gemma3 config.
@@ -58,7 +63,9 @@ def _sliding_layers(meta: Mapping[str, Any], arch: str, n_layers: int) -> tuple[
     return tuple((i + 1) % every != 0 for i in range(n_layers))
 
 
-def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str]) -> ModelConfig:
+def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
+                     rope_freqs: Sequence[float] = ()) -> ModelConfig:
+    """rope_freqs: the values of the file's `rope_freqs.weight`, if it has one."""
     arch = meta.get("general.architecture")
     if arch not in SUPPORTED_ARCHS:
         raise UnsupportedModelError(f"unsupported architecture {arch!r}; "
@@ -90,6 +97,7 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str]) -> ModelCo
         rope_base=_float(meta, p + "rope.freq_base", 10_000.0),
         rope_dim=_int(meta, p + "rope.dimension_count", head_dim),
         rope_scale=_float(meta, p + "rope.scaling.factor", 1.0) if scaling == "linear" else 1.0,
+        rope_freq_factors=tuple(float(f) for f in rope_freqs),
         rope_base_local=(_float(meta, p + "rope.freq_base_swa", defaults["rope_base_local"])
                          if "rope_base_local" in defaults else None),
         sliding_window=int(window) if window else None,

@@ -1,7 +1,8 @@
 """Hugging Face config.json → ModelConfig for decoder folders (llama, qwen2, qwen3, gemma3).
 
-Reads both spellings transformers has used: `rope_theta` (4.x) and `rope_parameters` (5.x,
-per attention type for gemma3).
+Reads both spellings transformers has used: `rope_theta` and `rope_scaling` (4.x) and
+`rope_parameters` (5.x, per attention type for gemma3). RoPE scaling: linear, and llama3 (as
+per-frequency factors, the same ones llama.cpp's converter writes into a GGUF).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ollamapy.engine.config import ModelConfig
+from ollamapy.engine.rope import llama3_factors
 from ollamapy.loading.gguf_config import UnsupportedModelError
 
 # HF model_type → our architecture word (the GGUF spelling)
@@ -18,8 +20,9 @@ HF_ARCHS = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text":
             "gemma3": "gemma3"}
 
 
-def _rope(config: Mapping[str, Any], kind: str) -> tuple[float | None, float]:
-    """(base, linear scale) for one attention kind ("full_attention" / "sliding_attention")."""
+def _rope(config: Mapping[str, Any], kind: str) -> tuple[float | None, Mapping[str, Any] | None]:
+    """(base, scaling parameters or None) for one attention kind ("full_attention" /
+    "sliding_attention")."""
     params = config.get("rope_parameters")
     if isinstance(params, Mapping) and kind in params:  # gemma3 in transformers 5
         params = params[kind]
@@ -30,12 +33,24 @@ def _rope(config: Mapping[str, Any], kind: str) -> tuple[float | None, float]:
     else:
         base = config.get("rope_theta") if kind == "full_attention" else (
             config.get("rope_local_base_freq"))
-    scale = 1.0
-    if scaling:
-        if scaling.get("rope_type", scaling.get("type")) != "linear":
-            raise UnsupportedModelError(f"RoPE scaling {scaling} is not supported")
-        scale = float(scaling["factor"])
-    return (float(base) if base is not None else None), scale
+    return (float(base) if base is not None else None), scaling
+
+
+def _rope_scaling(scaling: Mapping[str, Any] | None, rope_dim: int, base: float
+                  ) -> tuple[float, tuple[float, ...]]:
+    """(linear position scale, per-frequency factors) from rope_scaling / rope_parameters."""
+    kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
+    if kind in (None, "default"):
+        return 1.0, ()
+    if kind == "linear":
+        return float(scaling["factor"]), ()
+    if kind == "llama3":  # the defaults are llama.cpp's converter's
+        return 1.0, llama3_factors(
+            rope_dim, base, float(scaling.get("factor", 8.0)),
+            float(scaling.get("low_freq_factor", 1.0)),
+            float(scaling.get("high_freq_factor", 4.0)),
+            int(scaling.get("original_max_position_embeddings", 8192)))
+    raise UnsupportedModelError(f"RoPE scaling {dict(scaling)} is not supported")
 
 
 def _sliding_layers(config: Mapping[str, Any], n_layers: int) -> tuple[bool, ...]:
@@ -55,8 +70,11 @@ def config_from_hf(config: Mapping[str, Any]) -> ModelConfig:
     dim, n_heads, n_layers = config["hidden_size"], config["num_attention_heads"], \
         config["num_hidden_layers"]
     head_dim = config.get("head_dim") or dim // n_heads
-    rope_base, rope_scale = _rope(config, "full_attention")
-    local_base, _ = _rope(config, "sliding_attention")
+    rope_dim = int(head_dim * config.get("partial_rotary_factor", 1.0))
+    rope_base, scaling = _rope(config, "full_attention")
+    rope_base = rope_base or 10_000.0
+    rope_scale, rope_freq_factors = _rope_scaling(scaling, rope_dim, rope_base)
+    local_base, _ = _rope(config, "sliding_attention")  # gemma3's local RoPE: never scaled
     gemma = arch == "gemma3"
     window = config.get("sliding_window") if gemma or config.get("use_sliding_window") else None
     sliding = _sliding_layers(config, n_layers) if window else ()
@@ -72,9 +90,10 @@ def config_from_hf(config: Mapping[str, Any]) -> ModelConfig:
         ffn_dim=config["intermediate_size"],
         norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         context_length=config.get("max_position_embeddings", 2048),
-        rope_base=rope_base or 10_000.0,
-        rope_dim=int(head_dim * config.get("partial_rotary_factor", 1.0)),
+        rope_base=rope_base,
+        rope_dim=rope_dim,
         rope_scale=rope_scale,
+        rope_freq_factors=rope_freq_factors,
         rope_base_local=(local_base or 10_000.0) if gemma else None,
         sliding_window=window if sliding else None,
         sliding_layers=sliding,

@@ -18,7 +18,12 @@ import torch
 from ollamapy.engine.bert import BertEncoder
 from ollamapy.engine.model import Transformer
 from ollamapy.loading.gguf import GGUFFile, read_gguf
-from ollamapy.loading.gguf_config import UnsupportedModelError, config_from_gguf
+from ollamapy.loading.gguf_config import (
+    CONFIG_TENSORS,
+    ROPE_FREQS,
+    UnsupportedModelError,
+    config_from_gguf,
+)
 from ollamapy.loading.hf_config import config_from_hf
 from ollamapy.loading.safetensors import HFFolder, read_hf_folder
 from ollamapy.loading.weights import (
@@ -55,6 +60,8 @@ def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
 
 def _gguf_tensors(gguf: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
     for name in gguf.tensors:
+        if name in CONFIG_TENSORS:
+            continue
         ours = gguf_name(name)
         yield ours, fix_gguf_tensor(ours, gguf.tensor(name), config)
 
@@ -62,7 +69,8 @@ def _gguf_tensors(gguf: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
 def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
                fast: bool) -> Checkpoint:
     meta = gguf.metadata
-    config = config_from_gguf(meta, gguf.tensors.keys())
+    rope_freqs = gguf.tensor(ROPE_FREQS).tolist() if ROPE_FREQS in gguf.tensors else ()
+    config = config_from_gguf(meta, gguf.tensors.keys(), rope_freqs)
     if fast:
         from ollamapy.loading.quantized import build_fast_transformer  # imports the kernels
 

@@ -31,7 +31,7 @@ from ollamapy.engine.kernels import (
 )
 from ollamapy.engine.model import Transformer
 from ollamapy.loading.gguf import GGUFFile
-from ollamapy.loading.gguf_config import UnsupportedModelError
+from ollamapy.loading.gguf_config import CONFIG_TENSORS, UnsupportedModelError
 from ollamapy.loading.weights import INTERLEAVED_QK_ARCHS, fix_gguf_tensor, gguf_name, unpermute_qk
 
 
@@ -46,7 +46,7 @@ def _fused(parts: list[QuantRows], bias: list[torch.Tensor] | None,
 
 def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.device,
                            dtype: torch.dtype, policy: Policy = DEFAULT_POLICY) -> Transformer:
-    stored = {gguf_name(name): name for name in gguf.tensors}
+    stored = {gguf_name(name): name for name in gguf.tensors if name not in CONFIG_TENSORS}
 
     def rows(ours: str) -> QuantRows:
         info = gguf.tensors[stored[ours]]
