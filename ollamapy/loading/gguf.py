@@ -227,7 +227,11 @@ class GGUFFile:
         infos = [_read_tensor_info(cur) for _ in range(n_tensors)]
         self.data_offset = -(-cur.pos // alignment) * alignment  # align up
         if self.data_offset > len(buf):
-            raise GGUFError("file truncated before the tensor data")
+            if n_tensors:
+                raise GGUFError("file truncated before the tensor data")
+            # no tensors (llama.cpp's vocabulary-only ggml-vocab-*.gguf): the file may end
+            # before the padding that would precede tensor data; its data section is empty
+            self.data_offset = len(buf)
         self.tensors: dict[str, TensorInfo] = {}
         for name, dims, type_id, offset in infos:
             if name in self.tensors:

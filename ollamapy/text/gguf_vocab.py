@@ -1,6 +1,6 @@
 """GGUF tokenizer metadata → a `tokenizers` engine and a `Vocab`, read the way llama.cpp reads it.
 
-Two vocabulary kinds (`tokenizer.ggml.model`):
+Three vocabulary kinds (`tokenizer.ggml.model`):
 
     gpt2   byte-level BPE: the file's merges; text first cut into words by the regexes that
            `tokenizer.ggml.pre` names (pretokenize.py), each word spelled in GPT-2's byte
@@ -10,6 +10,11 @@ Two vocabulary kinds (`tokenizer.ggml.model`):
            that are not tokens fall back to <0xXX> byte tokens. We recover that rule as a list of
            merges ranked by the merged token's score, so the Rust BPE engine does the work.
            Spaces are written "▁"; add_space_prefix puts one before the text.
+    bert   WordPiece (llama.cpp's WPM): text lowercased and stripped of accents (unless the
+           `normalizer.*` keys say otherwise), cut at whitespace and punctuation, then each word
+           cut greedily into the longest tokens from its start; a word that cannot be cut is
+           [UNK]. The converter stores word-initial pieces as "▁piece" and continuations bare
+           (BERT's "##piece"); both are turned back into BERT's spelling for the engine.
 
 Control and user-defined tokens become the engine's added tokens (special and not special): they
 are cut out of the text before BPE, user-defined always, control only when special text is
@@ -23,7 +28,7 @@ from typing import Any
 
 from tokenizers import AddedToken, Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as Engine
-from tokenizers.models import BPE
+from tokenizers.models import BPE, WordPiece
 
 from ollamapy.text.pretokenize import PreTokenizer, pre_tokenizer
 from ollamapy.text.vocab import EOG_TEXTS, TokenType, Vocab, end_of_generation_ids
@@ -53,14 +58,22 @@ def engine_from_gguf(meta: Mapping[str, Any]) -> tuple[Engine, Vocab]:
             scores = [0.0] * len(texts)
         engine = _sentencepiece_bpe(ids, texts, scores, unk, prefix)
         bos, eos, add_bos = 1, 2, True  # llama.cpp's defaults for these vocabularies
+    elif kind == "bert":
+        lowercase = bool(meta.get(_KEY + "normalizer.lowercase", True))
+        strip_accents = bool(meta.get(_KEY + "normalizer.strip_accents", lowercase))
+        unk = _special_id(meta, "unknown", len(texts), default=100)
+        engine = _wordpiece(texts, types, unk, lowercase, strip_accents)
+        # [CLS] text [SEP]: llama.cpp's defaults for BERT vocabularies
+        bos, eos, add_bos, prefix = 101, 102, True, True
     else:
         raise ValueError(f"unsupported tokenizer model {kind!r} (tokenizer.ggml.model); "
-                         "supported: 'gpt2' (byte-level BPE), 'llama' (SentencePiece)")
+                         "supported: 'gpt2' (byte-level BPE), 'llama' (SentencePiece), "
+                         "'bert' (WordPiece)")
 
     bos = _special_id(meta, "bos", len(texts), default=bos)
     eos = _special_id(meta, "eos", len(texts), default=eos)
     add_bos = bool(meta.get(_KEY + "add_bos_token", add_bos))
-    add_eos = bool(meta.get(_KEY + "add_eos_token", False))
+    add_eos = bool(meta.get(_KEY + "add_eos_token", kind == "bert"))
     for flag, token, name in ((add_bos, bos, "bos"), (add_eos, eos, "eos")):
         if flag and token is None:
             raise ValueError(f"tokenizer.ggml.add_{name}_token is true but the {name} token "
@@ -73,6 +86,7 @@ def engine_from_gguf(meta: Mapping[str, Any]) -> tuple[Engine, Vocab]:
             types[i] = TokenType.CONTROL
 
     _add_special_tokens(engine, texts, types)
+    # bert's "▁piece" / "piece" spell their bytes as SentencePiece's do
     vocab = Vocab(texts, types, "byte_level" if kind == "gpt2" else "sentencepiece",
                   bos_id=bos, eos_id=eos, eos_ids=frozenset(eos_ids), add_bos=add_bos,
                   add_eos=add_eos, strip_leading_space=prefix)
@@ -115,6 +129,26 @@ def _sentencepiece_bpe(ids: dict[str, int], texts: Sequence[str], scores: Sequen
     space = normalizers.Replace(" ", "\u2581")
     engine.normalizer = (normalizers.Sequence([normalizers.Prepend("\u2581"), space])
                          if add_space_prefix else space)
+    return engine
+
+
+def _wordpiece(texts: Sequence[str], types: bytearray, unk: int | None, lowercase: bool,
+               strip_accents: bool) -> Engine:
+    vocab = {}
+    for i, text in enumerate(texts):
+        if types[i] != TokenType.NORMAL:
+            piece = text  # [CLS], [SEP], [UNK] …: as written
+        elif text.startswith("\u2581"):
+            piece = text[1:]  # a word's first piece
+        else:
+            piece = "##" + text  # a continuation
+        vocab.setdefault(piece, i)
+    engine = Engine(WordPiece(vocab, unk_token=texts[unk] if unk is not None else "[UNK]",
+                              max_input_chars_per_word=1 << 30))  # llama.cpp has no limit
+    engine.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=strip_accents,
+        lowercase=lowercase)
+    engine.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # whitespace and punctuation
     return engine
 
 

@@ -229,6 +229,18 @@ def test_every_truncation_is_refused(tmp_path: Path) -> None:
             read_gguf(path)
 
 
+def test_a_file_without_tensors_may_end_before_the_data_padding(tmp_path: Path) -> None:
+    """llama.cpp's vocabulary-only files (models/ggml-vocab-*.gguf) stop right after the
+    metadata; with no tensors there is no data section to pad to."""
+    spec = Spec(tensors=[], data=b"")
+    spec.kvs.append(kv("general.name", STR, s("vocab")))
+    unpadded = spec.build().rstrip(b"\0")  # the last value ends in "b"
+    assert len(unpadded) % 32
+    with read_gguf(write(tmp_path, unpadded, "vocab-only.gguf")) as f:
+        assert f.tensors == {} and f.metadata["general.architecture"] == "llama"
+        assert f.data_offset == len(unpadded)
+
+
 def test_a_huge_real_count_in_a_tiny_file_is_refused_before_allocating(tmp_path: Path) -> None:
     # the 43-byte file of llama.cpp PR #27188: an array claiming 2^63 elements
     data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + kv("a", ARR, struct.pack("<IQ", U8, 2**63))
