@@ -3,11 +3,13 @@
 Post-norm BERT (Devlin et al., 2018): embeddings (word + position + token type, LayerNorm),
 then n_layers × [x = LN(x + Attention(x)); x = LN(x + FFN(x))] with bidirectional attention
 that only masks padding. A sentence embedding pools the last hidden states (mean over the
-real tokens, or the [CLS] state) and, like Ollama's /api/embed, L2-normalises the result.
+real tokens, the [CLS] state, or the last token's) and, like Ollama's /api/embed,
+L2-normalises the result.
 
-This file owns the encoder's config, the module, batching (truncate, pad, mask) and the one
-map from Hugging Face tensor names to ours. Like the decoder it never tokenizes or reads files:
-`from_hf` takes tensors already read by `ollamapy.loading.safetensors`.
+This file owns the encoder's config, the module, batching (truncate, pad, mask) and the map
+from Hugging Face tensor names to ours (`ollamapy.loading.weights` maps a GGUF's). Like the
+decoder it never tokenizes or reads files: `from_hf` takes tensors already read by
+`ollamapy.loading.safetensors`.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ollamapy.engine.ops import Linear
 if TYPE_CHECKING:  # only for the annotation: the engine does not import the loader at runtime
     from ollamapy.loading.safetensors import HFFolder
 
-Pooling = Literal["mean", "cls"]
+Pooling = Literal["mean", "cls", "last"]
 
 
 # -- config -------------------------------------------------------------------------------------
@@ -193,6 +195,9 @@ class BertEncoder(nn.Module):
         hidden = self(ids, mask).float()  # pool in float32 whatever the weights' dtype
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]  # (B, dim): the [CLS] state
+        elif self.config.pooling == "last":  # the last real token's state (right padding)
+            last = mask.sum(1).clamp(min=1) - 1  # (B,)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         else:
             weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
             # clamp as sentence-transformers does, so an all-padding row gives 0, not NaN
@@ -221,9 +226,8 @@ class BertEncoder(nn.Module):
             sentence_config=folder.extra.get("sentence_bert_config.json"),
             modules=folder.extra.get("modules.json"),
         )
-        with torch.device("meta"):  # no memory yet: the real tensors are assigned below
-            model = cls(config)
-        return load_bert_weights(model, folder.tensors.items(), device, dtype)
+        ours = ((name, t) for hf, t in folder.tensors.items() if (name := bert_name(hf)))
+        return build_encoder(config, ours, device, dtype)
 
 
 def _sentence_module_config(extra: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -300,18 +304,13 @@ def bert_name(hf_name: str) -> str | None:
     raise ValueError(f"unexpected tensor {hf_name!r} in a BERT checkpoint")
 
 
-def load_bert_weights(
-    model: BertEncoder,
-    tensors: Iterable[tuple[str, torch.Tensor]],
-    device: torch.device | str,
-    dtype: torch.dtype,
-) -> BertEncoder:
-    """Assign (Hugging Face name, tensor) pairs to a model built on the meta device, converting
-    one tensor at a time so the weights are allocated once, on their device."""
-    state = {}
-    for hf_name, tensor in tensors:
-        if (ours := bert_name(hf_name)) is not None:
-            state[ours] = tensor.to(device=device, dtype=dtype)
+def build_encoder(config: EncoderConfig, tensors: Iterable[tuple[str, torch.Tensor]],
+                  device: torch.device | str, dtype: torch.dtype) -> BertEncoder:
+    """A BertEncoder from (our name, tensor) pairs: built on the meta device, then each tensor
+    converted and assigned in turn, so the weights are allocated once, on their device."""
+    with torch.device("meta"):
+        model = BertEncoder(config)
+    state = {name: tensor.to(device=device, dtype=dtype) for name, tensor in tensors}
     expected = set(model.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:

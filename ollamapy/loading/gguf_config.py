@@ -1,4 +1,4 @@
-"""GGUF metadata → ModelConfig.
+"""GGUF metadata → ModelConfig (decoders) or EncoderConfig (`bert` sentence encoders).
 
 Every number comes from the file's `<arch>.*` keys. The few facts that llama.cpp hard-codes
 per architecture instead of storing them (gemma3's local RoPE base and sliding-layer pattern,
@@ -12,9 +12,14 @@ import math
 from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
+from ollamapy.engine.bert import EncoderConfig, Pooling
 from ollamapy.engine.config import ModelConfig
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+ENCODER_ARCHS = ("bert",)
+
+# `<arch>.pooling_type`, llama.cpp's enum: 0 none, 1 mean, 2 cls, 3 last, 4 rank
+POOLING_TYPES: dict[int, Pooling] = {1: "mean", 2: "cls", 3: "last"}
 
 # GGUF tensors that hold configuration, not weights. rope_freqs: llama 3.x's per-frequency
 # RoPE divisors, which llama.cpp's converter computes from config.json's rope_scaling.
@@ -108,4 +113,30 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
         embed_scale=math.sqrt(dim) if defaults.get("scale_embeddings") else 1.0,
         activation=defaults.get("activation", "silu"),
         tied_embeddings="output.weight" not in tensor_names,
+    )
+
+
+def encoder_config_from_gguf(meta: Mapping[str, Any]) -> EncoderConfig:
+    arch = meta.get("general.architecture")
+    if arch not in ENCODER_ARCHS:
+        raise UnsupportedModelError(f"unsupported encoder architecture {arch!r}")
+    p = f"{arch}."
+    pooling_type = _int(meta, p + "pooling_type", 1)
+    if pooling_type not in POOLING_TYPES:
+        raise UnsupportedModelError(f"{p}pooling_type {pooling_type} is not supported "
+                                    "(mean, cls and last are)")
+    tokens = meta.get("tokenizer.ggml.tokens")
+    context = _int(meta, p + "context_length", 512)
+    return EncoderConfig(
+        dim=_int(meta, p + "embedding_length"),
+        n_layers=_int(meta, p + "block_count"),
+        n_heads=_int(meta, p + "attention.head_count"),
+        ffn_dim=_int(meta, p + "feed_forward_length"),
+        vocab_size=_int(meta, p + "vocab_size", len(tokens) if tokens is not None else None),
+        max_positions=context,
+        type_vocab_size=_int(meta, "tokenizer.ggml.token_type_count", 2),
+        norm_eps=_float(meta, p + "attention.layer_norm_epsilon", 1e-12),
+        pooling=POOLING_TYPES[pooling_type],
+        normalize=True,  # /api/embed returns unit vectors, as Ollama's does
+        max_tokens=context,
     )

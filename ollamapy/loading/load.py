@@ -1,8 +1,8 @@
 """Path on disk → a ready checkpoint: model on its device, tokenizer, chat template, metadata.
 
 A `.gguf` file or a Hugging Face safetensors folder. Decoders (llama, qwen2, qwen3, gemma3)
-become a `Transformer`; BERT folders become a `BertEncoder`. This is the only module that
-knows which reader and which name map go with which format.
+become a `Transformer`; BERT (a `bert` GGUF or a folder) becomes a `BertEncoder`. This is the
+only module that knows which reader and which name map go with which format.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from typing import Any, Literal
 
 import torch
 
-from ollamapy.engine.bert import BertEncoder
+from ollamapy.engine.bert import BertEncoder, build_encoder
 from ollamapy.engine.model import Transformer
 from ollamapy.loading.gguf import GGUFFile, read_gguf
 from ollamapy.loading.gguf_config import (
     CONFIG_TENSORS,
+    ENCODER_ARCHS,
     ROPE_FREQS,
     UnsupportedModelError,
     config_from_gguf,
+    encoder_config_from_gguf,
 )
 from ollamapy.loading.hf_config import config_from_hf
 from ollamapy.loading.safetensors import HFFolder, read_hf_folder
@@ -30,6 +32,7 @@ from ollamapy.loading.weights import (
     build_transformer,
     fix_gguf_tensor,
     fix_hf_tensor,
+    gguf_encoder_name,
     gguf_name,
     hf_name,
 )
@@ -69,6 +72,11 @@ def _gguf_tensors(gguf: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
 def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
                fast: bool) -> Checkpoint:
     meta = gguf.metadata
+    if meta.get("general.architecture") in ENCODER_ARCHS:  # fast or not: BERT is small
+        config = encoder_config_from_gguf(meta)
+        tensors = ((gguf_encoder_name(name), gguf.tensor(name)) for name in gguf.tensors)
+        return Checkpoint("encoder", build_encoder(config, tensors, device, dtype),
+                          Tokenizer.from_gguf_metadata(meta), None, dict(meta))
     rope_freqs = gguf.tensor(ROPE_FREQS).tolist() if ROPE_FREQS in gguf.tensors else ()
     config = config_from_gguf(meta, gguf.tensors.keys(), rope_freqs)
     if fast:

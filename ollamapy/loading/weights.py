@@ -36,6 +36,17 @@ _HF_LAYER = {
     "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffn_norm",
     "mlp.gate_proj": "ffn.w_gate", "mlp.up_proj": "ffn.w_up", "mlp.down_proj": "ffn.w_down",
 }
+# BERT (`bert` GGUFs, as llama.cpp's converter writes all-minilm): our BertEncoder's names
+_GGUF_BERT_GLOBAL = {
+    "token_embd.weight": "tok_embeddings.weight", "position_embd.weight": "pos_embeddings.weight",
+    "token_types.weight": "type_embeddings.weight", "token_embd_norm.weight": "embed_norm.weight",
+    "token_embd_norm.bias": "embed_norm.bias",
+}
+_GGUF_BERT_LAYER = {
+    "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv", "attn_output": "attn.wo",
+    "attn_output_norm": "attn_norm", "ffn_up": "ffn.w_up", "ffn_down": "ffn.w_down",
+    "layer_output_norm": "ffn_norm",
+}
 _GGUF_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _HF_BLOCK = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
 
@@ -50,6 +61,15 @@ def gguf_name(name: str) -> str:
     if m and m[2] in _GGUF_LAYER:
         return f"layers.{m[1]}.{_GGUF_LAYER[m[2]]}.{m[3]}"
     raise UnsupportedModelError(f"unexpected tensor {name!r} in GGUF")
+
+
+def gguf_encoder_name(name: str) -> str:
+    if name in _GGUF_BERT_GLOBAL:
+        return _GGUF_BERT_GLOBAL[name]
+    m = _GGUF_BLOCK.fullmatch(name)
+    if m and m[2] in _GGUF_BERT_LAYER:
+        return f"layers.{m[1]}.{_GGUF_BERT_LAYER[m[2]]}.{m[3]}"
+    raise UnsupportedModelError(f"unexpected tensor {name!r} in a BERT GGUF")
 
 
 def hf_name(name: str, config: ModelConfig) -> str:
