@@ -38,8 +38,7 @@ def _note_hang_guard(error: BaseException | None) -> None:
         error.add_note(HANG_GUARD_NOTE)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_setup(item: pytest.Item):
+def _note_hang_guards(item: pytest.Item):
     try:
         return (yield)
     except BaseException as e:
@@ -47,13 +46,8 @@ def pytest_runtest_setup(item: pytest.Item):
         raise
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item):
-    try:
-        return (yield)
-    except BaseException as e:
-        _note_hang_guard(e)
-        raise
+# the same wrapper around a test's set-up (fixtures: servers starting) and its call
+pytest_runtest_setup = pytest_runtest_call = pytest.hookimpl(wrapper=True)(_note_hang_guards)
 
 
 CACHE = Path(os.environ.get("OLLAMAPY_CACHE", Path.home() / ".cache" / "ollamapy"))

@@ -54,22 +54,21 @@ _HF_BLOCK = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
 INTERLEAVED_QK_ARCHS = frozenset({"llama"})
 
 
-def gguf_name(name: str) -> str:
-    if name in _GGUF_GLOBAL:
-        return _GGUF_GLOBAL[name]
+def _gguf_rename(name: str, top: dict[str, str], layer: dict[str, str], what: str) -> str:
+    if name in top:
+        return top[name]
     m = _GGUF_BLOCK.fullmatch(name)
-    if m and m[2] in _GGUF_LAYER:
-        return f"layers.{m[1]}.{_GGUF_LAYER[m[2]]}.{m[3]}"
-    raise UnsupportedModelError(f"unexpected tensor {name!r} in GGUF")
+    if m and m[2] in layer:
+        return f"layers.{m[1]}.{layer[m[2]]}.{m[3]}"
+    raise UnsupportedModelError(f"unexpected tensor {name!r} in {what}")
+
+
+def gguf_name(name: str) -> str:
+    return _gguf_rename(name, _GGUF_GLOBAL, _GGUF_LAYER, "GGUF")
 
 
 def gguf_encoder_name(name: str) -> str:
-    if name in _GGUF_BERT_GLOBAL:
-        return _GGUF_BERT_GLOBAL[name]
-    m = _GGUF_BLOCK.fullmatch(name)
-    if m and m[2] in _GGUF_BERT_LAYER:
-        return f"layers.{m[1]}.{_GGUF_BERT_LAYER[m[2]]}.{m[3]}"
-    raise UnsupportedModelError(f"unexpected tensor {name!r} in a BERT GGUF")
+    return _gguf_rename(name, _GGUF_BERT_GLOBAL, _GGUF_BERT_LAYER, "a BERT GGUF")
 
 
 def hf_name(name: str, config: ModelConfig) -> str:
