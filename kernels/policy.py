@@ -7,7 +7,9 @@ English text and 4 chat prompts, against the float32 reference engine):
     Q4_0, Q4_1, Q4_K            int4 g32, repacked code for code (lossless but for the bf16
                                 rounding of scale and zero: weight error 1.9–2.0e-3, the
                                 same order as rounding the weights to bf16, 1.3–1.7e-3)
-    every other quantized type  int8, one scale per row (weight error 0.8–1.9e-2)
+    every other quantized type  int8, one scale per row (weight error 0.8–1.9e-2; IQ4_NL,
+                                IQ4_XS and MXFP4 too, by the same reasoning, unmeasured: no
+                                model at hand stores them)
     F16, BF16, F32              bf16 (the file chose precision; `Policy(default="int8")`
                                 trades it for 2x speed)
     tied output head            int8 from the embedding's bytes
@@ -70,6 +72,8 @@ class Policy:
         "Q4_0": "int4", "Q4_1": "int4", "Q4_K": "int4",
         "Q5_0": "int8", "Q5_1": "int8", "Q5_K": "int8", "Q6_K": "int8", "Q8_0": "int8",
         "Q2_K": "int8", "Q3_K": "int8",  # 16-weight sub-blocks: not int4 groups of 32
+        # 4-bit codes, but of non-uniform levels (IQ4) or E2M1 floats (MXFP4): not affine
+        "IQ4_NL": "int8", "IQ4_XS": "int8", "MXFP4": "int8",
     }))
     default: Target = "bf16"
     head: Target = "int8"

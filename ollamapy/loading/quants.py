@@ -16,8 +16,15 @@ Block layouts (bytes, in order; `d`, `m`, `dmin` are fp16; source: ggml-common.h
     Q4_K  d, dmin, scales[12], qs[128]   w = (d * sc) * q - dmin * mn, 8 sub-blocks of 32
     Q5_K  d, dmin, scales[12], qh[32], qs[128]      as Q4_K with a fifth bit
     Q6_K  ql[128], qh[64], scales[16] (int8), d     w = (d * sc) * (q - 32)
-In the 32-weight blocks, byte j of qs holds weight j in its low nibble and weight j + 16 in
-its high nibble.
+    IQ4_NL d, qs[16]                     w = d * kv[q]              q: 4 bit, kv: kvalues_iq4nl
+    IQ4_XS d, scales_h, scales_l[4], qs[128]        w = (d * (sc - 32)) * kv[q], 8 sub-blocks of 32
+    MXFP4 e, qs[16]                      w = 2^(e - 128) * kvalues_mxfp4[q]   e: E8M0 (uint8)
+kvalues_iq4nl is a 16-entry int8 table of non-uniform levels; kvalues_mxfp4 holds the FP4 E2M1
+values doubled (0, 1, 2, 3, 4, 6, 8, 12 and negatives), so the block scale 2^(e - 127) enters
+halved. IQ4_XS's six-bit sc of sub-block i: low 4 bits from scales_l (two per byte, low
+nibble first), high 2 bits from bits 2i, 2i + 1 of the little-endian uint16 scales_h.
+In the 32-weight blocks (and each 32-weight sub-block of IQ4_XS, 16 bytes of qs), byte j of
+qs holds weight j in its low nibble and weight j + 16 in its high nibble.
 
 `q4_groups` returns the 4-bit codes of Q4_0 / Q4_1 / Q4_K with their per-32-weight affine
 instead of floats, for kernels that keep those weights 4-bit (`ollamapy_kernels`).
@@ -161,6 +168,46 @@ def _q6_k(b: torch.Tensor) -> torch.Tensor:
     return (dl * q).reshape(n, 256)
 
 
+# the 4-bit code → value tables: kvalues_iq4nl and kvalues_mxfp4 of ggml-common.h (gguf-py:
+# IQ4_NL.kvalues, MXFP4.kvalues); small integers, so exact in float32
+_KVALUES_IQ4NL = torch.tensor([-127, -104, -83, -65, -49, -35, -22, -10,
+                               1, 13, 25, 38, 53, 69, 89, 113], dtype=torch.float32)
+_KVALUES_MXFP4 = torch.tensor([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12],
+                              dtype=torch.float32)
+
+
+def _iq4_nl(b: torch.Tensor) -> torch.Tensor:
+    d, qs = _split(b, 2, 16)
+    return _f16(d) * _KVALUES_IQ4NL[_nibbles(qs).long()]  # (n, 1) * (n, 32)
+
+
+def _iq4_xs(b: torch.Tensor) -> torch.Tensor:
+    n = b.shape[0]
+    d, scales_h, scales_l, qs = _split(b, 2, 2, 4, 128)
+    # 8 six-bit scales: byte i of scales_l holds the low 4 bits of sub-blocks 2i (low nibble)
+    # and 2i + 1; the little-endian uint16 scales_h holds the high 2 bits of sub-block i at 2i
+    low = _fields(scales_l.reshape(n, 4, 1), _NIBBLE_SHIFTS, 0x0F).reshape(n, 8)
+    high = _fields(scales_h.reshape(n, 2, 1), _CRUMB_SHIFTS, 0x03).reshape(n, 8)
+    sc = ((low | (high << 4)).to(torch.int8) - 32).float()
+    dl = (_f16(d) * sc).view(n, 8, 1)  # per 32-weight sub-block
+    q = _fields(qs.reshape(n, 8, 16), _NIBBLE_SHIFTS, 0x0F).reshape(n, 8, 32)
+    return (dl * _KVALUES_IQ4NL[q.long()]).reshape(n, 256)
+
+
+def _e8m0_half(e: torch.Tensor) -> torch.Tensor:
+    """(n, 1) E8M0 bytes → (n, 1) float32 2^(e - 128), built from its bits as ggml's
+    ggml_e8m0_to_fp32_half (and gguf-py) do: e = 0 and 1 give the subnormals 2^-128 and
+    2^-127, e = 255 gives 2^127 (no NaN)."""
+    e = e.to(torch.int32)
+    bits = torch.where(e < 2, torch.full_like(e, 0x00200000) << e, (e - 1) << 23)
+    return bits.view(torch.float32)
+
+
+def _mxfp4(b: torch.Tensor) -> torch.Tensor:
+    e, qs = _split(b, 1, 16)
+    return _e8m0_half(e) * _KVALUES_MXFP4[_nibbles(qs).long()]  # (n, 1) * (n, 32)
+
+
 def _plain(dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
     def convert(b: torch.Tensor) -> torch.Tensor:
         return b.contiguous().view(dtype).float()  # (n, itemsize) → (n, 1)
@@ -172,6 +219,7 @@ DEQUANTIZE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "F32": _plain(torch.float32), "F16": _plain(torch.float16), "BF16": _plain(torch.bfloat16),
     "Q4_0": _q4_0, "Q4_1": _q4_1, "Q5_0": _q5_0, "Q5_1": _q5_1, "Q8_0": _q8_0,
     "Q2_K": _q2_k, "Q3_K": _q3_k, "Q4_K": _q4_k, "Q5_K": _q5_k, "Q6_K": _q6_k,
+    "IQ4_NL": _iq4_nl, "IQ4_XS": _iq4_xs, "MXFP4": _mxfp4,
 }
 
 _CHUNK_BLOCKS = 1 << 15  # bounds the temporaries of one step to a few MB

@@ -8,13 +8,15 @@ from ollamapy.loading.ggml_types import GGML_TYPE_IDS, GGML_TYPES
 
 # byte offsets of the fp16 scale fields inside one block (ggml-common.h)
 FP16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
-               "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}
+               "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
+               "IQ4_NL": [0], "IQ4_XS": [0], "MXFP4": []}
 BF16_EPS = 2.0**-8  # bf16 keeps 8 significant bits: rounding to nearest is within 2^-8 relative
 
 
 def random_gguf(type_name: str, shape: tuple[int, int], seed: int = 0) -> torch.Tensor:
     """Random bytes of an (N, K) weight of a block type, with small, finite fp16 scales
-    (exponent ≤ 2^-3, like real weights) → (nbytes,) uint8. Float types get N(0, 0.02)."""
+    (exponent ≤ 2^-3, like real weights; MXFP4: E8M0 scales 2^-13..2^-7, largest weight
+    0.09) → (nbytes,) uint8. Float types get N(0, 0.02)."""
     g = torch.Generator().manual_seed(seed)
     n, k = shape
     if type_name in ("F32", "F16", "BF16"):
@@ -31,6 +33,8 @@ def random_gguf(type_name: str, shape: tuple[int, int], seed: int = 0) -> torch.
         if type_name in ("Q4_1", "Q5_1") and offset == 2:
             scale = -scale * 8  # m, the block minimum: negative
         blocks[:, offset:offset + 2] = scale.view(torch.uint8).view(-1, 2)
+    if type_name == "MXFP4":  # byte 0: e, the half scale 2^(e - 128)
+        blocks[:, 0] = torch.randint(115, 122, (blocks.shape[0],), generator=g)
     return blocks.reshape(-1)
 
 

@@ -11,7 +11,8 @@ from tests.conftest import model_path
 from tests.kernels.helpers import random_gguf
 
 
-@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_K", "Q6_K", "Q5_0", "F16", "F32"])
+@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_K", "Q6_K", "Q5_0", "F16", "F32", "IQ4_NL",
+                                       "IQ4_XS", "MXFP4"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_random_tables(type_name: str, dtype: torch.dtype) -> None:
     shape = (300, 512)

@@ -10,11 +10,14 @@ from ollamapy.loading.quants import dequantize
 from ollamapy_kernels.dense_linear import DenseLinear, DenseLinearReference
 from ollamapy_kernels.gguf_rows import rows_from_gguf
 from ollamapy_kernels.int8_linear import Int8Linear, Int8LinearReference
+from ollamapy_kernels.policy import gguf_rows, pack
 from ollamapy_kernels.requantize import to_bf16, to_int8
 from ollamapy_kernels.rows import Int8Rows
-from tests.kernels.helpers import linear_bound, random_gguf
+from tests.kernels.helpers import BF16_EPS, linear_bound, random_gguf
 
-REQUANTIZED = ["Q5_0", "Q5_1", "Q8_0", "Q6_K", "F16", "BF16", "F32"]
+REQUANTIZED = ["Q5_0", "Q5_1", "Q8_0", "Q6_K", "F16", "BF16", "F32", "IQ4_NL", "IQ4_XS",
+               "MXFP4"]
+SUPER_BLOCK = {"Q6_K", "IQ4_XS"}  # 256-weight blocks: K a multiple of 256
 
 
 def test_int8_op_is_codes_times_row_scale() -> None:
@@ -34,7 +37,7 @@ def test_int8_op_is_codes_times_row_scale() -> None:
 @pytest.mark.parametrize("m", [1, 4, 7])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_int8_kernel_matches_reference(type_name: str, m: int, dtype: torch.dtype) -> None:
-    shape = (96, 512) if type_name == "Q6_K" else (100, 576)
+    shape = (96, 512) if type_name in SUPER_BLOCK else (100, 576)
     rows = rows_from_gguf(random_gguf(type_name, shape, seed=m), type_name, shape, "int8")
     assert isinstance(rows, Int8Rows)
     layer, ref = Int8Linear(rows), Int8LinearReference(rows)
@@ -43,6 +46,25 @@ def test_int8_kernel_matches_reference(type_name: str, m: int, dtype: torch.dtyp
     assert y.dtype == dtype and y.shape == (m, shape[0])
     bound = linear_bound(x, ref.weight, y_ref, input_rounded=dtype == torch.bfloat16)
     assert ((y.float() - y_ref).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("type_name", ["IQ4_NL", "IQ4_XS", "MXFP4"])
+def test_iq4_and_mxfp4_weights_take_the_int8_path(type_name: str) -> None:
+    """The default policy's rows of these types (dequantized, then int8 per row) multiply
+    like the file's exact float weights, within the kernel's rounding plus one int8 step per
+    weight (`test_int8_requantization_is_within_one_step_per_row`)."""
+    shape = (64, 512)
+    raw = random_gguf(type_name, shape, seed=7)
+    rows = gguf_rows(raw, type_name, shape)
+    assert isinstance(rows, Int8Rows)
+    layer = pack(rows)
+    assert isinstance(layer, Int8Linear)
+    exact = dequantize(raw, type_name, shape)  # (N, K) float32, bit-exact to gguf-py
+    x = torch.randn(3, shape[1]).to(torch.bfloat16)
+    y, y_exact = layer(x), F.linear(x.float(), exact)
+    step = x.float().abs().sum(-1, keepdim=True) * rows.scales.float()  # (M, N)
+    bound = linear_bound(x, exact, y_exact, input_rounded=True) + step * (1 + 2 * BF16_EPS)
+    assert ((y.float() - y_exact).abs() <= bound).all()
 
 
 def test_int8_requantization_is_within_one_step_per_row() -> None:

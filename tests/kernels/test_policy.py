@@ -22,7 +22,8 @@ from tests.kernels.helpers import random_gguf
 
 EXPECTED = {"Q4_0": Int4Linear, "Q4_1": Int4Linear, "Q4_K": Int4Linear, "Q5_0": Int8Linear,
             "Q5_1": Int8Linear, "Q6_K": Int8Linear, "Q8_0": Int8Linear, "F16": DenseLinear,
-            "BF16": DenseLinear, "F32": DenseLinear}
+            "BF16": DenseLinear, "F32": DenseLinear, "IQ4_NL": Int8Linear, "IQ4_XS": Int8Linear,
+            "MXFP4": Int8Linear}
 
 
 @pytest.mark.parametrize(("type_name", "layer_type"), EXPECTED.items())

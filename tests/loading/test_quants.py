@@ -15,9 +15,15 @@ from ollamapy.loading.gguf import read_gguf
 from ollamapy.loading.quants import DEQUANTIZE, dequantize
 from tests.conftest import model_path
 
-# byte offsets of the fp16 scale fields inside one block (ggml-common.h)
+# byte offsets of the fp16 scale fields inside one block (ggml-common.h); MXFP4's scale is
+# one E8M0 byte (offset 0), and every one of its 256 values is a finite scale
 FP16_FIELDS = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
-               "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208]}
+               "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
+               "IQ4_NL": [0], "IQ4_XS": [0], "MXFP4": []}
+# fp16 scale bits: +0, -0, the smallest subnormal and its negative, the largest finite, -1,
+# +inf, -inf (inf * a zero level, as in IQ4_XS's sc = 32, makes NaN)
+EDGE_FP16 = np.array([0x0000, 0x8000, 0x0001, 0x8001, 0x7BFF, 0xBC00, 0x7C00, 0xFC00],
+                     dtype=np.uint16)
 
 
 def random_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
@@ -36,6 +42,14 @@ def random_blocks(name: str, n_blocks: int, seed: int) -> np.ndarray:
     return blocks
 
 
+def reference(blocks: np.ndarray, name: str) -> np.ndarray:
+    """gguf-py's float32 values, (n_blocks, block_size); its overflow to inf (MXFP4's
+    largest exponents) and inf * 0 are the defined results here, not warnings."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        values = quants.dequantize(blocks, Q[name])
+    return values.reshape(blocks.shape[0], -1).astype(np.float32)
+
+
 def ours(blocks: np.ndarray, name: str) -> np.ndarray:
     t = GGML_TYPES[GGML_TYPE_IDS[name]]
     raw = torch.from_numpy(blocks.reshape(-1).copy())
@@ -46,10 +60,32 @@ def ours(blocks: np.ndarray, name: str) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_blocks_are_bit_exact(name: str, seed: int) -> None:
     blocks = random_blocks(name, 97, seed)  # not a multiple of anything in particular
-    expected = quants.dequantize(blocks, Q[name]).reshape(blocks.shape[0], -1)
+    expected = reference(blocks, name)
     got = ours(blocks, name)
     assert got.dtype == np.float32 and got.shape == expected.shape
-    assert np.array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+@pytest.mark.parametrize("name", ["IQ4_NL", "IQ4_XS", "MXFP4"])
+def test_edge_scales_are_bit_exact(name: str) -> None:
+    """IQ4_NL / IQ4_XS: signed zeros, subnormal, largest and infinite fp16 scales (signed
+    zeros and NaN bits count). MXFP4: all 256 E8M0 bytes, which the reference maps to
+    2^(e - 128) from bits: 0 and 1 to the subnormals 2^-128 and 2^-127, 255 to 2^127 (not
+    NaN, as the OCP spec has it), whose products overflow to inf."""
+    blocks = random_blocks(name, 256, seed=4)
+    if name == "MXFP4":
+        blocks[:, 0] = np.arange(256, dtype=np.uint8)
+    else:
+        blocks[:, 0:2] = np.resize(EDGE_FP16, 256).view(np.uint8).reshape(256, 2)
+    expected, got = reference(blocks, name), ours(blocks, name)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    if name == "MXFP4":  # subnormal scales are not flushed to zero; e = 255 overflows
+        assert (got[0] != 0).any() and (np.abs(got[:2]) <= 12 * 2.0**-127).all()
+        assert np.isinf(got[255]).any()
+    else:  # d = -0 gives zeros of both signs, d = inf no finite weight
+        zeros = got[1::8]
+        assert (zeros == 0).all() and np.signbit(zeros).any() and not np.signbit(zeros).all()
+        assert not np.isfinite(got[6::8]).any()
 
 
 def test_quantized_then_dequantized_values_round_trip() -> None:
@@ -64,6 +100,20 @@ def test_quantized_then_dequantized_values_round_trip() -> None:
         # type, whose step is at most a block's largest magnitude / 8
         err = np.abs(got - x).reshape(-1, 32).max(axis=1)
         assert (err <= np.abs(x).reshape(-1, 32).max(axis=1) / 8 * 1.0001).all(), name
+
+
+def test_mxfp4_quantized_then_dequantized_values_round_trip() -> None:
+    """gguf-py quantizes MXFP4 (not IQ4_NL / IQ4_XS): the same bits back, and within a
+    quarter of each block's largest magnitude (the scale is 2^(floor(log2 max) - 3), so the
+    top levels 8, 12 (x scale) sit 4 scales apart and max < 16 scales)."""
+    x = np.random.default_rng(6).standard_normal((8, 256)).astype(np.float32)
+    x[0, :32] = 0.0  # an all-zero block: e = 0, the subnormal scale
+    packed = quants.quantize(x, Q.MXFP4)
+    expected = quants.dequantize(packed, Q.MXFP4)
+    got = dequantize(torch.from_numpy(packed.reshape(-1).copy()), "MXFP4", x.shape).numpy()
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+    err = np.abs(got - x).reshape(-1, 32).max(axis=1)
+    assert (err <= np.abs(x).reshape(-1, 32).max(axis=1) / 4).all()
 
 
 def test_type_table_agrees_with_gguf_py() -> None:
