@@ -1,10 +1,16 @@
-"""BERT as a sentence encoder (all-minilm): token ids → hidden states → one vector per text.
+"""BERT as a sentence encoder (all-minilm, nomic-embed-text): token ids → hidden states → one
+vector per text.
 
 Post-norm BERT (Devlin et al., 2018): embeddings (word + position + token type, LayerNorm),
 then n_layers × [x = LN(x + Attention(x)); x = LN(x + FFN(x))] with bidirectional attention
 that only masks padding. A sentence embedding pools the last hidden states (mean over the
 real tokens, the [CLS] state, or the last token's) and, like Ollama's /api/embed,
 L2-normalises the result.
+
+nomic-bert (nomic-embed-text, Nussbaum et al., 2024) is the same post-norm encoder with three
+config switches: rotary positions on q and k instead of a position table (`rope_base`, the
+rotate-half layout), a SwiGLU feed-forward (`gated_ffn`), and no biases in the linear layers
+(`bias`). Its checkpoints fuse q, k and v into one projection; `build_encoder` splits it.
 
 This file owns the encoder's config, the module, batching (truncate, pad, mask) and the map
 from Hugging Face tensor names to ours (`ollamapy.loading.weights` maps a GGUF's). Like the
@@ -15,7 +21,7 @@ decoder it never tokenizes or reads files: `from_hf` takes tensors already read 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -24,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ollamapy.engine.ops import Linear
+from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 if TYPE_CHECKING:  # only for the annotation: the engine does not import the loader at runtime
     from ollamapy.loading.safetensors import HFFolder
@@ -41,9 +48,12 @@ class EncoderConfig:
     n_heads: int
     ffn_dim: int
     vocab_size: int
-    max_positions: int  # rows of the learned position table
+    max_positions: int  # the longest input: rows of the learned position table, if any
     type_vocab_size: int  # rows of the token-type ("segment") table; we always use type 0
     norm_eps: float
+    rope_base: float | None = None  # rotary positions with this base; None: a position table
+    gated_ffn: bool = False  # w_down(SiLU(w_gate(x)) * w_up(x)), else w_down(GELU(w_up(x)))
+    bias: bool = True  # the linear layers have biases
     pooling: Pooling = "mean"
     normalize: bool = True  # L2-normalise pooled embeddings
     max_tokens: int = 512  # longer inputs are truncated to this many ids, [CLS] … [SEP] kept
@@ -61,14 +71,22 @@ class EncoderConfig:
         *,
         modules: Sequence[Mapping[str, Any]] | None = None,
     ) -> EncoderConfig:
-        """From config.json, sentence-transformers' Pooling config, sentence_bert_config.json
-        and modules.json (the sentence-transformers pipeline), each optional but the first."""
-        if config.get("hidden_act", "gelu") != "gelu":
-            raise ValueError(f"unsupported BERT activation {config['hidden_act']!r}")
+        """From config.json (`bert` or `nomic_bert`), sentence-transformers' Pooling config,
+        sentence_bert_config.json and modules.json (the sentence-transformers pipeline), each
+        optional but the first."""
+        config = _nomic_ai_config(config)
+        nomic = config.get("model_type") == "nomic_bert"
+        act = "silu" if nomic else "gelu"  # nomic: the SiLU of SwiGLU's gate
+        if config.get("hidden_act", act) != act:
+            raise ValueError(f"unsupported {'nomic-bert' if nomic else 'BERT'} activation "
+                             f"{config['hidden_act']!r}")
         if config.get("position_embedding_type", "absolute") != "absolute":
             raise ValueError(
                 f"unsupported position embedding {config['position_embedding_type']!r}"
             )
+        rope = config.get("rope_parameters") or {}
+        if rope.get("rope_type", "default") != "default":
+            raise ValueError(f"unsupported RoPE scaling {rope['rope_type']!r}")
         max_positions = config["max_position_embeddings"]
         max_tokens = (sentence_config or {}).get("max_seq_length") or max_positions
         return cls(
@@ -80,10 +98,35 @@ class EncoderConfig:
             max_positions=max_positions,
             type_vocab_size=config.get("type_vocab_size", 2),
             norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+            # transformers' NomicBertConfig defaults its RoPE base to 1000
+            rope_base=float(rope.get("rope_theta", 1000.0)) if nomic else None,
+            gated_ffn=nomic,
+            bias=not nomic,
             pooling=_pooling(pooling_config),
             normalize=_normalize(modules),
             max_tokens=min(int(max_tokens), max_positions),
         )
+
+
+# nomic-ai's remote-code config.json (nomic-embed-text's own repository) in the names that
+# transformers' NomicBertConfig uses; max_trained_positions is the context llama.cpp keeps
+_NOMIC_AI_KEYS = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers",
+                  "n_head": "num_attention_heads", "n_inner": "intermediate_size",
+                  "layer_norm_epsilon": "layer_norm_eps",
+                  "max_trained_positions": "max_position_embeddings"}
+
+
+def _nomic_ai_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "n_embd" not in config:
+        return config
+    if (config.get("activation_function") != "swiglu" or config.get("prenorm")
+            or config.get("rotary_emb_interleaved")
+            or config.get("rotary_emb_fraction", 1.0) != 1.0):
+        raise ValueError("unsupported nomic-bert variant: only post-norm SwiGLU with full, "
+                         "rotate-half RoPE (nomic-embed-text v1, v1.5) is")
+    renamed = {theirs: config[ours] for ours, theirs in _NOMIC_AI_KEYS.items() if ours in config}
+    rope = {"rope_type": "default", "rope_theta": config.get("rotary_emb_base", 1000.0)}
+    return {**config, **renamed, "hidden_act": "silu", "rope_parameters": rope}
 
 
 def _pooling(pooling_config: Mapping[str, Any] | None) -> Pooling:
@@ -113,32 +156,41 @@ class SelfAttention(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.n_heads, self.head_dim = config.n_heads, config.head_dim
-        self.wq = Linear(config.dim, config.dim, bias=True)
-        self.wk = Linear(config.dim, config.dim, bias=True)
-        self.wv = Linear(config.dim, config.dim, bias=True)
-        self.wo = Linear(config.dim, config.dim, bias=True)
+        self.wq = Linear(config.dim, config.dim, bias=config.bias)
+        self.wk = Linear(config.dim, config.dim, bias=config.bias)
+        self.wv = Linear(config.dim, config.dim, bias=config.bias)
+        self.wo = Linear(config.dim, config.dim, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """x (B, T, dim), key_mask (B, 1, 1, T) bool, True for real tokens → (B, T, dim)."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, T, dim), key_mask (B, 1, 1, T) bool, True for real tokens, rope the (T, head_dim)
+        cos and sin tables or None → (B, T, dim)."""
         B, T, D = x.shape
         # (B, T, dim) → (B, T, n_heads, head_dim) → (B, n_heads, T, head_dim)
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         v = self.wv(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # scale 1/√head_dim
         out = out.transpose(1, 2).reshape(B, T, D)  # (B, n_heads, T, hd) → (B, T, dim)
         return self.wo(out)
 
 
 class FeedForward(nn.Module):
-    """w_down(GELU(w_up(x))), with the exact erf GELU BERT was trained with."""
+    """w_down(GELU(w_up(x))), with the exact erf GELU BERT was trained with; or, gated,
+    SwiGLU: w_down(SiLU(w_gate(x)) * w_up(x))."""
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        self.w_up = Linear(config.dim, config.ffn_dim, bias=True)
-        self.w_down = Linear(config.ffn_dim, config.dim, bias=True)
+        self.w_gate = (Linear(config.dim, config.ffn_dim, bias=config.bias)
+                       if config.gated_ffn else None)
+        self.w_up = Linear(config.dim, config.ffn_dim, bias=config.bias)
+        self.w_down = Linear(config.ffn_dim, config.dim, bias=config.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w_gate is not None:  # (B, T, ffn_dim) gate and value
+            return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
         return self.w_down(F.gelu(self.w_up(x), approximate="none"))
 
 
@@ -152,8 +204,9 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        x = self.attn_norm(x + self.attn(x, key_mask))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor,
+                rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        x = self.attn_norm(x + self.attn(x, key_mask, rope))
         return self.ffn_norm(x + self.ffn(x))
 
 
@@ -162,7 +215,8 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.tok_embeddings = nn.Embedding(config.vocab_size, config.dim)
-        self.pos_embeddings = nn.Embedding(config.max_positions, config.dim)
+        self.pos_embeddings = (nn.Embedding(config.max_positions, config.dim)
+                               if config.rope_base is None else None)
         self.type_embeddings = nn.Embedding(config.type_vocab_size, config.dim)
         self.embed_norm = nn.LayerNorm(config.dim, eps=config.norm_eps)
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.n_layers))
@@ -176,15 +230,18 @@ class BertEncoder(nn.Module):
             raise ValueError(f"{ids.shape[1]} tokens exceed {self.config.max_positions} positions")
         B, T = ids.shape
         positions = torch.arange(T, device=ids.device)  # (T,), every row starts at 0
-        x = (
-            self.tok_embeddings(ids)  # (B, T, dim)
-            + self.pos_embeddings(positions)  # (T, dim), broadcast over B
-            + self.type_embeddings(torch.zeros_like(ids))  # one segment: type 0 everywhere
-        )
+        x = self.tok_embeddings(ids)  # (B, T, dim)
+        if self.pos_embeddings is not None:  # a learned table (BERT)
+            x = x + self.pos_embeddings(positions)  # (T, dim), broadcast over B
+        x = x + self.type_embeddings(torch.zeros_like(ids))  # one segment: type 0 everywhere
         x = self.embed_norm(x)
+        rope = None
+        if self.config.rope_base is not None:  # rotary (nomic-bert): q and k turn in each layer
+            inv_freq = rope_frequencies(self.config.head_dim, self.config.rope_base, ids.device)
+            rope = rope_cos_sin(positions, inv_freq)  # (T, head_dim) cos and sin
         key_mask = mask.view(B, 1, 1, T)  # broadcast over heads and query positions
         for layer in self.layers:
-            x = layer(x, key_mask)
+            x = layer(x, key_mask, rope)
         return x
 
     @torch.inference_mode()
@@ -273,6 +330,9 @@ _HF_GLOBAL = {
     "embeddings.token_type_embeddings.weight": "type_embeddings.weight",
     "embeddings.LayerNorm.weight": "embed_norm.weight",
     "embeddings.LayerNorm.bias": "embed_norm.bias",
+    # nomic-bert, as nomic-ai's checkpoints name it (and transformers' save_pretrained writes it)
+    "emb_ln.weight": "embed_norm.weight",
+    "emb_ln.bias": "embed_norm.bias",
 }
 _HF_LAYER = {
     "attention.self.query": "attn.wq",
@@ -283,8 +343,16 @@ _HF_LAYER = {
     "intermediate.dense": "ffn.w_up",
     "output.dense": "ffn.w_down",
     "output.LayerNorm": "ffn_norm",
+    # nomic-bert; `encoder.layers`, not `encoder.layer`
+    "attn.Wqkv": "attn.wqkv",  # q, k and v stacked: split by build_encoder
+    "attn.out_proj": "attn.wo",
+    "norm1": "attn_norm",
+    "mlp.fc11": "ffn.w_up",
+    "mlp.fc12": "ffn.w_gate",
+    "mlp.fc2": "ffn.w_down",
+    "norm2": "ffn_norm",
 }
-_HF_BLOCK = re.compile(r"encoder\.layer\.(\d+)\.([\w.]+)\.(weight|bias)")
+_HF_BLOCK = re.compile(r"encoder\.layers?\.(\d+)\.([\w.]+)\.(weight|bias)")
 # Saved by BertModel but unused by a sentence encoder: the position_ids buffer (we build
 # positions ourselves), the pooler (a tanh head for next-sentence prediction; sentence
 # pooling reads the hidden states) and pretraining heads.
@@ -292,7 +360,8 @@ _HF_UNUSED = re.compile(r"embeddings\.position_ids|pooler\..*|cls\..*")
 
 
 def bert_name(hf_name: str) -> str | None:
-    """Our parameter name for a Hugging Face BERT tensor, None for tensors we do not use."""
+    """Our parameter name for a Hugging Face BERT or nomic-bert tensor, None for tensors we do
+    not use."""
     name = hf_name.removeprefix("bert.")  # BertFor* task models nest the encoder here
     if name in _HF_GLOBAL:
         return _HF_GLOBAL[name]
@@ -310,7 +379,7 @@ def build_encoder(config: EncoderConfig, tensors: Iterable[tuple[str, torch.Tens
     converted and assigned in turn, so the weights are allocated once, on their device."""
     with torch.device("meta"):
         model = BertEncoder(config)
-    state = {name: tensor.to(device=device, dtype=dtype) for name, tensor in tensors}
+    state = {name: tensor.to(device=device, dtype=dtype) for name, tensor in _split_qkv(tensors)}
     expected = set(model.state_dict())
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
@@ -320,3 +389,14 @@ def build_encoder(config: EncoderConfig, tensors: Iterable[tuple[str, torch.Tens
         )
     model.load_state_dict(state, assign=True, strict=True)
     return model.eval()
+
+
+def _split_qkv(tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """nomic-bert's fused projection `attn.wqkv` (3 * dim, dim), rows q then k then v → our
+    `attn.wq`, `attn.wk`, `attn.wv` (dim, dim) each; other tensors pass as they are."""
+    for name, tensor in tensors:
+        if ".attn.wqkv." not in name:
+            yield name, tensor
+            continue
+        for part, rows in zip(("wq", "wk", "wv"), tensor.chunk(3, dim=0), strict=True):
+            yield name.replace(".wqkv.", f".{part}."), rows

@@ -1,4 +1,4 @@
-"""GGUF metadata → ModelConfig (decoders) or EncoderConfig (`bert` sentence encoders).
+"""GGUF metadata → ModelConfig (decoders) or EncoderConfig (`bert`, `nomic-bert` encoders).
 
 Every number comes from the file's `<arch>.*` keys. The few facts that llama.cpp hard-codes
 per architecture instead of storing them (gemma3's local RoPE base and sliding-layer pattern,
@@ -16,7 +16,7 @@ from ollamapy.engine.bert import EncoderConfig, Pooling
 from ollamapy.engine.config import ModelConfig
 
 SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
-ENCODER_ARCHS = ("bert",)
+ENCODER_ARCHS = ("bert", "nomic-bert")
 
 # `<arch>.pooling_type`, llama.cpp's enum: 0 none, 1 mean, 2 cls, 3 last, 4 rank
 POOLING_TYPES: dict[int, Pooling] = {1: "mean", 2: "cls", 3: "last"}
@@ -127,6 +127,8 @@ def encoder_config_from_gguf(meta: Mapping[str, Any]) -> EncoderConfig:
                                     "(mean, cls and last are)")
     tokens = meta.get("tokenizer.ggml.tokens")
     context = _int(meta, p + "context_length", 512)
+    # llama.cpp's LLM_ARCH_NOMIC_BERT: rotate-half RoPE, SwiGLU, no biases; BERT's otherwise
+    nomic = arch == "nomic-bert"
     return EncoderConfig(
         dim=_int(meta, p + "embedding_length"),
         n_layers=_int(meta, p + "block_count"),
@@ -136,6 +138,9 @@ def encoder_config_from_gguf(meta: Mapping[str, Any]) -> EncoderConfig:
         max_positions=context,
         type_vocab_size=_int(meta, "tokenizer.ggml.token_type_count", 2),
         norm_eps=_float(meta, p + "attention.layer_norm_epsilon", 1e-12),
+        rope_base=_float(meta, p + "rope.freq_base", 10_000.0) if nomic else None,
+        gated_ffn=nomic,
+        bias=not nomic,
         pooling=POOLING_TYPES[pooling_type],
         normalize=True,  # /api/embed returns unit vectors, as Ollama's does
         max_tokens=context,

@@ -1,8 +1,8 @@
 """Path on disk → a ready checkpoint: model on its device, tokenizer, chat template, metadata.
 
 A `.gguf` file or a Hugging Face safetensors folder. Decoders (llama, qwen2, qwen3, gemma3)
-become a `Transformer`; BERT (a `bert` GGUF or a folder) becomes a `BertEncoder`. This is the
-only module that knows which reader and which name map go with which format.
+become a `Transformer`; BERT and nomic-bert (a GGUF or a folder) become a `BertEncoder`. This
+is the only module that knows which reader and which name map go with which format.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Chec
         raise UnsupportedModelError(f"{folder.path}: no tokenizer.json")
     tok_config = folder.extra.get("tokenizer_config.json") or {}
     tokenizer = Tokenizer.from_tokenizer_json(folder.tokenizer_json, tok_config)
-    if folder.config.get("model_type") == "bert":
+    if folder.config.get("model_type") in ("bert", "nomic_bert"):
         model = BertEncoder.from_hf(folder, device=device, dtype=dtype)
         return Checkpoint("encoder", model, tokenizer, None, dict(folder.config))
     config = config_from_hf(folder.config)

@@ -36,7 +36,8 @@ _HF_LAYER = {
     "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffn_norm",
     "mlp.gate_proj": "ffn.w_gate", "mlp.up_proj": "ffn.w_up", "mlp.down_proj": "ffn.w_down",
 }
-# BERT (`bert` GGUFs, as llama.cpp's converter writes all-minilm): our BertEncoder's names
+# BERT (`bert` GGUFs, as llama.cpp's converter writes all-minilm; `nomic-bert` adds attn_qkv,
+# split by build_encoder, and ffn_gate): our BertEncoder's names
 _GGUF_BERT_GLOBAL = {
     "token_embd.weight": "tok_embeddings.weight", "position_embd.weight": "pos_embeddings.weight",
     "token_types.weight": "type_embeddings.weight", "token_embd_norm.weight": "embed_norm.weight",
@@ -45,7 +46,7 @@ _GGUF_BERT_GLOBAL = {
 _GGUF_BERT_LAYER = {
     "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv", "attn_output": "attn.wo",
     "attn_output_norm": "attn_norm", "ffn_up": "ffn.w_up", "ffn_down": "ffn.w_down",
-    "layer_output_norm": "ffn_norm",
+    "layer_output_norm": "ffn_norm", "attn_qkv": "attn.wqkv", "ffn_gate": "ffn.w_gate",
 }
 _GGUF_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _HF_BLOCK = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")

@@ -59,24 +59,37 @@ def test_gguf_and_folder_give_the_same_vectors(minilm_gguf: Path) -> None:
     assert F.cosine_similarity(a, b).min().item() >= 0.9999
 
 
-def meta(**overrides) -> dict:
-    base = {"general.architecture": "bert", "bert.embedding_length": 8, "bert.block_count": 1,
-            "bert.attention.head_count": 2, "bert.feed_forward_length": 16,
-            "bert.context_length": 32, "bert.pooling_type": 1, "bert.vocab_size": 10,
-            "bert.attention.layer_norm_epsilon": 1e-12, "tokenizer.ggml.token_type_count": 2}
-    return {**base, **overrides}
+def meta(arch: str = "bert", **overrides) -> dict:
+    """A small encoder's GGUF metadata; overrides name keys without the `<arch>.` prefix."""
+    base = {"embedding_length": 8, "block_count": 1, "attention.head_count": 2,
+            "feed_forward_length": 16, "context_length": 32, "pooling_type": 1,
+            "vocab_size": 10, "attention.layer_norm_epsilon": 1e-12}
+    return {"general.architecture": arch, "tokenizer.ggml.token_type_count": 2,
+            **{f"{arch}.{key}": value for key, value in {**base, **overrides}.items()}}
 
 
+ARCHS = ["bert", "nomic-bert"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("pooling_type,pooling", [(1, "mean"), (2, "cls"), (3, "last")])
-def test_pooling_follows_the_file(pooling_type: int, pooling: str) -> None:
-    config = encoder_config_from_gguf(meta(**{"bert.pooling_type": pooling_type}))
+def test_pooling_follows_the_file(arch: str, pooling_type: int, pooling: str) -> None:
+    config = encoder_config_from_gguf(meta(arch, pooling_type=pooling_type))
     assert (config.pooling, config.max_tokens, config.dim) == (pooling, 32, 8)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("pooling_type", [0, 4, 7])
-def test_pooling_we_do_not_implement_is_refused(pooling_type: int) -> None:
-    with pytest.raises(UnsupportedModelError, match="pooling_type"):
-        encoder_config_from_gguf(meta(**{"bert.pooling_type": pooling_type}))
+def test_pooling_we_do_not_implement_is_refused(arch: str, pooling_type: int) -> None:
+    with pytest.raises(UnsupportedModelError, match=f"{arch}.pooling_type {pooling_type} is"):
+        encoder_config_from_gguf(meta(arch, pooling_type=pooling_type))
+
+
+def test_nomic_bert_is_bert_with_rope_swiglu_and_no_biases() -> None:
+    bert = encoder_config_from_gguf(meta("bert"))
+    nomic = encoder_config_from_gguf(meta("nomic-bert", **{"rope.freq_base": 1000.0}))
+    assert (bert.rope_base, bert.gated_ffn, bert.bias) == (None, False, True)
+    assert (nomic.rope_base, nomic.gated_ffn, nomic.bias) == (1000.0, True, False)
 
 
 def test_last_pooling_takes_each_rows_last_real_token() -> None:
