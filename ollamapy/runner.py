@@ -90,6 +90,7 @@ class Runner:
         if self.is_encoder:
             self.worker = EmbedWorker(spec.name, self.model.embed_ids, max_queue)
         else:
+            self.model.decoder.init_rope(self.num_ctx)  # LongRoPE: the factors for this window
             batch = Batch(self.model.decoder, num_parallel, self.num_ctx,
                           self.base_options.num_batch)
             if compile:

@@ -8,6 +8,7 @@ never imports it.
 from __future__ import annotations
 
 from ollamapy_kernels.embedding import GGUFEmbedding
+from ollamapy_kernels.experts import Int8Experts
 from ollamapy_kernels.policy import (
     DEFAULT_POLICY,
     Policy,
@@ -19,5 +20,5 @@ from ollamapy_kernels.policy import (
 from ollamapy_kernels.requantize import convert_rows
 from ollamapy_kernels.rows import QuantRows, concat_rows
 
-__all__ = ["DEFAULT_POLICY", "GGUFEmbedding", "Policy", "QuantRows", "concat_rows",
-           "convert_rows", "from_dense", "gguf_rows", "pack", "quantize_head"]
+__all__ = ["DEFAULT_POLICY", "GGUFEmbedding", "Int8Experts", "Policy", "QuantRows",
+           "concat_rows", "convert_rows", "from_dense", "gguf_rows", "pack", "quantize_head"]

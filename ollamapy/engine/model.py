@@ -1,6 +1,8 @@
 """The decoder-only transformer, hand-written: RMSNorm → RoPE → Attention → MLP → Block.
 
-One file serves llama, qwen2, qwen3 and gemma3; their differences are `ModelConfig` fields.
+One file serves every decoder family (llama, qwen, gemma, phi3, granite, olmo2, their MoE
+variants); their differences are `ModelConfig` fields. An MoE layer's feed-forward is
+`engine/moe.py`'s.
 The model turns token ids into logits and nothing else: it never samples, tokenizes or reads
 files. The KV cache is run state passed into `forward`.
 """
@@ -8,12 +10,12 @@ files. The KV cache is run state passed into `forward`.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.kv_cache import KVCache
-from ollamapy.engine.ops import Linear, RMSNorm, activation
+from ollamapy.engine.moe import MoEFeedForward
+from ollamapy.engine.ops import Linear, RMSNorm, activation, attend, softcap
 from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 
@@ -34,13 +36,17 @@ class Attention(nn.Module):
         c = config
         self.layer = layer
         self.n_heads, self.n_kv_heads, self.head_dim = c.n_heads, c.n_kv_heads, c.head_dim
-        self.scale = c.scale
+        self.scale, self.softcap = c.scale, c.attn_softcap
         self.wq = Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
         self.wk = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
         self.wv = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
         self.wo = Linear(c.n_heads * c.head_dim, c.dim)
-        self.q_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
-        self.k_norm = RMSNorm(c.head_dim, c.norm_eps) if c.qk_norm else None
+        # q/k norms: over each head (qwen3, gemma3) or over the whole projection (olmo2)
+        self.qk_norm = c.qk_norm
+        q_width, k_width = ((c.head_dim, c.head_dim) if c.qk_norm == "head" else
+                            (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim))
+        self.q_norm = RMSNorm(q_width, c.norm_eps) if c.qk_norm != "none" else None
+        self.k_norm = RMSNorm(k_width, c.norm_eps) if c.qk_norm != "none" else None
         self.wqkv: nn.Module | None = None  # q, k and v in one matmul, set by a fast path
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,19 +62,19 @@ class Attention(nn.Module):
                 ) -> torch.Tensor:
         B, T, _ = x.shape
         q, k, v = self.project(x)
+        if self.qk_norm == "all" and self.q_norm is not None and self.k_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         # (B, T, n_heads * head_dim) → (B, n_heads, T, head_dim)
         q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        if self.q_norm is not None and self.k_norm is not None:
+        if self.qk_norm == "head" and self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             # (B, n_kv_heads, S, head_dim): S, the keys' span, is the mask's last dimension
             k, v = cache.update(self.layer, start_pos, k, v, length=mask.shape[-1])
-        # grouped-query attention: each kv head serves n_heads // n_kv_heads query heads
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
-                                             enable_gqa=self.n_kv_heads != self.n_heads)
+        out = attend(q, k, v, mask, self.scale, self.softcap)  # (B, n_heads, T, head_dim)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.wo(out)
 
@@ -93,28 +99,31 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Pre-norm residual block; gemma3 adds a norm on each branch's output (post_norms)."""
+    """Residual block: x + attn(x), then x + ffn(x), each branch normed at its input (pre),
+    its input and output (sandwich: gemma) or its output only (post: olmo2)."""
 
     def __init__(self, config: ModelConfig, layer: int) -> None:
         super().__init__()
-        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attn = Attention(config, layer)
-        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
-        self.ffn = FeedForward(config)
-        self.post_attn_norm = RMSNorm(config.dim, config.norm_eps) if config.post_norms else None
-        self.post_ffn_norm = RMSNorm(config.dim, config.norm_eps) if config.post_norms else None
+        c = config
+        pre, post = c.norms in ("pre", "sandwich"), c.norms in ("sandwich", "post")
+        self.attn_norm = RMSNorm(c.dim, c.norm_eps) if pre else nn.Identity()
+        self.attn = Attention(c, layer)
+        self.post_attn_norm = RMSNorm(c.dim, c.norm_eps) if post else nn.Identity()
+        self.ffn_norm = RMSNorm(c.dim, c.norm_eps) if pre else nn.Identity()
+        self.ffn = MoEFeedForward(c) if c.n_experts else FeedForward(c)
+        self.post_ffn_norm = RMSNorm(c.dim, c.norm_eps) if post else nn.Identity()
+        self.residual_scale = c.residual_scale
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor, start_pos: int | torch.Tensor, cache: KVCache | None
                 ) -> torch.Tensor:
-        h = self.attn(self.attn_norm(x), cos, sin, mask, start_pos, cache)
-        if self.post_attn_norm is not None:
-            h = self.post_attn_norm(h)
-        x = x + h
-        h = self.ffn(self.ffn_norm(x))
-        if self.post_ffn_norm is not None:
-            h = self.post_ffn_norm(h)
-        return x + h
+        h = self.post_attn_norm(self.attn(self.attn_norm(x), cos, sin, mask, start_pos, cache))
+        x = x + self._scaled(h)
+        h = self.post_ffn_norm(self.ffn(self.ffn_norm(x)))
+        return x + self._scaled(h)
+
+    def _scaled(self, h: torch.Tensor) -> torch.Tensor:
+        return h if self.residual_scale == 1.0 else h * self.residual_scale
 
 
 class Transformer(nn.Module):
@@ -141,10 +150,11 @@ class Transformer(nn.Module):
         weights in other forms."""
         return self.norm.weight.dtype
 
-    def init_rope(self) -> None:
-        """Fill the RoPE tables on the model's device (after weights have been assigned)."""
+    def init_rope(self, context: int = 0) -> None:
+        """Fill the RoPE tables on the model's device (after weights have been assigned), for
+        sequences of up to `context` tokens (LongRoPE picks its factors by it; 0: the short)."""
         c, device = self.config, self.device
-        self.inv_freq = rope_frequencies(c.rope_dim, c.rope_base, device, c.rope_freq_factors)
+        self.inv_freq = rope_frequencies(c.rope_dim, c.rope_base, device, c.rope_factors(context))
         self.inv_freq_local = rope_frequencies(c.rope_dim, c.rope_base_local or c.rope_base,
                                                device)
 
@@ -175,8 +185,11 @@ class Transformer(nn.Module):
                                  "key_positions")
             q_pos = start_pos[:, None] + steps  # (B, T)
             k_pos = key_positions  # (S,)
-        cos, sin = rope_cos_sin(q_pos, self.inv_freq, c.rope_scale)
-        cos_l, sin_l = rope_cos_sin(q_pos, self.inv_freq_local)
+        cos, sin = rope_cos_sin(q_pos, self.inv_freq, c.rope_scale, c.rope_attn_factor)
+        # sliding layers rotate by their own base where the family has one (gemma3), else
+        # as the global layers do (phi3's window keeps its LongRoPE factors)
+        cos_l, sin_l = rope_cos_sin(q_pos, self.inv_freq_local) if c.rope_base_local \
+            else (cos, sin)
         mask_global = attention_mask(q_pos, k_pos, None)  # (T, S)
         mask_local = attention_mask(q_pos, k_pos, c.sliding_window)
         for i, layer in enumerate(self.layers):
@@ -187,4 +200,8 @@ class Transformer(nn.Module):
         if not all_logits:
             x = x[:, -1:, :]
         logits = self.output(self.norm(x)).float()  # (B, T or 1, vocab)
+        if c.logit_scale != 1.0:
+            logits = logits / c.logit_scale
+        if c.final_softcap:
+            logits = softcap(logits, c.final_softcap)
         return logits if all_logits else logits[:, -1, :]

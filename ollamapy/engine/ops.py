@@ -1,4 +1,5 @@
-"""Reference building blocks shared by the decoder: RMSNorm, the linear layer, activations.
+"""Reference building blocks shared by the decoder: RMSNorm, the linear layer, activations,
+soft-capping and attention.
 
 Each op here is the pure-PyTorch reference; `kernels/` may provide accelerated twins with the
 same signature (for example a linear layer whose weight stays quantized in memory), swapped in
@@ -46,3 +47,24 @@ def activation(name: Activation, x: torch.Tensor) -> torch.Tensor:
     if name == "silu":
         return F.silu(x)
     return F.gelu(x, approximate="tanh")
+
+
+def softcap(x: torch.Tensor, cap: float) -> torch.Tensor:
+    """Squash x smoothly into (-cap, cap) (gemma2's attention scores and logits)."""
+    return torch.tanh(x / cap) * cap
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,
+           cap: float = 0.0) -> torch.Tensor:
+    """Grouped-query attention: q (B, H, T, hd), k and v (B, H_kv, S, hd), mask bool (T, S) or
+    (B, 1, T, S), True where a query may see a key → (B, H, T, hd). Each kv head serves
+    H // H_kv query heads. With a soft cap the scores are written out (torch's fused attention
+    cannot cap them); without, torch's fused attention computes the same thing."""
+    if not cap:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                              enable_gqa=k.shape[1] != q.shape[1])
+    groups = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = softcap((q @ k.transpose(-2, -1)).float() * scale, cap)  # (B, H, T, S)
+    scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1).to(v.dtype) @ v

@@ -44,14 +44,17 @@ def llama3_factors(rope_dim: int, base: float, factor: float, low_freq_factor: f
     return tuple(factors)
 
 
-def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0,
+                 attn_factor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables for `positions` (T,) or per row (B, T) → two float32 tensors of
-    shape (T, rope_dim) or (B, T, rope_dim)."""
+    shape (T, rope_dim) or (B, T, rope_dim), both multiplied by attn_factor (LongRoPE's
+    magnitude correction; 1 elsewhere)."""
     # (..., rope_dim // 2)
     angles = (positions.to(torch.float32) / scale).unsqueeze(-1) * inv_freq
     angles = torch.cat((angles, angles), dim=-1)  # (..., rope_dim): both halves share an angle
-    return angles.cos(), angles.sin()
+    if attn_factor == 1.0:
+        return angles.cos(), angles.sin()
+    return angles.cos() * attn_factor, angles.sin() * attn_factor
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """GGUF metadata → ModelConfig (decoders) or EncoderConfig (`bert`, `nomic-bert` encoders).
 
-Every number comes from the file's `<arch>.*` keys. The few facts that llama.cpp hard-codes
-per architecture instead of storing them (gemma3's local RoPE base and sliding-layer pattern,
-its embedding scale and GELU) live in `ARCH_DEFAULTS`, keyed by `general.architecture` — the
-file's own word for its architecture, never a model name.
+Every number comes from the file's `<arch>.*` keys. The facts that llama.cpp hard-codes per
+architecture instead of storing them (gemma's sliding-layer pattern and GELU, …) come from the
+family table (families.py), keyed by `general.architecture`, the file's own word for its
+architecture, never a model name.
 """
 
 from __future__ import annotations
@@ -14,24 +14,28 @@ from typing import Any
 
 from ollamapy.engine.bert import EncoderConfig, Pooling
 from ollamapy.engine.config import ModelConfig
+from ollamapy.loading.families import FAMILIES, Family
 
-SUPPORTED_ARCHS = ("llama", "qwen2", "qwen3", "gemma3")
+SUPPORTED_ARCHS = tuple(FAMILIES)
 ENCODER_ARCHS = ("bert", "nomic-bert")
 
 # `<arch>.pooling_type`, llama.cpp's enum: 0 none, 1 mean, 2 cls, 3 last, 4 rank
 POOLING_TYPES: dict[int, Pooling] = {1: "mean", 2: "cls", 3: "last"}
 
 # GGUF tensors that hold configuration, not weights. rope_freqs: llama 3.x's per-frequency
-# RoPE divisors, which llama.cpp's converter computes from config.json's rope_scaling.
+# RoPE divisors, which llama.cpp's converter computes from config.json's rope_scaling;
+# rope_factors_short/long: LongRoPE's (phi3), the short ones for contexts up to the original.
 ROPE_FREQS = "rope_freqs.weight"
-CONFIG_TENSORS = frozenset({ROPE_FREQS})
+ROPE_FACTORS_SHORT = "rope_factors_short.weight"
+ROPE_FACTORS_LONG = "rope_factors_long.weight"
+CONFIG_TENSORS = frozenset({ROPE_FREQS, ROPE_FACTORS_SHORT, ROPE_FACTORS_LONG})
+# Ollama's gemma3 files also hold the vision tower and projector: not part of the text model
+VISION_PREFIXES = ("v.", "mm.")
 
-# Per-architecture facts absent from GGUF metadata; sources: llama.cpp src/llama-model.cpp
-# (LLM_ARCH_GEMMA3: swa pattern 6, rope_freq_base_train_swa 10000) and the HF Gemma3 config.
-ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "gemma3": {"sliding_pattern": 6, "rope_base_local": 10_000.0, "activation": "gelu_tanh",
-               "scale_embeddings": True},
-}
+
+def is_decoder_weight(name: str) -> bool:
+    """A GGUF tensor that is a weight of the text decoder (not configuration, not vision)."""
+    return name not in CONFIG_TENSORS and not name.startswith(VISION_PREFIXES)
 
 
 class UnsupportedModelError(ValueError):
@@ -56,27 +60,33 @@ def _float(meta: Mapping[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
-def _sliding_layers(meta: Mapping[str, Any], arch: str, n_layers: int) -> tuple[bool, ...]:
-    pattern = meta.get(f"{arch}.attention.sliding_window_pattern")
+def _sliding_layers(meta: Mapping[str, Any], family: Family, n_layers: int
+                    ) -> tuple[bool, ...]:
+    pattern = meta.get(f"{family.arch}.attention.sliding_window_pattern")
     if isinstance(pattern, list | tuple):  # newer files store one bool per layer
         return tuple(bool(p) for p in pattern)
-    every = int(pattern) if pattern else ARCH_DEFAULTS.get(arch, {}).get("sliding_pattern", 0)
-    if not every:
-        return ()
+    every = int(pattern) if pattern else family.sliding_pattern
+    if not every:  # a window and no pattern: every layer slides (phi3, mistral v0.1)
+        return (True,) * n_layers
     # every `every`-th layer is global (full attention), the others slide (llama.cpp
     # set_swa_pattern): layer i slides unless (i + 1) % every == 0
     return tuple((i + 1) % every != 0 for i in range(n_layers))
 
 
-def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
-                     rope_freqs: Sequence[float] = ()) -> ModelConfig:
-    """rope_freqs: the values of the file's `rope_freqs.weight`, if it has one."""
+def family_of(meta: Mapping[str, Any]) -> Family:
     arch = meta.get("general.architecture")
-    if arch not in SUPPORTED_ARCHS:
+    if not isinstance(arch, str) or arch not in FAMILIES:
         raise UnsupportedModelError(f"unsupported architecture {arch!r}; "
                                     f"supported: {', '.join(SUPPORTED_ARCHS)}")
-    assert isinstance(arch, str)
-    defaults = ARCH_DEFAULTS.get(arch, {})
+    return FAMILIES[arch]
+
+
+def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
+                     config_tensors: Mapping[str, Sequence[float]] | None = None
+                     ) -> ModelConfig:
+    """config_tensors: the values of the file's CONFIG_TENSORS, by name, those it has."""
+    family = family_of(meta)
+    arch, values = family.arch, config_tensors or {}
     p = f"{arch}."
     dim = _int(meta, p + "embedding_length")
     n_heads = _int(meta, p + "attention.head_count")
@@ -88,6 +98,8 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
     scaling = meta.get(p + "rope.scaling.type", "none")
     if scaling not in ("none", "linear"):
         raise UnsupportedModelError(f"RoPE scaling {scaling!r} is not supported")
+    n_experts = _int(meta, p + "expert_count", 0)
+    wide = n_layers == family.wide_attn_scale_layers
     return ModelConfig(
         arch=arch,
         vocab_size=vocab,
@@ -96,23 +108,38 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
         n_heads=n_heads,
         n_kv_heads=_int(meta, p + "attention.head_count_kv", n_heads),
         head_dim=head_dim,
-        ffn_dim=_int(meta, p + "feed_forward_length"),
+        ffn_dim=_int(meta, p + "feed_forward_length", 0 if n_experts else None),
         norm_eps=_float(meta, p + "attention.layer_norm_rms_epsilon", 1e-5),
         context_length=_int(meta, p + "context_length", 2048),
         rope_base=_float(meta, p + "rope.freq_base", 10_000.0),
         rope_dim=_int(meta, p + "rope.dimension_count", head_dim),
         rope_scale=_float(meta, p + "rope.scaling.factor", 1.0) if scaling == "linear" else 1.0,
-        rope_freq_factors=tuple(float(f) for f in rope_freqs),
-        rope_base_local=(_float(meta, p + "rope.freq_base_swa", defaults["rope_base_local"])
-                         if "rope_base_local" in defaults else None),
+        rope_freq_factors=tuple(values.get(ROPE_FREQS, values.get(ROPE_FACTORS_SHORT, ()))),
+        rope_freq_factors_long=tuple(values.get(ROPE_FACTORS_LONG, ())),
+        rope_original_context=_int(meta, p + "rope.scaling.original_context_length", 0),
+        rope_attn_factor=_float(meta, p + "rope.scaling.attn_factor", 1.0),
+        rope_base_local=(_float(meta, p + "rope.freq_base_swa", family.rope_base_local)
+                         if family.rope_base_local else None),
         sliding_window=int(window) if window else None,
-        sliding_layers=_sliding_layers(meta, arch, n_layers) if window else (),
-        qkv_bias="blk.0.attn_q.bias" in tensor_names,
-        qk_norm="blk.0.attn_q_norm.weight" in tensor_names,
-        post_norms="blk.0.post_attention_norm.weight" in tensor_names,
-        embed_scale=math.sqrt(dim) if defaults.get("scale_embeddings") else 1.0,
-        activation=defaults.get("activation", "silu"),
+        sliding_layers=_sliding_layers(meta, family, n_layers) if window else (),
+        qkv_bias="blk.0.attn_q.bias" in tensor_names or "blk.0.attn_qkv.bias" in tensor_names,
+        qk_norm=family.qk_norm if "blk.0.attn_q_norm.weight" in tensor_names else "none",
+        norms=family.norms,
+        embed_scale=_float(meta, p + "embedding_scale",
+                           math.sqrt(dim) if family.scale_embeddings else 1.0),
+        attn_scale=_float(meta, p + "attention.scale",
+                          (dim // n_heads) ** -0.5 if wide else 0.0),
+        residual_scale=_float(meta, p + "residual_scale", 1.0),
+        logit_scale=_float(meta, p + "logit_scale", 1.0),
+        attn_softcap=_float(meta, p + "attn_logit_softcapping", 0.0),
+        final_softcap=_float(meta, p + "final_logit_softcapping", 0.0),
+        activation=family.activation,
         tied_embeddings="output.weight" not in tensor_names,
+        n_experts=n_experts,
+        n_experts_used=_int(meta, p + "expert_used_count", 0),
+        expert_ffn_dim=_int(meta, p + "expert_feed_forward_length",
+                            _int(meta, p + "feed_forward_length", 0)) if n_experts else 0,
+        norm_top_k=bool(meta.get(p + "expert_weights_norm", True)),
     )
 
 

@@ -1,8 +1,9 @@
-"""Hugging Face config.json → ModelConfig for decoder folders (llama, qwen2, qwen3, gemma3).
+"""Hugging Face config.json → ModelConfig for decoder folders (the families in families.py).
 
 Reads both spellings transformers has used: `rope_theta` and `rope_scaling` (4.x) and
-`rope_parameters` (5.x, per attention type for gemma3). RoPE scaling: linear, and llama3 (as
-per-frequency factors, the same ones llama.cpp's converter writes into a GGUF).
+`rope_parameters` (5.x, per attention type for gemma3). RoPE scaling: linear, llama3 (as
+per-frequency factors, the same ones llama.cpp's converter writes into a GGUF) and longrope
+(phi3: short and long factors and the attention factor, as the converter writes them).
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from typing import Any
 
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.rope import llama3_factors
+from ollamapy.loading.families import HF_FAMILIES
 from ollamapy.loading.gguf_config import UnsupportedModelError
-
-# HF model_type → our architecture word (the GGUF spelling)
-HF_ARCHS = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma3_text": "gemma3",
-            "gemma3": "gemma3"}
 
 
 def _rope(config: Mapping[str, Any], kind: str) -> tuple[float | None, Mapping[str, Any] | None]:
@@ -36,36 +34,63 @@ def _rope(config: Mapping[str, Any], kind: str) -> tuple[float | None, Mapping[s
     return (float(base) if base is not None else None), scaling
 
 
-def _rope_scaling(scaling: Mapping[str, Any] | None, rope_dim: int, base: float
-                  ) -> tuple[float, tuple[float, ...]]:
-    """(linear position scale, per-frequency factors) from rope_scaling / rope_parameters."""
+def _rope_scaling(scaling: Mapping[str, Any] | None, config: Mapping[str, Any], rope_dim: int,
+                  base: float) -> dict[str, Any]:
+    """ModelConfig's RoPE scaling fields from rope_scaling / rope_parameters."""
     kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
     if kind in (None, "default"):
-        return 1.0, ()
+        return {}
+    assert scaling is not None
     if kind == "linear":
-        return float(scaling["factor"]), ()
+        return {"rope_scale": float(scaling["factor"])}
     if kind == "llama3":  # the defaults are llama.cpp's converter's
-        return 1.0, llama3_factors(
+        return {"rope_freq_factors": llama3_factors(
             rope_dim, base, float(scaling.get("factor", 8.0)),
             float(scaling.get("low_freq_factor", 1.0)),
             float(scaling.get("high_freq_factor", 4.0)),
-            int(scaling.get("original_max_position_embeddings", 8192)))
+            int(scaling.get("original_max_position_embeddings", 8192)))}
+    if kind == "longrope":  # phi3: the attention factor as transformers (and the converter)
+        original = int(scaling.get("original_max_position_embeddings")
+                       or config["original_max_position_embeddings"])
+        factor = config.get("max_position_embeddings", original) / original
+        attn_factor = scaling.get("attention_factor") or (
+            math.sqrt(1 + math.log(factor) / math.log(original)) if factor > 1 else 1.0)
+        return {"rope_freq_factors": tuple(map(float, scaling["short_factor"])),
+                "rope_freq_factors_long": tuple(map(float, scaling["long_factor"])),
+                "rope_original_context": original, "rope_attn_factor": float(attn_factor)}
     raise UnsupportedModelError(f"RoPE scaling {dict(scaling)} is not supported")
 
 
-def _sliding_layers(config: Mapping[str, Any], n_layers: int) -> tuple[bool, ...]:
+def _experts(config: Mapping[str, Any]) -> dict[str, Any]:
+    """ModelConfig's MoE fields: qwen3moe's num_experts, Mixtral's num_local_experts."""
+    n = config.get("num_experts") or config.get("num_local_experts")
+    if not n:
+        return {}
+    if config.get("mlp_only_layers") or config.get("decoder_sparse_step", 1) != 1:
+        raise UnsupportedModelError("MoE models with dense layers between the sparse ones are "
+                                    "not supported")
+    return {"n_experts": int(n), "n_experts_used": int(config["num_experts_per_tok"]),
+            "expert_ffn_dim": int(config.get("moe_intermediate_size")
+                                  or config["intermediate_size"]),
+            "norm_top_k": bool(config.get("norm_topk_prob", True))}
+
+
+def _sliding_layers(config: Mapping[str, Any], pattern: int, n_layers: int
+                    ) -> tuple[bool, ...]:
+    """Which layers slide: config.json's layer_types, else every `pattern`-th layer is global,
+    else (phi3, mistral) all of them slide."""
     if layer_types := config.get("layer_types"):
         return tuple(t == "sliding_attention" for t in layer_types)
-    every = config.get("sliding_window_pattern")
-    return tuple((i + 1) % every != 0 for i in range(n_layers)) if every else ()
+    every = config.get("sliding_window_pattern") or pattern
+    return tuple((i + 1) % every != 0 for i in range(n_layers)) if every else (True,) * n_layers
 
 
 def config_from_hf(config: Mapping[str, Any]) -> ModelConfig:
     if "text_config" in config:  # multimodal wrappers keep the decoder here
         config = {**config["text_config"], "model_type": config["text_config"].get("model_type")}
     model_type = config.get("model_type")
-    arch = HF_ARCHS.get(str(model_type))
-    if arch is None:
+    family = HF_FAMILIES.get(str(model_type))
+    if family is None:
         raise UnsupportedModelError(f"unsupported model_type {model_type!r}")
     dim, n_heads, n_layers = config["hidden_size"], config["num_attention_heads"], \
         config["num_hidden_layers"]
@@ -73,35 +98,43 @@ def config_from_hf(config: Mapping[str, Any]) -> ModelConfig:
     rope_dim = int(head_dim * config.get("partial_rotary_factor", 1.0))
     rope_base, scaling = _rope(config, "full_attention")
     rope_base = rope_base or 10_000.0
-    rope_scale, rope_freq_factors = _rope_scaling(scaling, rope_dim, rope_base)
     local_base, _ = _rope(config, "sliding_attention")  # gemma3's local RoPE: never scaled
-    gemma = arch == "gemma3"
-    window = config.get("sliding_window") if gemma or config.get("use_sliding_window") else None
-    sliding = _sliding_layers(config, n_layers) if window else ()
+    # qwen's configs name a window they do not use unless use_sliding_window is set
+    window = config.get("sliding_window") if config.get("use_sliding_window", True) else None
+    sliding = _sliding_layers(config, family.sliding_pattern, n_layers) if window else ()
     pre_attn_scalar = config.get("query_pre_attn_scalar")
+    attn_scale = pre_attn_scalar**-0.5 if pre_attn_scalar else 0.0
+    has_qk_norm = family.qk_norm == "all" or model_type in ("qwen3", "qwen3_moe", "gemma3",
+                                                             "gemma3_text")
     return ModelConfig(
-        arch=arch,
+        arch=family.arch,
         vocab_size=config["vocab_size"],
         dim=dim,
         n_layers=n_layers,
         n_heads=n_heads,
         n_kv_heads=config.get("num_key_value_heads") or n_heads,
         head_dim=head_dim,
-        ffn_dim=config["intermediate_size"],
+        ffn_dim=config.get("intermediate_size", 0),
         norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         context_length=config.get("max_position_embeddings", 2048),
         rope_base=rope_base,
         rope_dim=rope_dim,
-        rope_scale=rope_scale,
-        rope_freq_factors=rope_freq_factors,
-        rope_base_local=(local_base or 10_000.0) if gemma else None,
+        **_rope_scaling(scaling, config, rope_dim, rope_base),
+        rope_base_local=(local_base or family.rope_base_local) if family.rope_base_local
+        else None,
         sliding_window=window if sliding else None,
         sliding_layers=sliding,
-        qkv_bias=arch == "qwen2" or bool(config.get("attention_bias")),
-        qk_norm=arch in ("qwen3", "gemma3"),
-        post_norms=gemma,
-        embed_scale=math.sqrt(dim) if gemma else 1.0,
-        attn_scale=pre_attn_scalar**-0.5 if pre_attn_scalar else 0.0,
-        activation="gelu_tanh" if gemma else "silu",
-        tied_embeddings=bool(config.get("tie_word_embeddings", gemma)),
+        qkv_bias=family.arch == "qwen2" or bool(config.get("attention_bias")),
+        qk_norm=family.qk_norm if has_qk_norm else "none",
+        norms=family.norms,
+        embed_scale=float(config.get("embedding_multiplier")
+                          or (math.sqrt(dim) if family.scale_embeddings else 1.0)),
+        attn_scale=float(config.get("attention_multiplier") or attn_scale),
+        residual_scale=float(config.get("residual_multiplier") or 1.0),
+        logit_scale=float(config.get("logits_scaling") or 1.0),
+        attn_softcap=float(config.get("attn_logit_softcapping") or 0.0),
+        final_softcap=float(config.get("final_logit_softcapping") or 0.0),
+        activation=family.activation,
+        tied_embeddings=bool(config.get("tie_word_embeddings", family.norm_plus_one)),
+        **_experts(config),
     )

@@ -1,6 +1,6 @@
 """Path on disk → a ready checkpoint: model on its device, tokenizer, chat template, metadata.
 
-A `.gguf` file or a Hugging Face safetensors folder. Decoders (llama, qwen2, qwen3, gemma3)
+A `.gguf` file or a Hugging Face safetensors folder. Decoders (the families in families.py)
 become a `Transformer`; BERT and nomic-bert (a GGUF or a folder) become a `BertEncoder`. This
 is the only module that knows which reader and which name map go with which format.
 """
@@ -16,15 +16,16 @@ from typing import Any, Literal
 import torch
 
 from ollamapy.engine.bert import BertEncoder, build_encoder
+from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.model import Transformer
 from ollamapy.loading.gguf import GGUFFile, read_gguf
 from ollamapy.loading.gguf_config import (
     CONFIG_TENSORS,
     ENCODER_ARCHS,
-    ROPE_FREQS,
     UnsupportedModelError,
     config_from_gguf,
     encoder_config_from_gguf,
+    is_decoder_weight,
 )
 from ollamapy.loading.hf_config import config_from_hf
 from ollamapy.loading.safetensors import HFFolder, read_hf_folder
@@ -35,6 +36,8 @@ from ollamapy.loading.weights import (
     gguf_encoder_name,
     gguf_name,
     hf_name,
+    split_fused,
+    stack_experts,
 )
 from ollamapy.text.tokenizer import Tokenizer
 
@@ -61,12 +64,11 @@ def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
         return _load_gguf(gguf, device, dtype, fast)
 
 
-def _gguf_tensors(gguf: GGUFFile, config) -> Iterator[tuple[str, torch.Tensor]]:
-    for name in gguf.tensors:
-        if name in CONFIG_TENSORS:
-            continue
-        ours = gguf_name(name)
-        yield ours, fix_gguf_tensor(ours, gguf.tensor(name), config)
+def decoder_tensors(gguf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+    """The file's decoder weights under our names, split and fixed for the reference model."""
+    for name in filter(is_decoder_weight, gguf.tensors):
+        for ours, t in split_fused(gguf_name(name, config), gguf.tensor(name), config):
+            yield ours, fix_gguf_tensor(ours, t, config)
 
 
 def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
@@ -77,14 +79,14 @@ def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
         tensors = ((gguf_encoder_name(name), gguf.tensor(name)) for name in gguf.tensors)
         return Checkpoint("encoder", build_encoder(config, tensors, device, dtype),
                           Tokenizer.from_gguf_metadata(meta), None, dict(meta))
-    rope_freqs = gguf.tensor(ROPE_FREQS).tolist() if ROPE_FREQS in gguf.tensors else ()
-    config = config_from_gguf(meta, gguf.tensors.keys(), rope_freqs)
+    values = {n: gguf.tensor(n).tolist() for n in CONFIG_TENSORS if n in gguf.tensors}
+    config = config_from_gguf(meta, gguf.tensors.keys(), values)
     if fast:
         from ollamapy.loading.quantized import build_fast_transformer  # imports the kernels
 
         model = build_fast_transformer(gguf, config, device, dtype)
     else:
-        model = build_transformer(config, _gguf_tensors(gguf, config), device, dtype)
+        model = build_transformer(config, decoder_tensors(gguf, config), device, dtype)
     template = meta.get("tokenizer.chat_template")
     return Checkpoint("decoder", model, Tokenizer.from_gguf_metadata(meta),
                       template if isinstance(template, str) else None, dict(meta))
@@ -99,9 +101,10 @@ def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Chec
         model = BertEncoder.from_hf(folder, device=device, dtype=dtype)
         return Checkpoint("encoder", model, tokenizer, None, dict(folder.config))
     config = config_from_hf(folder.config)
-    tensors = ((hf_name(n, config), t) for n, t in folder.tensors.items())
-    fixed = ((n, fix_hf_tensor(n, t, config)) for n, t in tensors)
-    model = build_transformer(config, fixed, device, dtype)
+    tensors = stack_experts((hf_name(n, config), t) for n, t in folder.tensors.items())
+    parts = (part for n, t in tensors for part in split_fused(n, t, config))
+    model = build_transformer(config, ((n, fix_hf_tensor(n, t, config)) for n, t in parts),
+                              device, dtype)
     template = tok_config.get("chat_template")
     if template is None and (folder.path / "chat_template.jinja").is_file():
         template = (folder.path / "chat_template.jinja").read_text()

@@ -5,7 +5,10 @@ The same `Transformer`, with its linear layers swapped for the kernels' quantize
 torch's int4 layout, other types int8 per row) before any float copy of them exists:
 
 - q, k and v become one matmul (`attn.wqkv`), gate and up another (`ffn.w_gate_up`), when
-  their parts share a form; llama's q/k row order is undone on the rows before packing;
+  their parts share a form or the file already fuses them (phi3); llama's q/k row order is
+  undone on the rows before packing;
+- an MoE layer's experts stay int8 (`Int8Experts`), its router float (routing is a top-k:
+  a rounding there would change which experts run);
 - the token embedding stays in its stored rows (dequantized per looked-up token), and a tied
   output head gets its own quantized copy (int8 from the embedding's bytes);
 - norms and biases are small: dequantized to the residual stream's dtype.
@@ -22,6 +25,7 @@ from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.kernels import (
     DEFAULT_POLICY,
     GGUFEmbedding,
+    Int8Experts,
     Policy,
     QuantRows,
     concat_rows,
@@ -30,9 +34,10 @@ from ollamapy.engine.kernels import (
     quantize_head,
 )
 from ollamapy.engine.model import Transformer
+from ollamapy.loading.families import FAMILIES
 from ollamapy.loading.gguf import GGUFFile
-from ollamapy.loading.gguf_config import CONFIG_TENSORS, UnsupportedModelError
-from ollamapy.loading.weights import INTERLEAVED_QK_ARCHS, fix_gguf_tensor, gguf_name, unpermute_qk
+from ollamapy.loading.gguf_config import UnsupportedModelError, is_decoder_weight
+from ollamapy.loading.weights import fix_gguf_tensor, gguf_name, unpermute_qk
 
 
 def _fused(parts: list[QuantRows], bias: list[torch.Tensor] | None,
@@ -44,13 +49,31 @@ def _fused(parts: list[QuantRows], bias: list[torch.Tensor] | None,
     return pack(concat_rows(parts), bias=torch.cat(bias) if bias else None, device=device)
 
 
+def _gate_up(ffn: nn.Module, gate: QuantRows, up: QuantRows, down: nn.Module,
+             device: torch.device) -> None:
+    fused = _fused([gate, up], None, device)
+    if fused is not None:
+        ffn.w_gate_up = fused
+        del ffn.w_gate, ffn.w_up
+    else:
+        ffn.w_gate, ffn.w_up = pack(gate, device=device), pack(up, device=device)
+    ffn.w_down = down
+
+
 def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.device,
                            dtype: torch.dtype, policy: Policy = DEFAULT_POLICY) -> Transformer:
-    stored = {gguf_name(name): name for name in gguf.tensors if name not in CONFIG_TENSORS}
+    stored = {gguf_name(name, config): name for name in filter(is_decoder_weight, gguf.tensors)}
 
     def rows(ours: str) -> QuantRows:
         info = gguf.tensors[stored[ours]]
         return gguf_rows(gguf.raw(stored[ours]), info.type_name, info.shape, policy)
+
+    def experts(ours: str) -> Int8Experts:
+        info = gguf.tensors[stored[ours]]
+        n_experts, *shape = info.shape  # (E, N, K): each expert's blocks are contiguous
+        raw = gguf.raw(stored[ours]).view(n_experts, -1)
+        return Int8Experts([gguf_rows(raw[e], info.type_name, (shape[0], shape[1]), policy)
+                            for e in range(n_experts)], device)
 
     def dense(ours: str) -> torch.Tensor:
         t = fix_gguf_tensor(ours, gguf.tensor(stored[ours]), config)
@@ -62,9 +85,24 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
 
     with torch.device("meta"):
         model = Transformer(config)
-    interleaved = config.arch in INTERLEAVED_QK_ARCHS
+    interleaved = FAMILIES[config.arch].interleaved_qk
     for i, block in enumerate(model.layers):
         attn, ffn, p = block.attn, block.ffn, f"layers.{i}."
+        attn.wo = layer(p + "attn.wo.weight")
+        if config.n_experts:  # the router stays on the meta device: loaded dense below
+            ffn.w_gate, ffn.w_up, ffn.w_down = (experts(p + f"ffn.{w}.weight")
+                                                for w in ("w_gate", "w_up", "w_down"))
+        elif p + "ffn.w_gate_up.weight" in stored:
+            ffn.w_gate_up, ffn.w_down = layer(p + "ffn.w_gate_up.weight"), layer(
+                p + "ffn.w_down.weight")
+            del ffn.w_gate, ffn.w_up
+        else:
+            _gate_up(ffn, rows(p + "ffn.w_gate.weight"), rows(p + "ffn.w_up.weight"),
+                     layer(p + "ffn.w_down.weight"), device)
+        if p + "attn.wqkv.weight" in stored:
+            attn.wqkv = layer(p + "attn.wqkv.weight")
+            del attn.wq, attn.wk, attn.wv
+            continue
         q, k, v = (rows(p + f"attn.{w}.weight") for w in ("wq", "wk", "wv"))
         if interleaved:  # llama.cpp stores q/k rows as interleaved RoPE pairs
             q = q.permute_rows(unpermute_qk(torch.arange(q.shape[0]), config.n_heads))
@@ -79,15 +117,6 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
             for name, part, b in zip(("wq", "wk", "wv"), (q, k, v), biases or [None] * 3,
                                      strict=True):
                 setattr(attn, name, pack(part, bias=b, device=device))
-        attn.wo = layer(p + "attn.wo.weight")
-        fused = _fused([rows(p + "ffn.w_gate.weight"), rows(p + "ffn.w_up.weight")], None,
-                       device)
-        if fused is not None:
-            ffn.w_gate_up = fused
-            del ffn.w_gate, ffn.w_up
-        else:
-            ffn.w_gate, ffn.w_up = layer(p + "ffn.w_gate.weight"), layer(p + "ffn.w_up.weight")
-        ffn.w_down = layer(p + "ffn.w_down.weight")
 
     embd = gguf.tensors[stored["tok_embeddings.weight"]]
     model.tok_embeddings = GGUFEmbedding(gguf.raw(embd.name).to(device), embd.type_name,
@@ -96,7 +125,7 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
                                  device=device, policy=policy) \
         if config.tied_embeddings else layer("output.weight")
 
-    # what is left on the meta device: norms (and q/k norms), dequantized as they are
+    # what is left on the meta device: norms, q/k norms and MoE routers, dequantized as they are
     rest = {name: dense(name) for name, t in model.state_dict().items() if t.is_meta}
     model.load_state_dict(rest, assign=True, strict=False)
     if left := [n for n, t in model.state_dict().items() if t.is_meta]:

@@ -1,9 +1,11 @@
 """Foreign tensor names → ours, with the layout fixes each format needs, in one place.
 
-Our names follow `ollamapy.engine.model` (`layers.3.attn.wq.weight`). Two fixes:
+Our names follow `ollamapy.engine.model` (`layers.3.attn.wq.weight`). The fixes:
 - llama GGUFs store q/k rows in the interleaved-pairs RoPE layout (llama.cpp's converter
   permutes them); `unpermute_qk` restores the rotate-half layout our RoPE uses.
 - Hugging Face gemma checkpoints store RMSNorm weights as w and apply 1 + w; we store 1 + w.
+- fused q/k/v and gate/up tensors (phi3) are split into the model's parts (`split_fused`);
+  a Hugging Face MoE's per-expert matrices are stacked into one (n_experts, out, in) tensor.
 The model is built on the meta device and the translated tensors are assigned, so weights
 are allocated once.
 """
@@ -17,15 +19,20 @@ import torch
 
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.model import Transformer
+from ollamapy.loading.families import FAMILIES
 from ollamapy.loading.gguf_config import UnsupportedModelError
 
 _GGUF_GLOBAL = {"token_embd.weight": "tok_embeddings.weight",
                 "output_norm.weight": "norm.weight", "output.weight": "output.weight"}
 _GGUF_LAYER = {
     "attn_norm": "attn_norm", "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv",
-    "attn_output": "attn.wo", "attn_q_norm": "attn.q_norm", "attn_k_norm": "attn.k_norm",
-    "post_attention_norm": "post_attn_norm", "ffn_norm": "ffn_norm", "ffn_gate": "ffn.w_gate",
-    "ffn_up": "ffn.w_up", "ffn_down": "ffn.w_down", "post_ffw_norm": "post_ffn_norm",
+    "attn_qkv": "attn.wqkv", "attn_output": "attn.wo", "attn_q_norm": "attn.q_norm",
+    "attn_k_norm": "attn.k_norm", "post_attention_norm": "post_attn_norm",
+    "ffn_norm": "ffn_norm", "ffn_gate": "ffn.w_gate", "ffn_up": "ffn.w_up",
+    "ffn_down": "ffn.w_down", "post_ffw_norm": "post_ffn_norm",
+    # mixture of experts: the router and each projection's (n_experts, out, in) stack
+    "ffn_gate_inp": "ffn.router", "ffn_gate_exps": "ffn.w_gate", "ffn_up_exps": "ffn.w_up",
+    "ffn_down_exps": "ffn.w_down",
 }
 _HF_GLOBAL = {"model.embed_tokens.weight": "tok_embeddings.weight",
               "model.norm.weight": "norm.weight", "lm_head.weight": "output.weight"}
@@ -35,7 +42,15 @@ _HF_LAYER = {
     "self_attn.q_norm": "attn.q_norm", "self_attn.k_norm": "attn.k_norm",
     "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffn_norm",
     "mlp.gate_proj": "ffn.w_gate", "mlp.up_proj": "ffn.w_up", "mlp.down_proj": "ffn.w_down",
+    "self_attn.qkv_proj": "attn.wqkv", "mlp.gate_up_proj": "ffn.w_gate_up",
+    "mlp.gate": "ffn.router", "block_sparse_moe.gate": "ffn.router",
 }
+# per-expert matrices of an MoE folder: qwen3moe's mlp.experts.E.gate_proj, Mixtral's
+# block_sparse_moe.experts.E.w1 (gate), w3 (up), w2 (down)
+_HF_EXPERT = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\."
+                        r"(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight")
+_HF_EXPERT_PART = {"gate_proj": "w_gate", "w1": "w_gate", "up_proj": "w_up", "w3": "w_up",
+                   "down_proj": "w_down", "w2": "w_down"}
 # BERT (`bert` GGUFs, as llama.cpp's converter writes all-minilm; `nomic-bert` adds attn_qkv,
 # split by build_encoder, and ffn_gate): our BertEncoder's names
 _GGUF_BERT_GLOBAL = {
@@ -51,10 +66,6 @@ _GGUF_BERT_LAYER = {
 _GGUF_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _HF_BLOCK = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
 
-# Architectures whose GGUF q/k weights llama.cpp's converter permutes (LlamaModel.permute)
-INTERLEAVED_QK_ARCHS = frozenset({"llama"})
-
-
 def _gguf_rename(name: str, top: dict[str, str], layer: dict[str, str], what: str) -> str:
     if name in top:
         return top[name]
@@ -64,8 +75,11 @@ def _gguf_rename(name: str, top: dict[str, str], layer: dict[str, str], what: st
     raise UnsupportedModelError(f"unexpected tensor {name!r} in {what}")
 
 
-def gguf_name(name: str) -> str:
-    return _gguf_rename(name, _GGUF_GLOBAL, _GGUF_LAYER, "GGUF")
+def gguf_name(name: str, config: ModelConfig) -> str:
+    ours = _gguf_rename(name, _GGUF_GLOBAL, _GGUF_LAYER, "GGUF")
+    if ours.endswith(".ffn.w_up.weight") and FAMILIES[config.arch].fused_gate_up:
+        return ours.replace(".w_up.", ".w_gate_up.")
+    return ours
 
 
 def gguf_encoder_name(name: str) -> str:
@@ -76,10 +90,13 @@ def hf_name(name: str, config: ModelConfig) -> str:
     name = name.removeprefix("language_model.")  # gemma3 multimodal checkpoints
     if name in _HF_GLOBAL:
         return _HF_GLOBAL[name]
+    if m := _HF_EXPERT.fullmatch(name):  # one expert's matrix: stacked by stack_experts
+        return f"layers.{m[1]}.ffn.{_HF_EXPERT_PART[m[3]]}.weight.{m[2]}"
     m = _HF_BLOCK.fullmatch(name)
     if m and m[2] == "post_attention_layernorm":
-        # gemma3 norms the attention output with it; llama/qwen norm the MLP input with it
-        return f"layers.{m[1]}.{'post_attn_norm' if config.post_norms else 'ffn_norm'}.{m[3]}"
+        # gemma and olmo2 norm the attention output with it; llama/qwen the MLP input
+        post = config.norms != "pre"
+        return f"layers.{m[1]}.{'post_attn_norm' if post else 'ffn_norm'}.{m[3]}"
     if m and m[2] in _HF_LAYER:
         return f"layers.{m[1]}.{_HF_LAYER[m[2]]}.{m[3]}"
     raise UnsupportedModelError(f"unexpected tensor {name!r} in safetensors")
@@ -95,8 +112,45 @@ def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(w.shape)
 
 
+def qkv_sizes(config: ModelConfig) -> list[int]:
+    """Rows of q, k and v in a fused qkv weight."""
+    kv = config.n_kv_heads * config.head_dim
+    return [config.n_heads * config.head_dim, kv, kv]
+
+
+def split_fused(our_name: str, t: torch.Tensor, config: ModelConfig
+                ) -> Iterator[tuple[str, torch.Tensor]]:
+    """A fused weight (attn.wqkv, ffn.w_gate_up) → its parts, by row; others pass as they are."""
+    if ".attn.wqkv." in our_name:
+        for part, rows in zip(("wq", "wk", "wv"), t.split(qkv_sizes(config)), strict=True):
+            yield our_name.replace(".wqkv.", f".{part}."), rows
+    elif ".ffn.w_gate_up." in our_name:
+        gate, up = t.chunk(2)
+        yield our_name.replace(".w_gate_up.", ".w_gate."), gate
+        yield our_name.replace(".w_gate_up.", ".w_up."), up
+    else:
+        yield our_name, t
+
+
+def stack_experts(tensors: Iterator[tuple[str, torch.Tensor]]
+                  ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Per-expert matrices (`….w_gate.weight.E`, from hf_name) → one (n_experts, out, in)
+    tensor per projection; other tensors pass as they are."""
+    experts: dict[str, dict[int, torch.Tensor]] = {}
+    for name, t in tensors:
+        stem, _, index = name.rpartition(".")
+        if index.isdigit() and stem.endswith(".weight"):
+            experts.setdefault(stem, {})[int(index)] = t
+        else:
+            yield name, t
+    for stem, parts in experts.items():
+        if sorted(parts) != list(range(len(parts))):
+            raise UnsupportedModelError(f"{stem}: experts {sorted(parts)[:8]}… are not 0..n-1")
+        yield stem, torch.stack([parts[e] for e in range(len(parts))])
+
+
 def fix_gguf_tensor(our_name: str, t: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    if config.arch in INTERLEAVED_QK_ARCHS:
+    if FAMILIES[config.arch].interleaved_qk:
         if ".attn.wq." in our_name:
             return unpermute_qk(t, config.n_heads)
         if ".attn.wk." in our_name:
@@ -105,7 +159,7 @@ def fix_gguf_tensor(our_name: str, t: torch.Tensor, config: ModelConfig) -> torc
 
 
 def fix_hf_tensor(our_name: str, t: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    if config.arch == "gemma3" and "norm." in our_name:
+    if FAMILIES[config.arch].norm_plus_one and "norm." in our_name:
         return t.float() + 1.0  # gemma's RMSNorm multiplies by (1 + w)
     return t
 

@@ -29,8 +29,13 @@ class Silent:
         return ""
 
 
-def greedy(model, ids: list[int], n: int, eos: frozenset[int]) -> list[int]:
+def greedy(model, ids: list[int], n: int, eos: frozenset[int], compiled: bool = False
+           ) -> list[int]:
+    """n greedy tokens after ids, through a one-slot Batch (its decode step compiled as the
+    server's is, if `compiled`)."""
     batch = Batch(model, slots=1, num_ctx=len(ids) + n + 1)
+    if compiled:
+        batch.decode = CompiledDecode(batch.decode, 1, model.device)
     seq = Seq(ids, Options(temperature=0, num_predict=n, num_ctx=len(ids) + n + 1),
               num_ctx=len(ids) + n + 1, eos_ids=eos, detokenizer=Silent())
     batch.add(seq)

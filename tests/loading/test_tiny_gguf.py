@@ -46,7 +46,9 @@ def gguf_tensor_name(hf: str, arch: str) -> str:
     return f"blk.{layer}.{stem_gguf}.{kind}"
 
 
-def write_tiny_gguf(hf, arch: str, path: Path) -> None:
+def write_tiny_gguf(hf, arch: str, path: Path, extra: dict[str, np.ndarray] | None = None
+                    ) -> None:
+    """extra: more tensors to store after the model's (a vision tower's, say)."""
     cfg = hf.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     w = gguf.GGUFWriter(str(path), arch)
@@ -88,6 +90,8 @@ def write_tiny_gguf(hf, arch: str, path: Path) -> None:
         if arch in ("qwen2", "qwen3", "gemma3") and name == "lm_head.weight":
             continue  # tied to the embeddings
         w.add_tensor(gguf_tensor_name(name, arch), np.ascontiguousarray(data))
+    for name, data in (extra or {}).items():
+        w.add_tensor(name, data)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -1,0 +1,251 @@
+"""Every decoder family in the family table, as users get its files: a tiny random model built
+with transformers' own class, converted by llama.cpp's own converter (tests/llama_cpp.py),
+and held to transformers from the GGUF and from the safetensors folder, on the reference and
+the fast path.
+
+Each case's config sets the family's own features to values that change the logits (a soft
+cap below the logits' range, LongRoPE factors far from 1, granite's multipliers, top-k
+routing over few experts), and `test_the_features_are_seen` proves it: the same weights with
+each feature switched off land far from transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import ollamapy
+from ollamapy.engine.model import Transformer
+from ollamapy.loading.gguf import read_gguf
+from ollamapy.loading.gguf_config import CONFIG_TENSORS, config_from_gguf
+from ollamapy.loading.load import decoder_tensors
+from ollamapy.loading.weights import build_transformer
+from tests.engine.hf_tiny import tiny_hf_model
+from tests.engine.test_fast import NEAR_TIE, greedy
+from tests.llama_cpp import convert, write_gpt2_tokenizer, write_spm_tokenizer
+from tests.loading.test_tiny_gguf import write_tiny_gguf
+
+PROMPT = "The quick brown fox jumps over the lazy dog. Hello world!"
+SPM_VOCAB = 400
+
+
+def common(vocab: int) -> dict[str, Any]:
+    return dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+
+
+@dataclass(frozen=True)
+class Case:
+    arch: str  # what the GGUF names it
+    model: type[transformers.PreTrainedModel]
+    config: Callable[[int], transformers.PretrainedConfig]  # vocab size → config
+    tokenizer: str = "spm"  # "spm" (tokenizer.model; "spm-bare": no space prefix) or "gpt2"
+    # a family feature → the ModelConfig fields that switch it off
+    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    moe: bool = False
+
+
+RENORMALISED = {"top-k weights renormalised": {"norm_top_k": False}}
+CASES: dict[str, Case] = {
+    "gemma2": Case("gemma2", transformers.Gemma2ForCausalLM, lambda v: transformers.Gemma2Config(
+        **common(v), head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
+        attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
+        tokenizer="spm-bare",
+        ablations={"attention soft-cap": {"attn_softcap": 0.0},
+                   "final soft-cap": {"final_softcap": 0.0},
+                   "sliding window": {"sliding_window": None}}),
+    "phi3": Case("phi3", transformers.Phi3ForCausalLM, lambda v: transformers.Phi3Config(
+        **common(v), original_max_position_embeddings=64, sliding_window=6, rope_scaling={
+            "type": "longrope", "short_factor": [1.0 + 0.5 * i for i in range(8)],
+            "long_factor": [4.0 + i for i in range(8)]}),
+        ablations={"LongRoPE factors": {"rope_freq_factors": (), "rope_freq_factors_long": ()},
+                   "LongRoPE attention factor": {"rope_attn_factor": 1.0},
+                   "sliding window": {"sliding_window": None}}),
+    "granite": Case("granite", transformers.GraniteForCausalLM, lambda v: (
+        transformers.GraniteConfig)(**common(v), embedding_multiplier=6.0, residual_multiplier=0.4,
+        attention_multiplier=0.5, logits_scaling=0.25),
+        ablations={"embedding multiplier": {"embed_scale": 1.0},
+                   "residual multiplier": {"residual_scale": 1.0},
+                   "attention multiplier": {"attn_scale": 0.0},
+                   "logit scaling": {"logit_scale": 1.0}}),
+    "olmo2": Case("olmo2", transformers.Olmo2ForCausalLM, lambda v: transformers.Olmo2Config(
+        **common(v)), tokenizer="gpt2"),
+    "mixtral": Case("llama", transformers.MixtralForCausalLM, lambda v: transformers.MixtralConfig(
+        **common(v), num_local_experts=4, num_experts_per_tok=2),
+        ablations=RENORMALISED, moe=True),
+    "qwen3moe": Case("qwen3moe", transformers.Qwen3MoeForCausalLM, lambda v: (
+        transformers.Qwen3MoeConfig)(**common(v), head_dim=16, num_experts=4, num_experts_per_tok=2,
+        moe_intermediate_size=32, norm_topk_prob=True, tie_word_embeddings=False),
+        tokenizer="gpt2", ablations=RENORMALISED, moe=True),
+}
+
+
+@dataclass
+class Built:
+    hf: transformers.PreTrainedModel
+    folder: Path
+    gguf: Path  # f32, as converted
+    gguf_q8: Path  # q8_0: what the fast path keeps quantized
+    ids: list[int]  # PROMPT through transformers' tokenizer
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> tuple[str, Built]:
+    name, case = request.param, CASES[request.param]
+    folder = tmp_path_factory.mktemp(name) / "hf"
+    folder.mkdir()
+    vocab = write_gpt2_tokenizer(folder) if case.tokenizer == "gpt2" else SPM_VOCAB
+    config = case.config(vocab)
+    config._attn_implementation = "eager"
+    torch.manual_seed(7)
+    hf = case.model(config).eval()
+    with torch.no_grad():  # random norms too, so no weight is trivially 0 or 1
+        for pname, p in hf.named_parameters():
+            if "norm" in pname:
+                p.add_(torch.randn_like(p) * 0.2)
+    hf.save_pretrained(folder)
+    if case.tokenizer.startswith("spm"):
+        write_spm_tokenizer(folder, space_prefix=case.tokenizer == "spm")
+    ids = transformers.AutoTokenizer.from_pretrained(folder)(PROMPT).input_ids
+    return name, Built(hf, folder, convert(folder, folder.parent / "f32.gguf"),
+                       convert(folder, folder.parent / "q8.gguf", "q8_0"), ids)
+
+
+def hf_logits(built: Built, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return built.hf(torch.tensor([ids])).logits[0].float()  # (T, vocab)
+
+
+def with_config(path: Path, **fields: Any) -> Transformer:
+    """The file's reference model with some config fields replaced."""
+    with read_gguf(path) as gguf:
+        values = {n: gguf.tensor(n).tolist() for n in CONFIG_TENSORS if n in gguf.tensors}
+        config = dataclasses.replace(
+            config_from_gguf(gguf.metadata, gguf.tensors.keys(), values), **fields)
+        return build_transformer(config, decoder_tensors(gguf, config), "cpu", torch.float32)
+
+
+@pytest.mark.parametrize("source", ["gguf", "safetensors"])
+def test_logits_match_transformers(family: tuple[str, Built], source: str) -> None:
+    name, built = family
+    m = ollamapy.load(built.gguf if source == "gguf" else built.folder, device="cpu")
+    assert m.model.config.arch == CASES[name].arch
+    assert m.tokenize(PROMPT) == built.ids  # the vocabulary came through the conversion too
+    got = m.model(torch.tensor([built.ids]), all_logits=True)[0]
+    expected = hf_logits(built, built.ids)
+    print(f"{name} {source}: max |logit diff| {(got - expected).abs().max():.2e}")
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_features_are_seen(family: tuple[str, Built]) -> None:
+    name, built = family
+    expected = hf_logits(built, built.ids)
+    for feature, off in CASES[name].ablations.items():
+        model = with_config(built.gguf, **off)
+        diff = (model(torch.tensor([built.ids]), all_logits=True)[0] - expected).abs().max()
+        print(f"{name} without {feature}: max |logit diff| {diff:.3f}")
+        assert diff > 1e-2, f"{name}: switching {feature} off changes nothing the test sees"
+
+
+def test_greedy_matches_transformers(family: tuple[str, Built]) -> None:
+    """Eight greedy tokens through the public API from the GGUF equal transformers' argmax."""
+    _, built = family
+    m = ollamapy.load(built.gguf, device="cpu")
+    want = list(built.ids)
+    for _ in range(8):
+        want.append(int(hf_logits(built, want)[-1].argmax()))
+    want = want[len(built.ids):]
+    eos = m.tokenizer.eos_ids
+    want = want[:next((i for i, t in enumerate(want) if t in eos), len(want))]
+    chunks = list(m.generate(PROMPT, raw=True, temperature=0, num_predict=8))
+    assert chunks[-1]["eval_count"] == len(want)
+    assert "".join(c["response"] for c in chunks) == m.detokenize(want)
+
+
+def test_fast_path_decodes_the_reference_tokens(family: tuple[str, Built]) -> None:
+    """The q8_0 file on the fast path (int8 weights, bf16 at each kernel's input) decodes the
+    tokens its own reference model does, or differs first at a near tie."""
+    name, built = family
+    reference = ollamapy.load(built.gguf_q8, device="cpu")
+    fast = ollamapy.load(built.gguf_q8, device="cpu", fast=True)
+    eos = reference.tokenizer.eos_ids
+    expected = greedy(reference.model, built.ids, 12, eos)
+    got = greedy(fast.model, built.ids, 12, eos)
+    if got != expected:
+        j = next(i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b)
+        logits = reference.model(torch.tensor([built.ids + expected[:j]]))[0]
+        gap = float(logits.max() - logits[got[j]])
+        print(f"{name}: first difference at token {j}, {gap:.3f} behind in the reference")
+        assert gap < NEAR_TIE
+
+
+@pytest.mark.parametrize("family", [n for n, c in CASES.items() if c.moe], indirect=True)
+def test_compiled_moe_step_equals_eager(family: tuple[str, Built]) -> None:
+    """An MoE layer inside the server's compiled decode step (one graph, no routing-dependent
+    shapes) decodes what the same step does eagerly."""
+    _, built = family
+    model = ollamapy.load(built.gguf_q8, device="cpu", fast=True).model
+    no_eos = frozenset[int]()
+    torch._dynamo.reset()
+    assert greedy(model, built.ids, 6, no_eos, compiled=True) == greedy(model, built.ids, 6,
+                                                                         no_eos)
+
+
+@pytest.mark.parametrize("family", ["phi3"], indirect=True)
+def test_longrope_takes_the_long_factors_beyond_the_original_context(
+        family: tuple[str, Built]) -> None:
+    """phi3 with LongRoPE: a model set up for a context past the original 64 positions uses
+    the long factors, as transformers does for a sequence that long."""
+    _, built = family
+    m = ollamapy.load(built.gguf, device="cpu")
+    ids = (built.ids * 4)[:80]  # > original_max_position_embeddings
+    m.model.init_rope(context=128)
+    got = m.model(torch.tensor([ids]), all_logits=True)[0]
+    torch.testing.assert_close(got, hf_logits(built, ids), atol=1e-4, rtol=1e-4)
+    m.model.init_rope(context=0)  # the short factors: not what transformers does at 80
+    assert (m.model(torch.tensor([ids]), all_logits=True)[0] - hf_logits(built, ids)
+            ).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(("arch", "layers", "wide"), [
+    ("gemma2", 42, False), ("gemma2", 46, True), ("gemma3", 48, False), ("gemma3", 62, True)])
+def test_gemma_27b_scales_attention_by_the_model_width(arch: str, layers: int, wide: bool
+                                                       ) -> None:
+    """Gemma 2 and 3 27B were trained with queries scaled by 1/sqrt(dim / n_heads), not
+    1/sqrt(head_dim); GGUF does not say so and llama.cpp tells them by their depth."""
+    dim, heads, head_dim = 4608, 32, 128
+    meta = {"general.architecture": arch, f"{arch}.embedding_length": dim,
+            f"{arch}.block_count": layers, f"{arch}.attention.head_count": heads,
+            f"{arch}.attention.head_count_kv": 16, f"{arch}.attention.key_length": head_dim,
+            f"{arch}.feed_forward_length": 36864, f"{arch}.vocab_size": 256000}
+    config = config_from_gguf(meta, set())
+    assert config.scale == pytest.approx((dim / heads) ** -0.5 if wide else head_dim**-0.5)
+
+
+def test_gemma3_file_with_a_vision_tower_loads_its_text_model(tmp_path: Path) -> None:
+    """Ollama's gemma3 files hold the vision tower (v.*) and projector (mm.*) beside the text
+    model: the text model loads, on both paths, and answers as transformers does."""
+    hf = tiny_hf_model("gemma3", seed=5, query_pre_attn_scalar=32)  # = head_dim, as GGUF's
+    vision = {"v.blk.0.attn_q.weight": np.ones((8, 8), np.float32),
+              "v.patch_embd.weight": np.ones((8, 3, 2, 2), np.float32),
+              "mm.input_projection.weight": np.ones((8, 64), np.float32)}
+    path = tmp_path / "gemma3-vision.gguf"
+    write_tiny_gguf(hf, "gemma3", path, extra=vision)
+    ids = torch.tensor([[2, 10, 20, 30, 40, 50, 60, 70]])
+    with torch.no_grad():
+        expected = hf(ids).logits[0].float()
+    reference = ollamapy.load(path, device="cpu")
+    torch.testing.assert_close(reference.model(ids, all_logits=True)[0], expected,
+                               atol=1e-4, rtol=1e-4)
+    fast = ollamapy.load(path, device="cpu", fast=True)
+    assert fast.model(ids, all_logits=True)[0][-1].argmax() == expected[-1].argmax()
