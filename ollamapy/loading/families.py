@@ -7,13 +7,16 @@ architecture word (`general.architecture`) and, for safetensors folders, by conf
 `model_type`. Sources: llama.cpp's src/llama-model.cpp and its converter
 (convert_hf_to_gguf.py / conversion/*.py), and transformers' modeling code of each family.
 Adding a family is one entry here, plus a tensor name in weights.py if it brings a new one.
+This module imports no torch: the store asks it whether a file can run before storing it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ollamapy.engine.config import Activation, NormPlacement, QKNorm
+from ollamapy.loading.ggml_types import DEQUANTIZABLE
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +56,29 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("olmo2", ("olmo2",), norms="post", qk_norm="all"),
 )}
 HF_FAMILIES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.hf_model_types}
+
+# sentence encoders (engine/bert.py): GGUF architectures and config.json model types
+ENCODER_ARCHS = ("bert", "nomic-bert")
+HF_ENCODER_TYPES = ("bert", "nomic_bert")
+# the tensors of Ollama's multimodal files that are not the text model's
+VISION_PREFIXES = ("v.", "mm.")
+
+
+def unsupported_gguf(arch: str, tensor_types: Mapping[str, str]) -> str | None:
+    """Why a GGUF model of `arch` with these tensors (name → ggml type) cannot run here, or
+    None when it can."""
+    if arch not in FAMILIES and arch not in ENCODER_ARCHS:
+        return (f"unsupported architecture {arch!r} (supported: "
+                f"{', '.join([*FAMILIES, *ENCODER_ARCHS])})")
+    for name, type_name in tensor_types.items():
+        if type_name not in DEQUANTIZABLE and not name.startswith(VISION_PREFIXES):
+            return f"unsupported tensor type {type_name} (tensor {name})"
+    return None
+
+
+def unsupported_folder(model_type: str) -> str | None:
+    """Why a safetensors folder of this config.json model_type cannot run here, or None."""
+    if model_type in HF_FAMILIES or model_type in HF_ENCODER_TYPES:
+        return None
+    return (f"unsupported model_type {model_type!r} (supported: "
+            f"{', '.join([*HF_FAMILIES, *HF_ENCODER_TYPES])})")

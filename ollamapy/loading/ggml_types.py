@@ -37,3 +37,7 @@ GGML_TYPES: dict[int, GGMLType] = {t.id: t for t in (
     GGMLType(41, "Q1_0", 128, 18),
 )}
 GGML_TYPE_IDS: dict[str, int] = {t.name: t.id for t in GGML_TYPES.values()}
+
+# the types `quants.dequantize` reads (tests hold it to its table), for torch-free checks
+DEQUANTIZABLE = frozenset({"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K",
+                           "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4"})

@@ -14,10 +14,9 @@ from typing import Any
 
 from ollamapy.engine.bert import EncoderConfig, Pooling
 from ollamapy.engine.config import ModelConfig
-from ollamapy.loading.families import FAMILIES, Family
+from ollamapy.loading.families import ENCODER_ARCHS, FAMILIES, VISION_PREFIXES, Family
 
 SUPPORTED_ARCHS = tuple(FAMILIES)
-ENCODER_ARCHS = ("bert", "nomic-bert")
 
 # `<arch>.pooling_type`, llama.cpp's enum: 0 none, 1 mean, 2 cls, 3 last, 4 rank
 POOLING_TYPES: dict[int, Pooling] = {1: "mean", 2: "cls", 3: "last"}
@@ -29,8 +28,6 @@ ROPE_FREQS = "rope_freqs.weight"
 ROPE_FACTORS_SHORT = "rope_factors_short.weight"
 ROPE_FACTORS_LONG = "rope_factors_long.weight"
 CONFIG_TENSORS = frozenset({ROPE_FREQS, ROPE_FACTORS_SHORT, ROPE_FACTORS_LONG})
-# Ollama's gemma3 files also hold the vision tower and projector: not part of the text model
-VISION_PREFIXES = ("v.", "mm.")
 
 
 def is_decoder_weight(name: str) -> bool:

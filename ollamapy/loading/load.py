@@ -18,10 +18,10 @@ import torch
 from ollamapy.engine.bert import BertEncoder, build_encoder
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.model import Transformer
+from ollamapy.loading.families import ENCODER_ARCHS, HF_ENCODER_TYPES
 from ollamapy.loading.gguf import GGUFFile, read_gguf
 from ollamapy.loading.gguf_config import (
     CONFIG_TENSORS,
-    ENCODER_ARCHS,
     UnsupportedModelError,
     config_from_gguf,
     encoder_config_from_gguf,
@@ -97,7 +97,7 @@ def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Chec
         raise UnsupportedModelError(f"{folder.path}: no tokenizer.json")
     tok_config = folder.extra.get("tokenizer_config.json") or {}
     tokenizer = Tokenizer.from_tokenizer_json(folder.tokenizer_json, tok_config)
-    if folder.config.get("model_type") in ("bert", "nomic_bert"):
+    if folder.config.get("model_type") in HF_ENCODER_TYPES:
         model = BertEncoder.from_hf(folder, device=device, dtype=dtype)
         return Checkpoint("encoder", model, tokenizer, None, dict(folder.config))
     config = config_from_hf(folder.config)

@@ -186,11 +186,14 @@ def _files_kind(store: Store, files: Mapping[str, str]) -> str:
 
 def _describe(store: Store, path: str, digest: str) -> WeightsInfo:
     try:
-        return describe_gguf(store.blobs.path(digest))
+        info = describe_gguf(store.blobs.path(digest))
     except GGUFError as e:
         raise CreateError(f"{path}: {e}") from None
     except FileNotFoundError:  # deleted since it was checked
         raise CreateError(f"blob {digest} for {path} is not in the store") from None
+    if info.unsupported:  # refused before anything is stored, as a malformed file is
+        raise CreateError(f"{path}: {info.unsupported}")
+    return info
 
 
 def _check_parameters(parameters: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -347,6 +350,8 @@ def _safetensors_layers(store: Store, files: Mapping[str, str]
         except FileNotFoundError:  # collected by a concurrent delete since it was checked
             raise CreateError(f"blob {files[path]} for {path} is not in the store") from None
     info = describe_safetensors(config_json, headers)
+    if info.unsupported:
+        raise CreateError(f"config.json: {info.unsupported}")
     layers, skipped = [], []
     for path in sorted(files):
         if path.endswith(".safetensors"):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ollamapy.loading.families import unsupported_folder, unsupported_gguf
 from ollamapy.loading.gguf import read_gguf
 from ollamapy.store.errors import CreateError
 
@@ -47,6 +48,7 @@ class WeightsInfo:
     capabilities: tuple[str, ...]
     context_length: int = 0
     embedding_length: int = 0
+    unsupported: str | None = None  # why this model cannot run here, if it cannot
 
     @property
     def parameter_size(self) -> str:
@@ -87,6 +89,7 @@ def describe_gguf(path: Path) -> WeightsInfo:
         meta = gguf.metadata
         # Ollama overwrites general.parameter_count with the tensor element sum when decoding
         parameters = sum(math.prod(t.shape) for t in gguf.tensors.values())
+        types = {name: t.type_name for name, t in gguf.tensors.items()}
     arch = meta.get("general.architecture")
     arch = arch if isinstance(arch, str) else ""
     general_type = meta.get("general.type")
@@ -101,7 +104,8 @@ def describe_gguf(path: Path) -> WeightsInfo:
                        file_type=file_type_name(meta.get("general.file_type")),
                        capabilities=("embedding",) if embedding else ("completion",),
                        context_length=_int(meta, f"{arch}.context_length"),
-                       embedding_length=_int(meta, f"{arch}.embedding_length"))
+                       embedding_length=_int(meta, f"{arch}.embedding_length"),
+                       unsupported=unsupported_gguf(arch, types) if kind == "model" else None)
 
 
 def safetensors_header(path: Path, what: str) -> dict[str, Any]:
@@ -145,9 +149,10 @@ def describe_safetensors(config: Mapping[str, Any],
     architectures = architectures if isinstance(architectures, list) else []
     generative = any(isinstance(a, str) and a.endswith(_GENERATIVE) for a in architectures)
     family = config.get("model_type")
-    return WeightsInfo(format="safetensors", kind="model",
-                       family=family if isinstance(family, str) else "",
+    family = family if isinstance(family, str) else ""
+    return WeightsInfo(format="safetensors", kind="model", family=family,
                        parameter_count=sum(elements.values()), file_type=file_type,
                        capabilities=("completion",) if generative else ("embedding",),
                        context_length=_int(config, "max_position_embeddings"),
-                       embedding_length=_int(config, "hidden_size"))
+                       embedding_length=_int(config, "hidden_size"),
+                       unsupported=unsupported_folder(family))

@@ -161,6 +161,20 @@ def test_16_an_embed_input_longer_than_the_context(server) -> None:
     assert r.status_code == 200 and r.json()["done"] is True
 
 
+def test_create_refuses_a_model_we_cannot_run(client, tmp_path) -> None:
+    """A GGUF of an architecture the engine lacks: a 400 naming it at create time, through the
+    official client, and the model list unchanged."""
+    from tests.store.conftest import write_gguf
+
+    before = client.list().models
+    digest = client.create_blob(write_gguf(tmp_path / "mamba.gguf", arch="mamba"))
+    with pytest.raises(ollama.ResponseError) as info:
+        client.create(model="mamba-test", files={"model.gguf": digest})
+    assert info.value.status_code == 400
+    assert info.value.error.startswith("model.gguf: unsupported architecture 'mamba'")
+    assert client.list().models == before
+
+
 def test_server_still_serves_after_errors(client) -> None:
     r = client.generate(model="smollm2:135m", prompt="Hi", options={"temperature": 0,
                                                                      "num_predict": 2})

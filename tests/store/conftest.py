@@ -55,8 +55,9 @@ def upload(store: Store, path: Path) -> str:
 
 def write_gguf(path: Path, *, arch: str = "llama", file_type: int | None = 1,
                pooling: bool = False, general_type: str | None = None,
-               n_embd: int = 64, n_layers: int = 2) -> Path:
-    """A small valid GGUF (F32 tensors, n_embd × 32 × n_layers + n_embd weights)."""
+               n_embd: int = 64, n_layers: int = 2, raw_type: str | None = None) -> Path:
+    """A small valid GGUF (F32 tensors, n_embd × 32 × n_layers + n_embd weights); with
+    raw_type, the block tensors are zero bytes of that ggml type instead."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), arch)
@@ -71,7 +72,13 @@ def write_gguf(path: Path, *, arch: str = "llama", file_type: int | None = 1,
         w.add_pooling_type(gguf.PoolingType.MEAN)
     rng = np.random.default_rng(0)
     for i in range(n_layers):
-        w.add_tensor(f"blk.{i}.ffn_up.weight", rng.standard_normal((32, n_embd), np.float32))
+        if raw_type is None:
+            w.add_tensor(f"blk.{i}.ffn_up.weight", rng.standard_normal((32, n_embd), np.float32))
+        else:
+            kind = gguf.GGMLQuantizationType[raw_type]
+            block, size = gguf.GGML_QUANT_SIZES[kind]
+            w.add_tensor(f"blk.{i}.ffn_up.weight", np.zeros((32, n_embd // block * size),
+                                                            np.uint8), raw_dtype=kind)
     w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()

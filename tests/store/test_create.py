@@ -217,6 +217,37 @@ def test_a_malformed_gguf_is_refused_before_streaming(store: Store) -> None:
     assert store.find("x") is None
 
 
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"arch": "mamba"}, r"^model.gguf: unsupported architecture 'mamba' \(supported: llama, "),
+    ({"raw_type": "IQ2_XXS", "n_embd": 256},
+     r"^model.gguf: unsupported tensor type IQ2_XXS \(tensor blk.0.ffn_up.weight\)$"),
+])
+def test_a_model_we_cannot_run_is_refused_before_streaming(store: Store, tmp_path: Path,
+                                                           kwargs: dict, message: str) -> None:
+    """An architecture or tensor type the engine lacks is a 400 naming it at create time,
+    not a stored model that fails when it is first loaded; nothing is written."""
+    before = store.list_models()
+    blob = upload(store, write_gguf(tmp_path / "m.gguf", **kwargs))
+    with pytest.raises(CreateError, match=message) as info:
+        create_model(store, "x", files={"model.gguf": blob})
+    assert info.value.status == 400
+    assert store.find("x") is None and store.list_models() == before
+
+
+def test_every_supported_family_and_type_passes_the_check(store: Store, tmp_path: Path
+                                                          ) -> None:
+    from ollamapy.loading.families import ENCODER_ARCHS, FAMILIES
+    from ollamapy.loading.ggml_types import DEQUANTIZABLE
+    from ollamapy.loading.quants import DEQUANTIZE
+
+    assert set(DEQUANTIZE) == DEQUANTIZABLE  # the torch-free list is the dequantizer's table
+    for i, arch in enumerate([*FAMILIES, *ENCODER_ARCHS]):
+        blob = upload(store, write_gguf(tmp_path / f"{arch}.gguf", arch=arch))
+        assert run(store, f"m{i}", files={"model.gguf": blob})[-1] == {"status": "success"}
+    blob = upload(store, write_gguf(tmp_path / "q.gguf", raw_type="IQ4_XS", n_embd=256))
+    assert run(store, "iq4", files={"model.gguf": blob})[-1] == {"status": "success"}
+
+
 def test_an_adapter_gguf_is_refused(store: Store, tmp_path: Path) -> None:
     lora = upload(store, write_gguf(tmp_path / "lora.gguf", general_type="adapter"))
     with pytest.raises(CreateError, match="ADAPTER is not supported by ollamapy"):
