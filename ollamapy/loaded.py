@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from ollamapy.engine.device import pick_device, pick_dtype
 from ollamapy.engine.generate import Delta, generate
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.options import parse_options
+from ollamapy.engine.pooling import decoder_embedding
+from ollamapy.loading.gguf_config import decoder_pooling
 from ollamapy.loading.load import Checkpoint, load_checkpoint
 from ollamapy.text.detokenize import IncrementalDetokenizer
 from ollamapy.text.template import DEFAULT_TEMPLATE, render_chat_template
@@ -133,20 +136,30 @@ class LoadedModel:
                            "eval_count": event.eval_count,
                            "eval_duration": event.eval_duration}
 
-    # -- encoder ------------------------------------------------------------------------------
+    # -- embeddings ---------------------------------------------------------------------------
+    def embedding_ids(self, text: str) -> list[int]:
+        """A text's ids for an embedding, special tokens added (BOS; [CLS] … [SEP]). A decoder
+        also parses special-token text, as llama.cpp's runner tokenizes a prompt."""
+        return self.tokenize(text, parse_special=isinstance(self.model, Transformer))
+
     def embed(self, texts: str | Sequence[str]) -> list[list[float]]:
-        """L2-normalised sentence embeddings, one per text, from one padded forward."""
+        """L2-normalised embeddings, one per text (an encoder's from one padded forward)."""
         texts = [texts] if isinstance(texts, str) else list(texts)
-        return self.embed_ids([self.tokenize(t) for t in texts]) if texts else []
+        return self.embed_ids([self.embedding_ids(t) for t in texts]) if texts else []
 
     def embed_ids(self, batch: Sequence[Sequence[int]], max_tokens: int | None = None,
-                  normalize: bool = True) -> list[list[float]]:
-        """Token id lists → one embedding each (inputs cut to max_tokens)."""
-        from ollamapy.engine.bert import BertEncoder
-
-        if not isinstance(self.model, BertEncoder):
-            raise ValueError(f"{self.path.name} does not support embeddings")
-        return self.model.embed_ids(batch, max_tokens, normalize).tolist()
+                  normalize: bool = True, num_batch: int = 512) -> list[list[float]]:
+        """Token id lists → one embedding each, inputs cut to max_tokens first: an encoder
+        keeps its closing [SEP], a decoder the start of the text (as Ollama cuts it). A
+        decoder embeds as llama.cpp does (`engine/pooling.py`), one input at a time, in
+        chunks of num_batch positions."""
+        if not isinstance(self.model, Transformer):
+            return self.model.embed_ids(batch, max_tokens, normalize).tolist()
+        pooling = decoder_pooling(self.checkpoint.metadata)
+        limit = min(max_tokens or self.context_length, self.context_length)
+        vectors = torch.stack([decoder_embedding(self.model, list(ids)[:limit], pooling,
+                                                 num_batch) for ids in batch])  # (B, dim)
+        return (F.normalize(vectors, dim=-1) if normalize else vectors).tolist()
 
 
 def load(path: str | Path, device: str | torch.device | None = None,

@@ -96,7 +96,11 @@ class Runner:
             if compile:
                 batch.decode = CompiledDecode(batch.decode, num_parallel, self.model.device)
                 batch.decode.warm_up(batch.cache)
-            self.worker = DecodeWorker(spec.name, batch, max_queue)
+            num_batch = self.base_options.num_batch
+            self.worker = DecodeWorker(
+                spec.name, batch, max_queue,
+                embed=lambda ids, limit, normalize: self.model.embed_ids(
+                    ids, limit, normalize, num_batch=num_batch))
 
     def close(self) -> None:
         """Stop the engine thread (failing what it still holds) and release the weights."""
@@ -244,11 +248,11 @@ class Runner:
                     dimensions: int | None = None, num_ctx: int | None = None,
                     normalize: bool = True) -> AsyncIterator[Embeddings]:
         """The token limit is min(num_ctx, trained context); longer inputs are cut
-        (truncate) or refused. Concurrent requests share the engine's padded forwards."""
-        if not self.is_encoder:
-            raise RequestError(f'"{self.spec.name}" does not support embeddings')
+        (truncate) or refused. An encoder's concurrent requests share padded forwards; a
+        decoder (a completion model, as Ollama's runner serves one) embeds between decode
+        steps, its last token's final hidden state unless its GGUF says how to pool."""
         limit = min(num_ctx or self.num_ctx, self.context_length)
-        batch = await asyncio.to_thread(lambda: [self.model.tokenize(t) for t in inputs])
+        batch = await asyncio.to_thread(lambda: [self.model.embedding_ids(t) for t in inputs])
         if not truncate and any(len(ids) > limit for ids in batch):
             raise RequestError("the input length exceeds the context length")
         job = EmbedJob(asyncio.get_running_loop(), batch, limit, normalize)

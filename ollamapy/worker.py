@@ -2,8 +2,11 @@
 
 Requests arrive as jobs in a bounded queue. A decoder's loop admits waiting jobs into free
 batch slots (prefilling each), then runs one batched decode step for all running ones, and
-hands each job its text through an asyncio queue on the caller's event loop. An encoder's
-loop takes every waiting embedding job and embeds all their inputs in one padded forward.
+hands each job its text through an asyncio queue on the caller's event loop. Embedding jobs
+on a decoder need no slot: each step embeds one input of one of them (a forward like a
+prefill) before the decode step, so generation waits at most one input per token. An
+encoder's loop takes every waiting embedding job and embeds all their inputs in one padded
+forward.
 A job whose client went away is cancelled: its slot is freed before the next step, so
 nothing computes for nobody. torch releases the GIL in its kernels, so the event loop keeps
 serving HTTP while a step runs.
@@ -94,11 +97,23 @@ class DecodeJob(Job):
         self.generated: list[int] = []
 
 
+EmbedFn = Callable[[Sequence[Sequence[int]], int, bool], list[list[float]]]
+
+
 class EmbedJob(Job):
     def __init__(self, loop: asyncio.AbstractEventLoop, batch: list[list[int]], limit: int,
                  normalize: bool) -> None:
         super().__init__(loop)
         self.batch, self.limit, self.normalize = batch, limit, normalize
+        self.vectors: list[list[float]] = []  # a decoder's worker embeds one input a step
+
+    def finish(self, vectors: list[list[float]]) -> None:
+        """Hand the caller its vectors (or the error Ollama gives for NaN or Inf) and end."""
+        if any(not math.isfinite(x) for v in vectors for x in v):
+            self.end(ValueError("embedding contains NaN or Inf values"))
+        else:
+            self.put(Embeddings(vectors, sum(min(len(ids), self.limit) for ids in self.batch)))
+            self.end()
 
 
 class Worker:
@@ -181,29 +196,43 @@ class Worker:
 
 
 class DecodeWorker(Worker):
-    """Continuous batching over a `Batch` of `slots` sequences."""
+    """Continuous batching over a `Batch` of `slots` sequences; embedding jobs in between,
+    one input a step (embed: the model's, as `LoadedModel.embed_ids`)."""
 
-    def __init__(self, name: str, batch: Batch, max_queue: int) -> None:
-        self.batch = batch
+    def __init__(self, name: str, batch: Batch, max_queue: int,
+                 embed: EmbedFn | None = None) -> None:
+        self.batch, self.embed = batch, embed
         self.running: dict[int, DecodeJob] = {}  # id(seq) → job
+        self.embedding: deque[EmbedJob] = deque()  # admitted, first one being embedded
         super().__init__(name, max_queue)
 
     def _busy(self) -> bool:
-        return bool(self.batch.active)
+        return bool(self.batch.active or self.embedding)
 
     def _admit(self) -> list[Job]:
-        admitted = []
-        while self.waiting and len(admitted) < self.batch.free:
+        """Decode jobs in order while slots are free; embedding jobs need none, so they are
+        taken wherever they wait."""
+        admitted: list[Job] = []
+        held: list[Job] = []
+        free = self.batch.free
+        while self.waiting:
             job = self.waiting.popleft()
             if job.cancelled:
                 job.end()
-            else:
+            elif isinstance(job, EmbedJob) or free:
+                free -= isinstance(job, DecodeJob)
                 admitted.append(job)
+            else:
+                held.append(job)
+        self.waiting.extend(held)
         return admitted
 
     def _step(self, admitted: list[Job]) -> None:
         self._retire_cancelled()
         for job in admitted:
+            if isinstance(job, EmbedJob):
+                self.embedding.append(job)
+                continue
             assert isinstance(job, DecodeJob)
             try:
                 job.seq = job.make_seq()
@@ -212,6 +241,7 @@ class DecodeWorker(Worker):
             except Exception as e:
                 self.running.pop(id(job.seq), None)
                 job.end(e)
+        self._embed_one()
         if self.batch.active:
             events = self.batch.step()
             self.steps = self.batch.steps
@@ -220,9 +250,31 @@ class DecodeWorker(Worker):
                 if job is not None:
                     self._deliver(job, deltas)
 
+    def _embed_one(self) -> None:
+        """The next input of the first embedding job; the job ends with its last one."""
+        if not self.embedding:
+            return
+        job = self.embedding[0]
+        try:
+            if self.embed is None:
+                raise ValueError("this model does not support embeddings")
+            ids = job.batch[len(job.vectors)]
+            job.vectors += self.embed([ids], job.limit, job.normalize)
+        except Exception as e:
+            self.embedding.popleft()
+            job.end(e)
+            return
+        if len(job.vectors) == len(job.batch):
+            self.embedding.popleft()
+            job.finish(job.vectors)
+
     def _retire_cancelled(self) -> None:
         with self.cond:
+            gone_embedding = [j for j in self.embedding if j.cancelled]
             gone = [j for j in self.running.values() if j.cancelled]
+        for job in gone_embedding:
+            self.embedding.remove(job)
+            job.end()
         for job in gone:
             assert job.seq is not None
             if job.seq in self.batch.active:
@@ -255,14 +307,15 @@ class DecodeWorker(Worker):
                 self.batch.remove(job.seq)
             job.end(error)
         self.running.clear()
+        while self.embedding:
+            self.embedding.popleft().end(error)
 
 
 class EmbedWorker(Worker):
     """Every waiting embedding request in one padded forward."""
 
-    def __init__(self, name: str, embed: Callable[[Sequence[Sequence[int]], int, bool],
-                                                  list[list[float]]],
-                 max_queue: int, max_inputs: int = 256) -> None:
+    def __init__(self, name: str, embed: EmbedFn, max_queue: int, max_inputs: int = 256
+                 ) -> None:
         self.embed, self.max_inputs = embed, max_inputs
         super().__init__(name, max_queue)
 
@@ -298,14 +351,8 @@ class EmbedWorker(Worker):
             self.steps += 1
             start = 0
             for job in jobs:
-                mine = vectors[start:start + len(job.batch)]
+                job.finish(vectors[start:start + len(job.batch)])
                 start += len(job.batch)
-                tokens = sum(min(len(ids), limit) for ids in job.batch)
-                if any(not math.isfinite(x) for v in mine for x in v):
-                    job.end(ValueError("embedding contains NaN or Inf values"))
-                else:
-                    job.put(Embeddings(mine, tokens))
-                    job.end()
 
     def _fail_running(self, error: BaseException) -> None:
         pass  # an embedding step holds no jobs between steps

@@ -73,8 +73,12 @@ def test_minilm_embeddings_match_transformers(minilm) -> None:
     assert min(cosines) >= 0.9999, cosines
 
 
-def test_decoder_refuses_embed_and_encoder_refuses_generate(smollm2, minilm) -> None:
-    with pytest.raises(ValueError, match="does not support embeddings"):
-        smollm2.embed(["hi"])
+def test_decoder_embeds_and_encoder_refuses_generate(smollm2, minilm) -> None:
+    """A completion model embeds as Ollama's llama.cpp runner does: its last prompt token's
+    final hidden state (here L2-normalised, as /api/embed)."""
+    (vector,) = smollm2.embed(["hi"])
+    hidden = smollm2.model(torch.tensor([smollm2.embedding_ids("hi")]), hidden=True)[0]
+    assert len(vector) == 576
+    torch.testing.assert_close(torch.tensor(vector), torch.nn.functional.normalize(hidden, dim=0))
     with pytest.raises(ValueError, match="does not generate"):
         next(minilm.generate("hi"))

@@ -23,19 +23,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ollamapy.engine.ops import Linear
+from ollamapy.engine.pooling import Pooling, pool
 from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 if TYPE_CHECKING:  # only for the annotation: the engine does not import the loader at runtime
     from ollamapy.loading.safetensors import HFFolder
-
-Pooling = Literal["mean", "cls", "last"]
 
 
 # -- config -------------------------------------------------------------------------------------
@@ -249,16 +248,7 @@ class BertEncoder(nn.Module):
               ) -> torch.Tensor:
         """ids (B, T), mask (B, T) → float32 sentence embeddings (B, dim), L2-normalised
         when normalize (None: as the checkpoint's pipeline says)."""
-        hidden = self(ids, mask).float()  # pool in float32 whatever the weights' dtype
-        if self.config.pooling == "cls":
-            pooled = hidden[:, 0]  # (B, dim): the [CLS] state
-        elif self.config.pooling == "last":  # the last real token's state (right padding)
-            last = mask.sum(1).clamp(min=1) - 1  # (B,)
-            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        else:
-            weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
-            # clamp as sentence-transformers does, so an all-padding row gives 0, not NaN
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, dim)
+        pooled = pool(self(ids, mask), mask, self.config.pooling)  # (B, dim) float32
         normalize = self.config.normalize if normalize is None else normalize
         return F.normalize(pooled, p=2, dim=-1) if normalize else pooled
 

@@ -161,9 +161,11 @@ class Transformer(nn.Module):
     @torch.no_grad()  # not inference_mode: its tensors cannot enter a compiled graph
     def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0,
                 cache: KVCache | None = None, *, all_logits: bool = False,
-                key_positions: torch.Tensor | None = None) -> torch.Tensor:
+                key_positions: torch.Tensor | None = None, hidden: bool = False
+                ) -> torch.Tensor:
         """tokens (B, T) at positions [start_pos, start_pos + T) → float32 logits,
-        (B, T, vocab) when all_logits else (B, vocab) for the last position only.
+        (B, T, vocab) when all_logits else (B, vocab) for the last position only; hidden: the
+        final norm's output instead of logits, (B, T, dim) or (B, dim), in the model's dtype.
 
         A batched decode step gives each row its own position: start_pos a (B,) tensor,
         T = 1, a cache whose row i holds sequence i, and key_positions = arange(S), the
@@ -199,7 +201,10 @@ class Transformer(nn.Module):
                 x = layer(x, cos, sin, mask_global, start_pos, cache)
         if not all_logits:
             x = x[:, -1:, :]
-        logits = self.output(self.norm(x)).float()  # (B, T or 1, vocab)
+        x = self.norm(x)  # (B, T or 1, dim)
+        if hidden:  # the final hidden states, before the output head (embeddings)
+            return x if all_logits else x[:, -1, :]
+        logits = self.output(x).float()  # (B, T or 1, vocab)
         if c.logit_scale != 1.0:
             logits = logits / c.logit_scale
         if c.final_softcap:

@@ -140,6 +140,20 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
     )
 
 
+def decoder_pooling(meta: Mapping[str, Any]) -> Pooling:
+    """How a decoder's final hidden states become an embedding, as llama.cpp does it: the
+    file's `<arch>.pooling_type`; without one (or 0, none) the last prompt token's state, the
+    one output Ollama's runner asks llama.cpp for. Any metadata without it (a Hugging Face
+    config.json) → "last"."""
+    pooling_type = meta.get(f"{meta.get('general.architecture')}.pooling_type", 0)
+    if pooling_type == 0:
+        return "last"
+    if pooling_type not in POOLING_TYPES:
+        raise UnsupportedModelError(f"pooling_type {pooling_type} cannot embed "
+                                    "(mean, cls and last can)")
+    return POOLING_TYPES[pooling_type]
+
+
 def encoder_config_from_gguf(meta: Mapping[str, Any]) -> EncoderConfig:
     arch = meta.get("general.architecture")
     if arch not in ENCODER_ARCHS:

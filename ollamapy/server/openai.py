@@ -178,11 +178,12 @@ def _openai_tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
             for i, call in enumerate(with_call_ids(calls))]
 
 
-def _resolve(state: State, name: str, capability: str) -> ModelSpec:
+def _resolve(state: State, name: str, capability: str | None) -> ModelSpec:
+    """capability None: any model (Ollama's /v1/embeddings, like /api/embed, checks none)."""
     spec = state.resolve(name)
     if spec is None:
         raise APIError(404, f"model '{name}' not found")
-    if capability not in spec.capabilities:
+    if capability is not None and capability not in spec.capabilities:
         verb = {"completion": "generate", "embedding": "embeddings"}[capability]
         raise bad_request(f'"{name}" does not support {verb}')
     return spec
@@ -442,7 +443,7 @@ async def embeddings(request: Request) -> Response:
                                    or not isinstance(dimensions, int)):
         raise bad_request("dimensions must be an integer")
     options = _options({k: v for k, v in body.items() if k in EXTRA_OPTIONS | {"options"}})
-    spec = _resolve(state, name, "embedding")
+    spec = _resolve(state, name, None)
     events = run_model(state, spec, options, keep_alive_of(body),
                        lambda runner: runner.embed(inputs, dimensions=dimensions,
                                                    num_ctx=options.get("num_ctx")))
