@@ -18,12 +18,15 @@ from .rows import Int8Rows, QuantRows
 
 
 class Int8Experts(nn.Module):
-    def __init__(self, experts: Sequence[QuantRows], device: torch.device | str = "cpu") -> None:
+    def __init__(self, experts: Sequence[QuantRows], device: torch.device | str = "cpu",
+                 bias: torch.Tensor | None = None) -> None:
+        """bias: (n_experts, out_features), kept as given (gpt-oss's experts have them)."""
         super().__init__()
         rows = [r if isinstance(r, Int8Rows) else convert_rows(r, "int8") for r in experts]
         assert all(isinstance(r, Int8Rows) for r in rows)
         self.register_buffer("q", torch.stack([r.q for r in rows]).to(device))  # (E, N, K) int8
         self.register_buffer("scales", torch.stack([r.scales for r in rows]).to(device))  # (E, N)
+        self.bias = bias.to(device) if bias is not None else None
 
     def weights(self, index: torch.Tensor) -> torch.Tensor:
         """index (...) expert ids → (..., N, K) float32 weights of those experts."""

@@ -20,6 +20,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gguf
+import numpy as np
 import sentencepiece
 import transformers
 from tokenizers import (
@@ -147,3 +149,30 @@ def convert(folder: Path, out: Path, outtype: str = "f32") -> Path:
                           timeout=CONVERT_HANG_GUARD_S)
     assert done.returncode == 0, done.stderr[-4000:]
     return out
+
+
+def requantize(src: Path, dst: Path, types: dict[str, str]) -> Path:
+    """A copy of the GGUF `src` with the tensors named in `types` stored in another ggml type
+    (gguf-py's quantizer; e.g. gpt-oss's experts in MXFP4, as Ollama's files hold them)."""
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(dst, reader.fields["general.architecture"].contents())
+    for field in reader.fields.values():
+        if field.name == "general.architecture" or field.name.startswith("GGUF."):
+            continue  # written by the writer itself
+        kind = field.types[0]
+        writer.add_key_value(field.name, field.contents(), kind,
+                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
+    for t in reader.tensors:
+        if t.name in types:
+            kind = gguf.GGMLQuantizationType[types[t.name]]
+            writer.add_tensor(t.name, gguf.quants.quantize(np.asarray(t.data), kind),
+                              raw_dtype=kind)
+        else:
+            plain = t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+            writer.add_tensor(t.name, np.asarray(t.data),
+                              raw_dtype=None if plain else t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return dst

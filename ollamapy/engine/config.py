@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Activation = Literal["silu", "gelu_tanh"]
+# the gated MLP's activation: act(gate) * up, or gpt-oss's clamped variant (ops.glu)
+Activation = Literal["silu", "gelu_tanh", "swiglu_oai"]
 # where each block norms: "pre" (llama: the input of each branch), "sandwich" (gemma: the input
 # and the output of each branch), "post" (olmo2: the output of each branch only)
 NormPlacement = Literal["pre", "sandwich", "post"]
@@ -45,7 +46,9 @@ class ModelConfig:
     rope_base_local: float | None = None  # RoPE base of sliding-window layers (gemma3)
     sliding_window: int | None = None  # a query sees at most this many keys, itself included
     sliding_layers: tuple[bool, ...] = ()  # per layer: True where the sliding window applies
-    qkv_bias: bool = False  # qwen2
+    qkv_bias: bool = False  # qwen2, gpt-oss
+    out_bias: bool = False  # the attention output projection has a bias (gpt-oss)
+    attn_sinks: bool = False  # a learned per-head logit each query may attend to (gpt-oss)
     qk_norm: QKNorm = "none"
     norms: NormPlacement = "pre"
     embed_scale: float = 1.0  # token embeddings are multiplied by this (gemma: sqrt(dim))
@@ -63,6 +66,7 @@ class ModelConfig:
     n_experts_used: int = 0
     expert_ffn_dim: int = 0
     norm_top_k: bool = True
+    moe_bias: bool = False  # the router and every expert projection have biases (gpt-oss)
 
     def __post_init__(self) -> None:
         if self.n_heads % self.n_kv_heads:

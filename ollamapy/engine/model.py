@@ -15,7 +15,7 @@ from torch import nn
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.moe import MoEFeedForward
-from ollamapy.engine.ops import Linear, RMSNorm, activation, attend, softcap
+from ollamapy.engine.ops import Linear, RMSNorm, Sinks, attend, glu, softcap
 from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 
@@ -40,7 +40,8 @@ class Attention(nn.Module):
         self.wq = Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
         self.wk = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
         self.wv = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
-        self.wo = Linear(c.n_heads * c.head_dim, c.dim)
+        self.wo = Linear(c.n_heads * c.head_dim, c.dim, bias=c.out_bias)
+        self.sinks = Sinks(c.n_heads) if c.attn_sinks else None
         # q/k norms: over each head (qwen3, gemma3) or over the whole projection (olmo2)
         self.qk_norm = c.qk_norm
         q_width, k_width = ((c.head_dim, c.head_dim) if c.qk_norm == "head" else
@@ -74,7 +75,8 @@ class Attention(nn.Module):
         if cache is not None:
             # (B, n_kv_heads, S, head_dim): S, the keys' span, is the mask's last dimension
             k, v = cache.update(self.layer, start_pos, k, v, length=mask.shape[-1])
-        out = attend(q, k, v, mask, self.scale, self.softcap)  # (B, n_heads, T, head_dim)
+        sinks = self.sinks.weight if self.sinks is not None else None
+        out = attend(q, k, v, mask, self.scale, self.softcap, sinks)  # (B, n_heads, T, hd)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.wo(out)
 
@@ -95,7 +97,7 @@ class FeedForward(nn.Module):
             gate, up = self.w_gate(x), self.w_up(x)
         else:
             gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.w_down(activation(self.activation, gate) * up)
+        return self.w_down(glu(self.activation, gate, up))
 
 
 class Block(nn.Module):

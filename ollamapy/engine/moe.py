@@ -3,11 +3,13 @@ token and mixes their outputs.
 
     probs   = softmax(router(x))                  over all n_experts
     w, e    = top_k(probs, n_experts_used)        renormalised to sum to 1 (norm_top_k)
-    y       = sum_j w_j * down_e_j(act(gate_e_j(x)) * up_e_j(x))
+    y       = sum_j w_j * down_e_j(glu(gate_e_j(x), up_e_j(x)))
 
-Each projection's weights for all experts are one `Experts` module, (n_experts, out, in);
-`weights(index)` returns the float weights of the chosen experts, so a quantized twin that
-keeps its codes and dequantizes only what is asked for drops in from outside (the fast path).
+(gpt-oss's softmax over the top-k router logits is the renormalised case.) Each projection's
+weights for all experts are one `Experts` module, (n_experts, out, in), with a bias per
+expert where the family has them (gpt-oss); `weights(index)` returns the float weights of the
+chosen experts, so a quantized twin that keeps its codes and dequantizes only what is asked
+for drops in from outside (the fast path).
 Two ways to run the same sum: a few tokens (a decode step, or inside a compiled graph, where
 shapes must not depend on the routing) gather each token's experts; many tokens (a prompt) go
 expert by expert, each expert's weights read once for all the tokens routed to it.
@@ -19,16 +21,20 @@ import torch
 from torch import nn
 
 from ollamapy.engine.config import ModelConfig
-from ollamapy.engine.ops import Linear, activation
+from ollamapy.engine.ops import Linear, glu
 
 
 class Experts(nn.Module):
-    """The weights of one projection for every expert: (n_experts, out_features, in_features)."""
+    """The weights of one projection for every expert: (n_experts, out_features, in_features),
+    and its biases (n_experts, out_features) if it has them."""
 
-    def __init__(self, n_experts: int, in_features: int, out_features: int) -> None:
+    def __init__(self, n_experts: int, in_features: int, out_features: int,
+                 bias: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n_experts, out_features, in_features),
                                    requires_grad=False)
+        self.bias = nn.Parameter(torch.zeros(n_experts, out_features), requires_grad=False) \
+            if bias else None
 
     def weights(self, index: torch.Tensor) -> torch.Tensor:
         """index (...) expert ids → (..., out_features, in_features) float weights."""
@@ -41,10 +47,10 @@ class MoEFeedForward(nn.Module):
         c = config
         self.n_experts, self.top_k, self.norm_top_k = c.n_experts, c.n_experts_used, c.norm_top_k
         self.activation = c.activation
-        self.router = Linear(c.dim, c.n_experts)
-        self.w_gate = Experts(c.n_experts, c.dim, c.expert_ffn_dim)
-        self.w_up = Experts(c.n_experts, c.dim, c.expert_ffn_dim)
-        self.w_down = Experts(c.n_experts, c.expert_ffn_dim, c.dim)
+        self.router = Linear(c.dim, c.n_experts, bias=c.moe_bias)
+        self.w_gate = Experts(c.n_experts, c.dim, c.expert_ffn_dim, c.moe_bias)
+        self.w_up = Experts(c.n_experts, c.dim, c.expert_ffn_dim, c.moe_bias)
+        self.w_down = Experts(c.n_experts, c.expert_ffn_dim, c.dim, c.moe_bias)
 
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (N, dim) → each token's expert weights (N, top_k) in x's dtype and ids (N, top_k)."""
@@ -67,10 +73,10 @@ class MoEFeedForward(nn.Module):
     def _gathered(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor
                   ) -> torch.Tensor:
         """Each token through its own experts' weights, gathered: x (N, dim) → (N, dim)."""
-        gate = torch.einsum("nd,nkfd->nkf", x, self.w_gate.weights(experts).to(x.dtype))
-        up = torch.einsum("nd,nkfd->nkf", x, self.w_up.weights(experts).to(x.dtype))
-        h = activation(self.activation, gate) * up  # (N, top_k, ffn)
-        down = torch.einsum("nkf,nkdf->nkd", h, self.w_down.weights(experts).to(x.dtype))
+        gate = _project("nd,nkfd->nkf", x, self.w_gate, experts)  # (N, top_k, ffn)
+        up = _project("nd,nkfd->nkf", x, self.w_up, experts)
+        h = glu(self.activation, gate, up)
+        down = _project("nkf,nkdf->nkd", h, self.w_down, experts)  # (N, top_k, dim)
         return torch.einsum("nkd,nk->nd", down, weights)
 
     def _per_expert(self, x: torch.Tensor, weights: torch.Tensor, experts: torch.Tensor
@@ -81,8 +87,15 @@ class MoEFeedForward(nn.Module):
             rows, slot = torch.where(experts == e)  # tokens that chose e, and in which slot
             index = torch.tensor(e, device=x.device)
             h = x[rows]  # (n_e, dim)
-            gate = h @ self.w_gate.weights(index).to(x.dtype).T
-            up = h @ self.w_up.weights(index).to(x.dtype).T
-            y = (activation(self.activation, gate) * up) @ self.w_down.weights(index).to(x.dtype).T
+            gate = _project("nd,fd->nf", h, self.w_gate, index)
+            up = _project("nd,fd->nf", h, self.w_up, index)
+            y = _project("nf,df->nd", glu(self.activation, gate, up), self.w_down, index)
             out.index_add_(0, rows, y * weights[rows, slot, None])
         return out
+
+
+def _project(equation: str, x: torch.Tensor, experts: nn.Module, index: torch.Tensor
+             ) -> torch.Tensor:
+    """x through the experts in `index` (their weights gathered, then their biases added)."""
+    y = torch.einsum(equation, x, experts.weights(index).to(x.dtype))
+    return y if experts.bias is None else y + experts.bias[index].to(x.dtype)

@@ -44,6 +44,33 @@ def llama3_factors(rope_dim: int, base: float, factor: float, low_freq_factor: f
     return tuple(factors)
 
 
+def yarn_factors(rope_dim: int, base: float, factor: float, original_context: int,
+                 beta_fast: float = 32.0, beta_slow: float = 1.0, truncate: bool = True
+                 ) -> tuple[float, ...]:
+    """YaRN (gpt-oss) as per-frequency divisors: a frequency that turns more than beta_fast
+    times over the original context keeps its value, one that turns fewer than beta_slow times
+    is divided by `factor`, and a linear ramp blends the band between (its ends rounded
+    outwards when `truncate`, as llama.cpp always does)."""
+    def dim_of(turns: float) -> float:  # the pair index whose frequency turns `turns` times
+        return rope_dim * math.log(original_context / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = dim_of(beta_fast), dim_of(beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, rope_dim - 1)
+    factors = []
+    for i in range(rope_dim // 2):
+        ramp = min(max((i - low) / max(high - low, 1e-3), 0.0), 1.0)  # 0: keep, 1: divide
+        keep = 1.0 - ramp
+        factors.append(1.0 / (keep + (1.0 - keep) / factor))
+    return tuple(factors)
+
+
+def yarn_attn_factor(factor: float) -> float:
+    """YaRN's magnitude correction of cos and sin: 0.1 ln(factor) + 1."""
+    return 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+
 def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor, scale: float = 1.0,
                  attn_factor: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin tables for `positions` (T,) or per row (B, T) → two float32 tensors of

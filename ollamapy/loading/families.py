@@ -54,6 +54,7 @@ FAMILIES: dict[str, Family] = {f.arch: f for f in (
     Family("phi3", ("phi3",), fused_gate_up=True),
     Family("granite", ("granite",), interleaved_qk=True),
     Family("olmo2", ("olmo2",), norms="post", qk_norm="all"),
+    Family("gpt-oss", ("gpt_oss",), sliding_pattern=2, activation="swiglu_oai"),
 )}
 HF_FAMILIES: dict[str, Family] = {t: f for f in FAMILIES.values() for t in f.hf_model_types}
 

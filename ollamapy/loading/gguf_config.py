@@ -14,6 +14,7 @@ from typing import Any
 
 from ollamapy.engine.bert import EncoderConfig, Pooling
 from ollamapy.engine.config import ModelConfig
+from ollamapy.engine.rope import yarn_attn_factor, yarn_factors
 from ollamapy.loading.families import ENCODER_ARCHS, FAMILIES, VISION_PREFIXES, Family
 
 SUPPORTED_ARCHS = tuple(FAMILIES)
@@ -92,9 +93,9 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
     tokens = meta.get("tokenizer.ggml.tokens")
     vocab = _int(meta, p + "vocab_size", len(tokens) if tokens is not None else None)
     window = meta.get(p + "attention.sliding_window")
-    scaling = meta.get(p + "rope.scaling.type", "none")
-    if scaling not in ("none", "linear"):
-        raise UnsupportedModelError(f"RoPE scaling {scaling!r} is not supported")
+    rope_dim = _int(meta, p + "rope.dimension_count", head_dim)
+    rope_base = _float(meta, p + "rope.freq_base", 10_000.0)
+    rope = _rope_scaling(meta, p, rope_dim, rope_base, values)
     n_experts = _int(meta, p + "expert_count", 0)
     wide = n_layers == family.wide_attn_scale_layers
     return ModelConfig(
@@ -108,18 +109,16 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
         ffn_dim=_int(meta, p + "feed_forward_length", 0 if n_experts else None),
         norm_eps=_float(meta, p + "attention.layer_norm_rms_epsilon", 1e-5),
         context_length=_int(meta, p + "context_length", 2048),
-        rope_base=_float(meta, p + "rope.freq_base", 10_000.0),
-        rope_dim=_int(meta, p + "rope.dimension_count", head_dim),
-        rope_scale=_float(meta, p + "rope.scaling.factor", 1.0) if scaling == "linear" else 1.0,
-        rope_freq_factors=tuple(values.get(ROPE_FREQS, values.get(ROPE_FACTORS_SHORT, ()))),
-        rope_freq_factors_long=tuple(values.get(ROPE_FACTORS_LONG, ())),
-        rope_original_context=_int(meta, p + "rope.scaling.original_context_length", 0),
-        rope_attn_factor=_float(meta, p + "rope.scaling.attn_factor", 1.0),
+        rope_base=rope_base,
+        rope_dim=rope_dim,
+        **rope,
         rope_base_local=(_float(meta, p + "rope.freq_base_swa", family.rope_base_local)
                          if family.rope_base_local else None),
         sliding_window=int(window) if window else None,
         sliding_layers=_sliding_layers(meta, family, n_layers) if window else (),
         qkv_bias="blk.0.attn_q.bias" in tensor_names or "blk.0.attn_qkv.bias" in tensor_names,
+        out_bias="blk.0.attn_output.bias" in tensor_names,
+        attn_sinks="blk.0.attn_sinks.weight" in tensor_names,
         qk_norm=family.qk_norm if "blk.0.attn_q_norm.weight" in tensor_names else "none",
         norms=family.norms,
         embed_scale=_float(meta, p + "embedding_scale",
@@ -137,7 +136,32 @@ def config_from_gguf(meta: Mapping[str, Any], tensor_names: Set[str],
         expert_ffn_dim=_int(meta, p + "expert_feed_forward_length",
                             _int(meta, p + "feed_forward_length", 0)) if n_experts else 0,
         norm_top_k=bool(meta.get(p + "expert_weights_norm", True)),
+        moe_bias="blk.0.ffn_gate_inp.bias" in tensor_names,
     )
+
+
+def _rope_scaling(meta: Mapping[str, Any], p: str, rope_dim: int, base: float,
+                  values: Mapping[str, Sequence[float]]) -> dict[str, Any]:
+    """ModelConfig's RoPE scaling fields: linear; llama 3's and LongRoPE's factor tensors;
+    YaRN's factors computed as llama.cpp does (the ramp's ends rounded outwards)."""
+    kind = meta.get(p + "rope.scaling.type", "none")
+    fields: dict[str, Any] = {
+        "rope_freq_factors": tuple(values.get(ROPE_FREQS, values.get(ROPE_FACTORS_SHORT, ()))),
+        "rope_freq_factors_long": tuple(values.get(ROPE_FACTORS_LONG, ())),
+        "rope_original_context": _int(meta, p + "rope.scaling.original_context_length", 0),
+        "rope_attn_factor": _float(meta, p + "rope.scaling.attn_factor", 1.0)}
+    if kind == "linear":
+        fields["rope_scale"] = _float(meta, p + "rope.scaling.factor", 1.0)
+    elif kind == "yarn":
+        factor = _float(meta, p + "rope.scaling.factor", 1.0)
+        fields["rope_freq_factors"] = yarn_factors(
+            rope_dim, base, factor, fields["rope_original_context"],
+            _float(meta, p + "rope.scaling.yarn_beta_fast", 32.0),
+            _float(meta, p + "rope.scaling.yarn_beta_slow", 1.0))
+        fields["rope_attn_factor"] *= yarn_attn_factor(factor)
+    elif kind != "none":
+        raise UnsupportedModelError(f"RoPE scaling {kind!r} is not supported")
+    return fields
 
 
 def decoder_pooling(meta: Mapping[str, Any]) -> Pooling:

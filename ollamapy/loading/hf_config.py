@@ -9,11 +9,11 @@ per-frequency factors, the same ones llama.cpp's converter writes into a GGUF) a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
 
 from ollamapy.engine.config import ModelConfig
-from ollamapy.engine.rope import llama3_factors
+from ollamapy.engine.rope import llama3_factors, yarn_attn_factor, yarn_factors
 from ollamapy.loading.families import HF_FAMILIES
 from ollamapy.loading.gguf_config import UnsupportedModelError
 
@@ -58,6 +58,15 @@ def _rope_scaling(scaling: Mapping[str, Any] | None, config: Mapping[str, Any], 
         return {"rope_freq_factors": tuple(map(float, scaling["short_factor"])),
                 "rope_freq_factors_long": tuple(map(float, scaling["long_factor"])),
                 "rope_original_context": original, "rope_attn_factor": float(attn_factor)}
+    if kind == "yarn":  # gpt-oss; transformers' defaults
+        factor = float(scaling["factor"])
+        return {"rope_freq_factors": yarn_factors(
+            rope_dim, base, factor, int(scaling.get("original_max_position_embeddings")
+                                        or config["max_position_embeddings"]),
+            float(scaling.get("beta_fast") or 32.0), float(scaling.get("beta_slow") or 1.0),
+            bool(scaling.get("truncate", True))),
+            "rope_attn_factor": float(scaling.get("attention_factor")
+                                      or yarn_attn_factor(factor))}
     raise UnsupportedModelError(f"RoPE scaling {dict(scaling)} is not supported")
 
 
@@ -85,7 +94,9 @@ def _sliding_layers(config: Mapping[str, Any], pattern: int, n_layers: int
     return tuple((i + 1) % every != 0 for i in range(n_layers)) if every else (True,) * n_layers
 
 
-def config_from_hf(config: Mapping[str, Any]) -> ModelConfig:
+def config_from_hf(config: Mapping[str, Any], tensor_names: Set[str] = frozenset()
+                   ) -> ModelConfig:
+    """tensor_names: the folder's tensors, for what only their presence says (biases, sinks)."""
     if "text_config" in config:  # multimodal wrappers keep the decoder here
         config = {**config["text_config"], "model_type": config["text_config"].get("model_type")}
     model_type = config.get("model_type")
@@ -125,6 +136,9 @@ def config_from_hf(config: Mapping[str, Any]) -> ModelConfig:
         sliding_window=window if sliding else None,
         sliding_layers=sliding,
         qkv_bias=family.arch == "qwen2" or bool(config.get("attention_bias")),
+        out_bias="model.layers.0.self_attn.o_proj.bias" in tensor_names,
+        attn_sinks="model.layers.0.self_attn.sinks" in tensor_names,
+        moe_bias="model.layers.0.mlp.router.bias" in tensor_names,
         qk_norm=family.qk_norm if has_qk_norm else "none",
         norms=family.norms,
         embed_scale=float(config.get("embedding_multiplier")

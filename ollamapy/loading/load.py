@@ -100,7 +100,7 @@ def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Chec
     if folder.config.get("model_type") in HF_ENCODER_TYPES:
         model = BertEncoder.from_hf(folder, device=device, dtype=dtype)
         return Checkpoint("encoder", model, tokenizer, None, dict(folder.config))
-    config = config_from_hf(folder.config)
+    config = config_from_hf(folder.config, folder.tensors.keys())
     tensors = stack_experts((hf_name(n, config), t) for n, t in folder.tensors.items())
     parts = (part for n, t in tensors for part in split_fused(n, t, config))
     model = build_transformer(config, ((n, fix_hf_tensor(n, t, config)) for n, t in parts),

@@ -72,8 +72,10 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
         info = gguf.tensors[stored[ours]]
         n_experts, *shape = info.shape  # (E, N, K): each expert's blocks are contiguous
         raw = gguf.raw(stored[ours]).view(n_experts, -1)
+        bias = ours.replace(".weight", ".bias")
         return Int8Experts([gguf_rows(raw[e], info.type_name, (shape[0], shape[1]), policy)
-                            for e in range(n_experts)], device)
+                            for e in range(n_experts)], device,
+                           dense(bias) if bias in stored else None)
 
     def dense(ours: str) -> torch.Tensor:
         t = fix_gguf_tensor(ours, gguf.tensor(stored[ours]), config)

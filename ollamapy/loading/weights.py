@@ -28,6 +28,7 @@ _GGUF_LAYER = {
     "attn_norm": "attn_norm", "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv",
     "attn_qkv": "attn.wqkv", "attn_output": "attn.wo", "attn_q_norm": "attn.q_norm",
     "attn_k_norm": "attn.k_norm", "post_attention_norm": "post_attn_norm",
+    "attn_sinks": "attn.sinks",
     "ffn_norm": "ffn_norm", "ffn_gate": "ffn.w_gate", "ffn_up": "ffn.w_up",
     "ffn_down": "ffn.w_down", "post_ffw_norm": "post_ffn_norm",
     # mixture of experts: the router and each projection's (n_experts, out, in) stack
@@ -43,7 +44,7 @@ _HF_LAYER = {
     "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffn_norm",
     "mlp.gate_proj": "ffn.w_gate", "mlp.up_proj": "ffn.w_up", "mlp.down_proj": "ffn.w_down",
     "self_attn.qkv_proj": "attn.wqkv", "mlp.gate_up_proj": "ffn.w_gate_up",
-    "mlp.gate": "ffn.router", "block_sparse_moe.gate": "ffn.router",
+    "mlp.gate": "ffn.router", "block_sparse_moe.gate": "ffn.router", "mlp.router": "ffn.router",
 }
 # per-expert matrices of an MoE folder: qwen3moe's mlp.experts.E.gate_proj, Mixtral's
 # block_sparse_moe.experts.E.w1 (gate), w3 (up), w2 (down)
@@ -51,6 +52,11 @@ _HF_EXPERT = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.expert
                         r"(gate_proj|up_proj|down_proj|w1|w3|w2)\.weight")
 _HF_EXPERT_PART = {"gate_proj": "w_gate", "w1": "w_gate", "up_proj": "w_up", "w3": "w_up",
                    "down_proj": "w_down", "w2": "w_down"}
+# gpt-oss keeps all experts of a projection in one input-major tensor, (E, in, out), gate and
+# up interleaved in gate_up_proj's columns; biases (E, out); split by split_fused
+_HF_FUSED_EXPERTS = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)"
+                               r"(_bias)?")
+_HF_SINKS = re.compile(r"model\.layers\.(\d+)\.self_attn\.sinks")
 # BERT (`bert` GGUFs, as llama.cpp's converter writes all-minilm; `nomic-bert` adds attn_qkv,
 # split by build_encoder, and ffn_gate): our BertEncoder's names
 _GGUF_BERT_GLOBAL = {
@@ -79,6 +85,8 @@ def gguf_name(name: str, config: ModelConfig) -> str:
     ours = _gguf_rename(name, _GGUF_GLOBAL, _GGUF_LAYER, "GGUF")
     if ours.endswith(".ffn.w_up.weight") and FAMILIES[config.arch].fused_gate_up:
         return ours.replace(".w_up.", ".w_gate_up.")
+    if ".post_attn_norm." in ours and config.norms == "pre":  # gpt-oss: the MLP's input norm
+        return ours.replace(".post_attn_norm.", ".ffn_norm.")
     return ours
 
 
@@ -92,6 +100,11 @@ def hf_name(name: str, config: ModelConfig) -> str:
         return _HF_GLOBAL[name]
     if m := _HF_EXPERT.fullmatch(name):  # one expert's matrix: stacked by stack_experts
         return f"layers.{m[1]}.ffn.{_HF_EXPERT_PART[m[3]]}.weight.{m[2]}"
+    if m := _HF_FUSED_EXPERTS.fullmatch(name):
+        stem = m[2].removesuffix("_proj")  # gate_up, down
+        return f"layers.{m[1]}.ffn.{stem}_exps_t.{'bias' if m[3] else 'weight'}"
+    if m := _HF_SINKS.fullmatch(name):
+        return f"layers.{m[1]}.attn.sinks.weight"
     m = _HF_BLOCK.fullmatch(name)
     if m and m[2] == "post_attention_layernorm":
         # gemma and olmo2 norm the attention output with it; llama/qwen the MLP input
@@ -120,8 +133,17 @@ def qkv_sizes(config: ModelConfig) -> list[int]:
 
 def split_fused(our_name: str, t: torch.Tensor, config: ModelConfig
                 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """A fused weight (attn.wqkv, ffn.w_gate_up) → its parts, by row; others pass as they are."""
-    if ".attn.wqkv." in our_name:
+    """A fused weight (attn.wqkv, ffn.w_gate_up, gpt-oss's input-major experts) → its parts
+    in the model's layout; others pass as they are."""
+    if ".ffn.gate_up_exps_t." in our_name:  # (E, in, 2 ffn) / (E, 2 ffn), gate/up interleaved
+        t = t.transpose(1, 2) if t.dim() == 3 else t
+        stem = our_name.replace(".gate_up_exps_t.", ".{}.")
+        yield stem.format("w_gate"), t[:, 0::2].contiguous()
+        yield stem.format("w_up"), t[:, 1::2].contiguous()
+    elif ".ffn.down_exps_t." in our_name:  # (E, ffn, dim) → (E, dim, ffn)
+        yield (our_name.replace(".down_exps_t.", ".w_down."),
+               t.transpose(1, 2).contiguous() if t.dim() == 3 else t)
+    elif ".attn.wqkv." in our_name:
         for part, rows in zip(("wq", "wk", "wv"), t.split(qkv_sizes(config)), strict=True):
             yield our_name.replace(".wqkv.", f".{part}."), rows
     elif ".ffn.w_gate_up." in our_name:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gguf
 import numpy as np
 import pytest
 import torch
@@ -24,15 +25,17 @@ import transformers
 
 import ollamapy
 from ollamapy.engine.model import Transformer
+from ollamapy.loaded import LoadedModel
 from ollamapy.loading.gguf import read_gguf
 from ollamapy.loading.gguf_config import CONFIG_TENSORS, config_from_gguf
 from ollamapy.loading.load import decoder_tensors
 from ollamapy.loading.weights import build_transformer
 from tests.engine.hf_tiny import tiny_hf_model
 from tests.engine.test_fast import NEAR_TIE, greedy
-from tests.llama_cpp import convert, write_gpt2_tokenizer, write_spm_tokenizer
+from tests.llama_cpp import convert, requantize, write_gpt2_tokenizer, write_spm_tokenizer
 from tests.loading.test_tiny_gguf import write_tiny_gguf
 
+MXFP4 = gguf.GGMLQuantizationType.MXFP4
 PROMPT = "The quick brown fox jumps over the lazy dog. Hello world!"
 SPM_VOCAB = 400
 
@@ -86,6 +89,15 @@ CASES: dict[str, Case] = {
         transformers.Qwen3MoeConfig)(**common(v), head_dim=16, num_experts=4, num_experts_per_tok=2,
         moe_intermediate_size=32, norm_topk_prob=True, tie_word_embeddings=False),
         tokenizer="gpt2", ablations=RENORMALISED, moe=True),
+    "gpt-oss": Case("gpt-oss", transformers.GptOssForCausalLM, lambda v: (
+        transformers.GptOssConfig)(**common(v), head_dim=16, num_local_experts=4,
+                                   num_experts_per_tok=2, sliding_window=4, rope_scaling={
+            "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+            "truncate": True, "original_max_position_embeddings": 64}),
+        tokenizer="gpt2", moe=True,
+        ablations={**RENORMALISED, "attention sinks": {"attn_sinks": False},
+                   "YaRN": {"rope_freq_factors": (), "rope_attn_factor": 1.0},
+                   "sliding window": {"sliding_window": None}}),
 }
 
 
@@ -109,9 +121,9 @@ def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     config._attn_implementation = "eager"
     torch.manual_seed(7)
     hf = case.model(config).eval()
-    with torch.no_grad():  # random norms too, so no weight is trivially 0 or 1
+    with torch.no_grad():  # random norms, biases and sinks too: none trivially 0 or 1
         for pname, p in hf.named_parameters():
-            if "norm" in pname:
+            if "norm" in pname or pname.endswith(("bias", "sinks")):
                 p.add_(torch.randn_like(p) * 0.2)
     hf.save_pretrained(folder)
     if case.tokenizer.startswith("spm"):
@@ -127,12 +139,16 @@ def hf_logits(built: Built, ids: list[int]) -> torch.Tensor:
 
 
 def with_config(path: Path, **fields: Any) -> Transformer:
-    """The file's reference model with some config fields replaced."""
+    """The file's reference model with some config fields replaced (weights of a feature
+    switched off, such as attention sinks, left out)."""
     with read_gguf(path) as gguf:
         values = {n: gguf.tensor(n).tolist() for n in CONFIG_TENSORS if n in gguf.tensors}
         config = dataclasses.replace(
             config_from_gguf(gguf.metadata, gguf.tensors.keys(), values), **fields)
-        return build_transformer(config, decoder_tensors(gguf, config), "cpu", torch.float32)
+        with torch.device("meta"):
+            wanted = Transformer(config).state_dict().keys()
+        tensors = ((n, t) for n, t in decoder_tensors(gguf, config) if n in wanted)
+        return build_transformer(config, tensors, "cpu", torch.float32)
 
 
 @pytest.mark.parametrize("source", ["gguf", "safetensors"])
@@ -176,14 +192,21 @@ def test_fast_path_decodes_the_reference_tokens(family: tuple[str, Built]) -> No
     """The q8_0 file on the fast path (int8 weights, bf16 at each kernel's input) decodes the
     tokens its own reference model does, or differs first at a near tie."""
     name, built = family
-    reference = ollamapy.load(built.gguf_q8, device="cpu")
-    fast = ollamapy.load(built.gguf_q8, device="cpu", fast=True)
+    assert_decodes_the_reference_tokens(ollamapy.load(built.gguf_q8, device="cpu"),
+                                        ollamapy.load(built.gguf_q8, device="cpu", fast=True),
+                                        built.ids, name)
+
+
+def assert_decodes_the_reference_tokens(reference: LoadedModel, fast: LoadedModel,
+                                        ids: list[int], name: str) -> None:
+    """12 greedy tokens: the fast path's equal the reference's, or the first that differs was
+    within NEAR_TIE of the reference's best logit (bf16 activations swap near-equal ones)."""
     eos = reference.tokenizer.eos_ids
-    expected = greedy(reference.model, built.ids, 12, eos)
-    got = greedy(fast.model, built.ids, 12, eos)
+    expected = greedy(reference.model, ids, 12, eos)
+    got = greedy(fast.model, ids, 12, eos)
     if got != expected:
         j = next(i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b)
-        logits = reference.model(torch.tensor([built.ids + expected[:j]]))[0]
+        logits = reference.model(torch.tensor([ids + expected[:j]]))[0]
         gap = float(logits.max() - logits[got[j]])
         print(f"{name}: first difference at token {j}, {gap:.3f} behind in the reference")
         assert gap < NEAR_TIE
@@ -249,3 +272,52 @@ def test_gemma3_file_with_a_vision_tower_loads_its_text_model(tmp_path: Path) ->
                                atol=1e-4, rtol=1e-4)
     fast = ollamapy.load(path, device="cpu", fast=True)
     assert fast.model(ids, all_logits=True)[0][-1].argmax() == expected[-1].argmax()
+
+
+def mxfp4_round(w: torch.Tensor) -> torch.Tensor:
+    """w (..., K) → the nearest MXFP4 values (blocks of 32 along K), checked to be what MXFP4
+    stores exactly: quantizing them again gives them back."""
+    rounded = gguf.quants.dequantize(gguf.quants.quantize(w.numpy(), MXFP4), MXFP4)
+    again = gguf.quants.dequantize(gguf.quants.quantize(rounded, MXFP4), MXFP4)
+    assert np.array_equal(rounded, again)
+    return torch.from_numpy(rounded)
+
+
+def test_gpt_oss_with_mxfp4_experts(tmp_path: Path) -> None:
+    """gpt-oss as Ollama ships it: experts in MXFP4. transformers' experts are first rounded
+    to MXFP4 values, so the file holds the oracle's weights exactly; our reference matches
+    transformers, and the fast path (the experts int8 from the MXFP4 blocks) decodes the
+    reference's tokens or differs at a near tie."""
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    case = CASES["gpt-oss"]
+    config = case.config(write_gpt2_tokenizer(folder))
+    config._attn_implementation = "eager"
+    torch.manual_seed(8)
+    hf = case.model(config).eval()
+    with torch.no_grad():
+        for layer in hf.model.layers:
+            experts = layer.mlp.experts
+            # gate_up (E, dim, 2 ffn) and down (E, ffn, dim): MXFP4 blocks run along the input
+            experts.gate_up_proj.copy_(mxfp4_round(experts.gate_up_proj.transpose(1, 2))
+                                       .transpose(1, 2))
+            experts.down_proj.copy_(mxfp4_round(experts.down_proj.transpose(1, 2))
+                                    .transpose(1, 2))
+    hf.save_pretrained(folder)
+    f32 = convert(folder, tmp_path / "f32.gguf")
+    with read_gguf(f32) as file:
+        experts = {n: "MXFP4" for n in file.tensors if "_exps.weight" in n}
+    path = requantize(f32, tmp_path / "mxfp4.gguf", experts)
+    with read_gguf(path) as file:
+        assert {file.tensors[n].type_name for n in experts} == {"MXFP4"}
+
+    ids = transformers.AutoTokenizer.from_pretrained(folder)(PROMPT).input_ids
+    with torch.no_grad():
+        expected = hf(torch.tensor([ids])).logits[0].float()
+    reference = ollamapy.load(path, device="cpu")
+    got = reference.model(torch.tensor([ids]), all_logits=True)[0]
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+    fast = ollamapy.load(path, device="cpu", fast=True)
+    assert type(fast.model.layers[0].ffn.w_gate).__name__ == "Int8Experts"
+    assert_decodes_the_reference_tokens(reference, fast, ids, "gpt-oss MXFP4")
