@@ -51,7 +51,7 @@ def run_ollamapy(model_path: str, n_prompt: int, n_decode: int, fast: bool,
 
     import ollamapy
     from ollamapy.engine.batch import Batch
-    from ollamapy.engine.fast import CompiledDecode
+    from ollamapy.engine.compiled import CompiledDecode
     from ollamapy.engine.options import Options
     from ollamapy.engine.seq import Seq
 

@@ -3,7 +3,7 @@ fallback for quantized rows on devices without an int kernel (int8 anywhere but 
 int4 anywhere but CPU/CUDA).
 
 Same contract as the quantized layers: any input dtype in, the same dtype out, the product
-taken in bf16 (on the CPU, `F.linear` in bf16 is 2–3x faster than in fp32 for these shapes).
+taken in bf16 (on the CPU, `F.linear` in bf16 beats fp32 for these shapes: kernels/README.md).
 `DenseLinearReference` takes the same arguments and computes it in float32.
 """
 

@@ -9,8 +9,8 @@ g = k // 32, from a packed copy of the codes and a bfloat16 (K / 32, N, 2) table
   the CPU's vector width (AVX-512 interleaves 64-row blocks); `innerKTiles` is ignored. N
   must be a multiple of 16, K of the group size. Scales must have the activations' dtype,
   and only bfloat16 activations take the AVX-512/AVX2 path: fp32 ones run a scalar loop
-  10–30x slower, so the input is cast to bf16 here and the output cast back. The weight is
-  dequantized and accumulated in fp32; the output is rounded to bf16.
+  (its cost: kernels/README.md), so the input is cast to bf16 here and the output cast back.
+  The weight is dequantized and accumulated in fp32; the output is rounded to bf16.
 * CUDA (`_convert_weight_to_int4pack` / `_weight_int4pack_mm`): the packing takes uint8
   (N, K / 2) with two codes per byte, the even k in the *high* nibble, and returns an int32
   tensor-core layout (N / 8, K / (16 innerKTiles), 32, innerKTiles / 2); K / 16 must be a

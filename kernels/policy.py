@@ -1,45 +1,20 @@
 """Which kernel each weight gets, and the functions the engine calls to build the layers.
 
-The policy (DEFAULT_POLICY), chosen by measurement on this 2-core AVX-512 box, torch 2.13,
-2 threads (`python -m ollamapy_kernels.bench_linear [--types]`; logits over a 317–327 token
-English text and 4 chat prompts, against the float32 reference engine):
+The policy (DEFAULT_POLICY), chosen by measurement (`python -m ollamapy_kernels.bench_linear
+[--types]`; the figures and the reasons are in kernels/README.md, "The policy, measured"):
 
     Q4_0, Q4_1, Q4_K            int4 g32, repacked code for code (lossless but for the bf16
-                                rounding of scale and zero: weight error 1.9–2.0e-3, the
-                                same order as rounding the weights to bf16, 1.3–1.7e-3)
-    every other quantized type  int8, one scale per row (weight error 0.8–1.9e-2; IQ4_NL,
-                                IQ4_XS and MXFP4 too, by the same reasoning, unmeasured: no
-                                model at hand stores them)
+                                rounding of scale and zero)
+    every other quantized type  int8, one scale per row (IQ4_NL, IQ4_XS and MXFP4 too: their
+                                4-bit codes are not affine, so int4 would requantize them)
     F16, BF16, F32              bf16 (the file chose precision; `Policy(default="int8")`
-                                trades it for 2x speed)
+                                trades it for speed)
     tied output head            int8 from the embedding's bytes
 
-Why int8 and not int4 for 5/6/8-bit types: re-quantizing them to int4 g32 costs 8–9% weight
-error; on gemma3-270m, Q5_0 → int4 alone gives a mean KL divergence of 1.1e-1 (top-1
-agreement 0.78), against 1.4e-3 (0.97) for Q5_0 → int8; int8 everywhere (body and head) gives
-4.3e-3 (0.95). For scale, the whole engine in bf16 costs 0.9–1.0e-3 on both models. int8 is
-still 2x faster than bf16 and within 1.5x of int4:
-
-    µs per call, M=1 (M=4)   fp32          bf16          int8         int4
-    3072x576  (ffn w13)      433 (584)     133 (131)      67 (71)      45 (60)
-    576x1536  (ffn w2)       181 (279)      81 (78)       39 (41)      26 (36)
-    49152x576 (head)        7096 (12311)  1812 (1842)    860 (943)    528 (778)
-
-(the best of three runs on a box shared with other work; the head's int4/int8 reach 33 GB/s,
-the DRAM peak)
-
-Why an int8 head and not int4: the head is re-quantized from Q8_0 either way; int4 gives 9%
-weight error and, on SmolLM2-135M, a KL divergence of 6.2e-2 (top-1 0.80) and different
-greedy text on 4 of 4 prompts; int8 gives 1.7e-3 (top-1 0.985) and the same greedy text as a
-bf16 head (3 of 4 prompts identical to the fp32 engine over 24 tokens; the fourth diverges at
-token 10 with a bf16 head too: bf16 activations, not the head). int8 halves the bf16 head's
-bytes (gemma3: 168 MB instead of 335 MB) and time. Greedy text is a fragile measure: on
-gemma3-270m (plain prompts, many near-ties) it matched the fp32 engine on 3 of 4 prompts with
-everything bf16 and on 1 of 4 with this policy (diverging at tokens 1, 1 and 13), while the
-top-1 choice at every prompt position stayed identical (1.000).
-
-The kernels want bfloat16 activations (float32 ones run scalar code 20–40x slower); every
-layer casts its input to bf16 and its output back, so callers may pass any dtype.
+5/6/8-bit types are not squeezed into int4 groups: the re-quantization error shows in the
+logits, while int8 keeps most of int4's speed. The kernels want bfloat16 activations (float32
+ones run scalar code); every layer casts its input to bf16 and its output back, so callers may
+pass any dtype.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ollamapy.engine.batch import Batch
+from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.device import release_cached_memory
-from ollamapy.engine.fast import CompiledDecode
 from ollamapy.engine.grammar import Grammars, constrains
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.seq import Seq, TokenLogprobs

@@ -40,7 +40,7 @@ class Batch:
                              dtype=model.dtype)
         self.active: list[Seq] = []  # active[i] lives in cache slot i
         self.steps = 0  # batched forwards run so far
-        # the batched decode step: the model itself, or a compiled twin (engine/fast.py)
+        # the batched decode step: the model itself, or a compiled twin (engine/compiled.py)
         self.decode: Callable[..., torch.Tensor] = partial(_decode, model)
 
     @property

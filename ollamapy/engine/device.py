@@ -79,10 +79,9 @@ def tune_heap_for_serving() -> bool:
     glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), so after
     the first unload the blocks of the next load come from the heap instead of their own maps,
     and what they leave behind fragments it; every thread may also get an arena of its own.
-    Measured on the soak's requests, with a reload every ~50 of them: settled RSS rose 778 →
-    1041 MB over 1750 requests with glibc's defaults, 555 → 585 MB with the threshold fixed at
-    128 KiB and two arenas (MALLOC_MMAP_THRESHOLD_ and MALLOC_ARENA_MAX do the same from the
-    environment). False where the C library is not glibc."""
+    Fixing the threshold at 128 KiB and capping the arenas at two stops the creep (README.md,
+    "Speed", has the soak's figures; MALLOC_MMAP_THRESHOLD_ and MALLOC_ARENA_MAX do the same
+    from the environment). False where the C library is not glibc."""
     if (libc := _glibc()) is None:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)

@@ -282,9 +282,9 @@ def _apply_(logits: torch.Tensor, bits: torch.Tensor) -> None:
 
 def mask_batch_(logits: torch.Tensor, matchers: Sequence[Matcher | None]) -> None:
     """mask_ for every row of (B, vocab) logits, with one pass over the logits; a None row is
-    left unconstrained. The masks are computed one after the other: llguidance's LLExecutor
-    computes them on a thread pool, which on this 2-core CPU measured 20-40% slower than the
-    loop for 4-8 sequences (each mask takes microseconds; applying it is most of the cost)."""
+    left unconstrained. The masks are computed one after the other, not on llguidance's
+    LLExecutor thread pool: each mask takes microseconds and applying it is most of the cost,
+    so the pool's hand-offs cost more than they save on a small CPU (README.md, "Speed")."""
     if len(matchers) != logits.shape[0]:
         raise ValueError(f"{len(matchers)} matchers for {logits.shape[0]} rows of logits")
     if all(m is None for m in matchers):

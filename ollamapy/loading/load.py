@@ -53,7 +53,7 @@ class Checkpoint:
 
 def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
                     fast: bool = False) -> Checkpoint:
-    """fast: a GGUF decoder's weights stay quantized (`loading/quantized.py`); everything
+    """fast: a GGUF decoder's weights stay quantized (`loading/fast_model.py`); everything
     else, and fast=False, dequantizes to dtype (the reference path)."""
     path = Path(path)
     if path.is_dir():
@@ -82,7 +82,7 @@ def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
     values = {n: gguf.tensor(n).tolist() for n in CONFIG_TENSORS if n in gguf.tensors}
     config = config_from_gguf(meta, gguf.tensors.keys(), values)
     if fast:
-        from ollamapy.loading.quantized import build_fast_transformer  # imports the kernels
+        from ollamapy.loading.fast_model import build_fast_transformer  # imports the kernels
 
         model = build_fast_transformer(gguf, config, device, dtype)
     else:

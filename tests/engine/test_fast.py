@@ -11,7 +11,7 @@ import torch
 
 import ollamapy
 from ollamapy.engine.batch import Batch
-from ollamapy.engine.fast import CompiledDecode
+from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.options import Options
 from ollamapy.engine.seq import Seq
 from tests.conftest import DATA, model_path

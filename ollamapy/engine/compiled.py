@@ -8,11 +8,11 @@ the batch's decode step (`Batch.decode`) in `torch.compile`:
   are tensors, so nothing in the step syncs with the host;
 - the batch is padded to a bucket (1, 2, 4, … up to the slot count), so joins and leaves
   reuse a few graphs, all compiled when the model loads;
-- inductor's Python wrapper (its C++ wrapper, which perf-anchors.md §6.1 measured faster for
-  plain bf16/int4 graphs, calls our quantized kernels back through Python and was 2.3x
-  slower here), and a persistent cache directory (`OLLAMAPY_COMPILE_CACHE`, default
+- inductor's Python wrapper (its C++ wrapper, faster for plain bf16/int4 graphs per
+  perf-anchors.md §6.1, calls our quantized kernels back through Python and was slower here:
+  kernels/README.md), and a persistent cache directory (`OLLAMAPY_COMPILE_CACHE`, default
   ~/.cache/ollamapy/inductor) so a restart loads the compiled step in seconds instead of
-  compiling it again (~1-2 minutes on 2 cores).
+  compiling it again (minutes on a small CPU).
 
 The server compiles when `OLLAMAPY_COMPILE` is not 0 (settings.py); with 0 it runs the same
 step eagerly, and `OLLAMAPY_FAST=0` goes back to the float reference model entirely.
@@ -40,7 +40,7 @@ def configure_inductor(device: torch.device) -> None:
 
     inductor.fx_graph_cache = True
     # not the C++ wrapper: with it the int4/int8 kernels (aten ops without a C shim) are
-    # called back through Python, and a smollm2 step measured 17.9 ms against 7.6 ms without
+    # called back through Python, which made a decode step slower (kernels/README.md)
     inductor.cpp_wrapper = False
 
 
