@@ -20,16 +20,10 @@ from functools import partial
 
 import torch
 
-from ollamapy.engine.generate import prefill
 from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.seq import Delta, Seq
-
-
-def _decode(model: Transformer, tokens: torch.Tensor, positions: torch.Tensor,
-            key_positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
-    """tokens (B, 1) at positions (B,), attending over key_positions (S,) → logits (B, V)."""
-    return model(tokens, positions, cache, key_positions=key_positions)
+from ollamapy.engine.step import decode_step, prefill
 
 
 class Batch:
@@ -41,7 +35,7 @@ class Batch:
         self.active: list[Seq] = []  # active[i] lives in cache slot i
         self.steps = 0  # batched forwards run so far
         # the batched decode step: the model itself, or a compiled twin (engine/compiled.py)
-        self.decode: Callable[..., torch.Tensor] = partial(_decode, model)
+        self.decode: Callable[..., torch.Tensor] = partial(decode_step, model)
 
     @property
     def free(self) -> int:

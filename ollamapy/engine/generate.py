@@ -1,8 +1,9 @@
 """Generation as an iterator: truncate → prefill → decode, one token at a time.
 
 `generate` is the single-sequence loop, the reference that reads top to bottom: it feeds the
-prompt through the model in `num_batch` chunks (prefill), then one token at a time (decode),
-while a `Seq` samples, detokenizes and checks stop conditions. It yields `Delta`s of text and
+prompt through the model in `num_batch` chunks (`prefill`), then one token at a time
+(`decode_step`, the batch's own step with one row), while a `Seq` samples, detokenizes and
+checks stop conditions. It yields `Delta`s of text and
 finishes with a `Done` carrying Ollama's counters and nanosecond durations. The server runs
 the same `Seq` logic for many requests at once in `batch.py`.
 """
@@ -13,24 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ollamapy.engine.kv_cache import KVCache, SlotCache
+from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.options import Options
 from ollamapy.engine.seq import Delta, Detokenizer, Done, Seq, window
+from ollamapy.engine.step import decode_step, prefill
 
-__all__ = ["Delta", "Detokenizer", "Done", "generate", "prefill"]
-
-
-def prefill(model: Transformer, ids: Sequence[int], cache: KVCache | SlotCache, start_pos: int,
-            num_batch: int) -> torch.Tensor:
-    """Run ids through the model in chunks of num_batch; return the last position's logits
-    (vocab,). One id is a decode step."""
-    device = model.device
-    logits = torch.empty(0)
-    for begin in range(0, len(ids), num_batch):
-        chunk = torch.tensor([list(ids[begin:begin + num_batch])], device=device)  # (1, T)
-        logits = model(chunk, start_pos + begin, cache)[0]  # (vocab,)
-    return logits
+__all__ = ["Delta", "Detokenizer", "Done", "generate"]
 
 
 def generate(model: Transformer, prompt_ids: Sequence[int], opts: Options, *,
@@ -47,6 +37,11 @@ def generate(model: Transformer, prompt_ids: Sequence[int], opts: Options, *,
         model.config, num_ctx, device=device, dtype=model.dtype)
     while not seq.done:
         tokens, start = seq.feed()
-        logits = prefill(model, tokens, cache, start, max(1, opts.num_batch))
+        if len(tokens) == 1:  # (1, vocab) → (vocab,)
+            logits = decode_step(model, torch.tensor([tokens], device=device),
+                                 torch.tensor([start], device=device),
+                                 torch.arange(start + 1, device=device), cache)[0]
+        else:  # the prompt, or the whole history after a context shift
+            logits = prefill(model, tokens, cache, start, max(1, opts.num_batch))
         yield from seq.advance(logits)
     yield seq.result()

@@ -11,8 +11,9 @@ cached so far, so a step never reallocates:
   start_pos[i]; the view spans `length` positions (the model masks what a row must not
   see). Positions stay on the device: no host sync, and a compiled step never recompiles.
 
-`slot(i)` is a one-row view of slot i, for prefilling one sequence of a batch; `move` copies a
-slot into another when the batch is compacted.
+`slot(i)` is slot i as a one-sequence cache of its own (views of the same buffers), for
+prefilling one sequence of a batch; `move` copies a slot into another when the batch is
+compacted.
 
 On CPU the buffers are private anonymous memory maps (`zeros`): the kernel gives out pages on
 first write, and a read of a page never written maps its shared zero page. So the window is
@@ -34,11 +35,13 @@ class KVCache:
     def __init__(self, config: ModelConfig, max_len: int, batch: int = 1,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         shape = (batch, config.n_kv_heads, max_len, config.head_dim)
-        self.max_len = max_len
-        self.slots = batch
         # zeros, not empty: a masked-out key still meets its value in the matmul (0 · NaN = NaN)
-        self.k = [zeros(shape, device, dtype) for _ in range(config.n_layers)]
-        self.v = [zeros(shape, device, dtype) for _ in range(config.n_layers)]
+        self._hold([zeros(shape, device, dtype) for _ in range(config.n_layers)],
+                   [zeros(shape, device, dtype) for _ in range(config.n_layers)])
+
+    def _hold(self, k: list[torch.Tensor], v: list[torch.Tensor]) -> None:
+        self.k, self.v = k, v  # per layer: (slots, n_kv_heads, max_len, head_dim)
+        self.slots, self.max_len = k[0].shape[0], k[0].shape[2]
         self.length = 0  # positions [0, length) hold valid entries (single-sequence use)
 
     def update(self, layer: int, start_pos: int | torch.Tensor, k: torch.Tensor,
@@ -69,8 +72,11 @@ class KVCache:
         """Forget positions >= length (their values are overwritten by later writes)."""
         self.length = min(self.length, length)
 
-    def slot(self, i: int) -> SlotCache:
-        return SlotCache(self, i)
+    def slot(self, i: int) -> KVCache:
+        """Slot i as a one-sequence cache: views of rows i:i+1, so its writes land here."""
+        view = object.__new__(KVCache)
+        view._hold([k[i:i + 1] for k in self.k], [v[i:i + 1] for v in self.v])
+        return view
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy slot src's first `length` positions into slot dst (batch compaction)."""
@@ -93,19 +99,3 @@ def zeros(shape: tuple[int, ...], device: torch.device | str, dtype: torch.dtype
     pages = mmap.mmap(-1, count * dtype.itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     # the tensor holds a reference to the map: it is unmapped when the last view goes
     return torch.frombuffer(pages, dtype=dtype, count=count).view(shape)
-
-
-class SlotCache:
-    """Slot i of a KVCache seen as a one-sequence cache (for prefill into that slot)."""
-
-    def __init__(self, cache: KVCache, index: int) -> None:
-        self.cache, self.index = cache, index
-
-    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor,
-               length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        end = start_pos + k.shape[2]
-        self.cache._check(end)
-        i = self.index
-        self.cache.k[layer][i:i + 1, :, start_pos:end] = k
-        self.cache.v[layer][i:i + 1, :, start_pos:end] = v
-        return self.cache.k[layer][i:i + 1, :, :end], self.cache.v[layer][i:i + 1, :, :end]
