@@ -1,7 +1,9 @@
-"""Which kernel each weight gets, and the functions the engine calls to build the layers.
+"""Which kernel each weight gets, and the functions that build the layers from rows.
 
-The policy (DEFAULT_POLICY), chosen by measurement (`python -m ollamapy_kernels.bench_linear
-[--types]`; the figures and the reasons are in kernels/README.md, "The policy, measured"):
+The policy (DEFAULT_POLICY) maps a GGUF type name to a target form; the loader turns the bytes
+into rows of that form (`ollamapy/loading/gguf_rows.py`) and `pack`s them here. It was chosen by
+measurement (`python benchmarks/bench_linear.py [--types]`; the figures and the reasons are in
+kernels/README.md, "The policy, measured"):
 
     Q4_0, Q4_1, Q4_K            int4 g32, repacked code for code (lossless but for the bf16
                                 rounding of scale and zero)
@@ -27,7 +29,6 @@ import torch
 from torch import nn
 
 from .dense_linear import DenseLinear, DenseLinearReference
-from .gguf_rows import rows_from_gguf
 from .int4_linear import Int4Linear, Int4LinearReference
 from .int8_linear import Int8Linear, Int8LinearReference
 from .requantize import Target, rows_from_dense
@@ -84,28 +85,6 @@ def pack_reference(rows: QuantRows, *, bias: torch.Tensor | None = None,
     multiplied in float32."""
     _, reference = _layers(rows, device)
     return reference(rows, bias, device)
-
-
-def gguf_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
-              policy: Policy = DEFAULT_POLICY) -> QuantRows:
-    """The rows `policy` wants for a stored weight, before fusing or permuting."""
-    return rows_from_gguf(raw, type_name, shape, policy.target(type_name))
-
-
-def quantize_linear(raw: torch.Tensor, type_name: str, shape: tuple[int, int], *,
-                    bias: torch.Tensor | None = None, device: torch.device | str = "cpu",
-                    policy: Policy = DEFAULT_POLICY) -> nn.Module:
-    """A GGUF weight's bytes (raw (nbytes,) uint8, `shape` = (N, K)) → a layer with
-    forward(x) = x @ W.T (+ bias), W kept in the form `policy` chooses for its type."""
-    return pack(gguf_rows(raw, type_name, shape, policy), bias=bias, device=device)
-
-
-def quantize_head(raw: torch.Tensor, type_name: str, shape: tuple[int, int], *,
-                  device: torch.device | str = "cpu",
-                  policy: Policy = DEFAULT_POLICY) -> nn.Module:
-    """The output head of a model that ties it to its token embedding: a quantized copy of
-    the embedding's bytes, in `policy.head` form (the embedding keeps its own table)."""
-    return pack(rows_from_gguf(raw, type_name, shape, policy.head), device=device)
 
 
 def from_dense(weight: torch.Tensor, target: Target, *, bias: torch.Tensor | None = None,

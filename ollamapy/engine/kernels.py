@@ -2,23 +2,18 @@
 
 Everything the fast path uses from the accelerated kernels is named here, so the rest of
 the package depends on this module's names, not on the kernels' layout. The reference path
-never imports it.
+never imports it. The kernels take rows (`kernels/rows.py`) and know nothing of GGUF; the
+loader's `loading/gguf_rows.py` turns a file's bytes into them.
 """
 
 from __future__ import annotations
 
-from ollamapy_kernels.embedding import GGUFEmbedding
+from ollamapy_kernels.embedding import QuantizedEmbedding
 from ollamapy_kernels.experts import Int8Experts
-from ollamapy_kernels.policy import (
-    DEFAULT_POLICY,
-    Policy,
-    from_dense,
-    gguf_rows,
-    pack,
-    quantize_head,
-)
-from ollamapy_kernels.requantize import convert_rows
-from ollamapy_kernels.rows import QuantRows, concat_rows
+from ollamapy_kernels.policy import DEFAULT_POLICY, Policy, from_dense, pack
+from ollamapy_kernels.requantize import Target, convert_rows, rows_from_dense
+from ollamapy_kernels.rows import GROUP, Int4Rows, QuantRows, concat_rows
 
-__all__ = ["DEFAULT_POLICY", "GGUFEmbedding", "Int8Experts", "Policy", "QuantRows",
-           "concat_rows", "convert_rows", "from_dense", "gguf_rows", "pack", "quantize_head"]
+__all__ = ["DEFAULT_POLICY", "GROUP", "Int4Rows", "Int8Experts", "Policy", "QuantRows",
+           "QuantizedEmbedding", "Target", "concat_rows", "convert_rows", "from_dense", "pack",
+           "rows_from_dense"]

@@ -1,8 +1,9 @@
 """A GGUF decoder whose weights stay quantized: the fast path's model, built from the bytes.
 
 The same `Transformer`, with its linear layers swapped for the kernels' quantized ones
-(`ollamapy.engine.kernels`, policy in `kernels/policy.py`: Q4_x repacked code for code into
-torch's int4 layout, other types int8 per row) before any float copy of them exists:
+(`ollamapy.engine.kernels`, policy in `kernels/policy.py`, the bytes turned into rows by
+`gguf_rows.py`: Q4_x repacked code for code into torch's int4 layout, other types int8 per
+row) before any float copy of them exists:
 
 - q, k and v become one matmul (`attn.wqkv`), gate and up another (`ffn.w_gate_up`), when
   their parts share a form or the file already fuses them (phi3); llama's q/k row order is
@@ -24,19 +25,17 @@ from torch import nn
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.kernels import (
     DEFAULT_POLICY,
-    GGUFEmbedding,
     Int8Experts,
     Policy,
     QuantRows,
     concat_rows,
-    gguf_rows,
     pack,
-    quantize_head,
 )
 from ollamapy.engine.model import Transformer
 from ollamapy.loading.families import FAMILIES
 from ollamapy.loading.gguf import GGUFFile
 from ollamapy.loading.gguf_config import UnsupportedModelError, is_decoder_weight
+from ollamapy.loading.gguf_rows import gguf_embedding, gguf_rows, quantize_head
 from ollamapy.loading.weights import fix_gguf_tensor, gguf_name, unpermute_qk
 
 
@@ -121,8 +120,8 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
                 setattr(attn, name, pack(part, bias=b, device=device))
 
     embd = gguf.tensors[stored["tok_embeddings.weight"]]
-    model.tok_embeddings = GGUFEmbedding(gguf.raw(embd.name).to(device), embd.type_name,
-                                         embd.shape, dtype)
+    model.tok_embeddings = gguf_embedding(gguf.raw(embd.name).to(device), embd.type_name,
+                                          embd.shape, dtype)
     model.output = quantize_head(gguf.raw(embd.name), embd.type_name, embd.shape,
                                  device=device, policy=policy) \
         if config.tied_embeddings else layer("output.weight")

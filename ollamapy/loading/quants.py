@@ -27,7 +27,7 @@ In the 32-weight blocks (and each 32-weight sub-block of IQ4_XS, 16 bytes of qs)
 qs holds weight j in its low nibble and weight j + 16 in its high nibble.
 
 `q4_groups` returns the 4-bit codes of Q4_0 / Q4_1 / Q4_K with their per-32-weight affine
-instead of floats, for kernels that keep those weights 4-bit (`ollamapy_kernels`).
+instead of floats, for kernels that keep those weights 4-bit (`gguf_rows.py` repacks them).
 """
 
 from __future__ import annotations

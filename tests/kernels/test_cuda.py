@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ollamapy.loading.gguf_rows import rows_from_gguf
 from ollamapy_kernels.dense_linear import DenseLinear
-from ollamapy_kernels.gguf_rows import rows_from_gguf
 from ollamapy_kernels.int4_linear import Int4Linear
 from ollamapy_kernels.policy import pack, pack_reference
 from tests.kernels.helpers import linear_bound, random_gguf

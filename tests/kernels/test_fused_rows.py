@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ollamapy.loading.gguf_rows import rows_from_gguf
 from ollamapy.loading.weights import unpermute_qk
-from ollamapy_kernels.gguf_rows import rows_from_gguf
 from ollamapy_kernels.policy import pack, pack_reference
 from ollamapy_kernels.requantize import Target, convert_rows
 from ollamapy_kernels.rows import concat_rows

@@ -1,5 +1,5 @@
-"""The int4 layer: torch's CPU op semantics checked by experiment, the lossless Q4 repack
-against the GGUF dequantization, and the kernel against its plain-torch reference."""
+"""The int4 layer: torch's CPU op semantics checked by experiment, and the kernel against its
+plain-torch reference (the lossless Q4 repack is the loader's: tests/loading/test_gguf_rows.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ollamapy.loading.quants import dequantize, q4_groups
-from ollamapy_kernels.gguf_rows import int4_rows_from_q4, rows_from_gguf
+from ollamapy.loading.gguf_rows import rows_from_gguf
 from ollamapy_kernels.int4_linear import Int4Linear, Int4LinearReference, scales_and_zeros
 from ollamapy_kernels.requantize import to_int4
 from ollamapy_kernels.rows import Int4Rows
 from tests.kernels.helpers import linear_bound, random_gguf
-from tests.loading.test_quants import random_blocks
-
-Q4_TYPES = ["Q4_0", "Q4_1", "Q4_K"]
 
 
 def _random_rows(n: int, k: int, seed: int = 0) -> Int4Rows:
@@ -61,45 +57,6 @@ def test_cpu_op_needs_n_multiple_of_16_and_scales_of_the_activation_dtype() -> N
     with pytest.raises(RuntimeError, match="BFloat16"):
         torch.ops.aten._weight_int4pack_mm_for_cpu(torch.zeros(1, 64, dtype=torch.bfloat16),
                                                    packed, 32, torch.zeros(2, 16, 2))
-
-
-# -- the lossless repack ---------------------------------------------------------------------
-
-@pytest.mark.parametrize("type_name", Q4_TYPES)
-@pytest.mark.parametrize("seed", [0, 1])
-def test_q4_groups_are_the_gguf_dequantization(type_name: str, seed: int) -> None:
-    """On any finite blocks (random bytes, as in the dequantization tests): equal values."""
-    raw = torch.from_numpy(random_blocks(type_name, 40, seed).reshape(-1).copy())
-    q, scale, low = q4_groups(raw, type_name)
-    assert q.dtype == torch.uint8 and int(q.max()) <= 15
-    assert torch.equal(scale * q.float() + low, dequantize(raw, type_name, (q.numel() // 32, 32)))
-
-
-@pytest.mark.parametrize("type_name", Q4_TYPES)
-@pytest.mark.parametrize("shape", [(48, 256), (100, 576), (16, 1536)])
-def test_repacked_weight_is_the_gguf_one_up_to_bf16_scale_and_zero(
-        type_name: str, shape: tuple[int, int]) -> None:
-    """The kernel's weight, read back through the kernel, against ggml's dequantization.
-    Codes are kept, so the only change is scale and zero rounded to bf16 (relative error at
-    most 2^-8 each): |Δw| ≤ 2^-8 (|q - 8| |scale| + |zero|), plus fp32 rounding in forming
-    zero = low + 8 scale and in ggml's own sum (a few 2^-24 of the terms)."""
-    raw = random_gguf(type_name, shape, seed=2)
-    exact = dequantize(raw, type_name, shape)
-    rows = int4_rows_from_q4(raw, type_name, shape)
-    layer = Int4Linear(rows)
-    got = layer.dequantize()
-    assert torch.equal(got, rows.rounded().dequantize())  # the probe reads the codes back
-    scale = rows.scales.repeat_interleave(32, dim=1)
-    zero = rows.zeros.repeat_interleave(32, dim=1)
-    codes = rows.q.float() - 8
-    bound = 2.0**-8 * (codes.abs() * scale.abs() + zero.abs()) \
-        + 2.0**-21 * (16 * scale.abs() + zero.abs() + exact.abs())
-    assert ((got - exact).abs() <= bound).all()
-
-
-def test_q4_0_zero_is_exactly_zero() -> None:
-    rows = int4_rows_from_q4(random_gguf("Q4_0", (16, 64)), "Q4_0", (16, 64))
-    assert torch.equal(rows.zeros, torch.zeros_like(rows.zeros))
 
 
 # -- kernel against reference ----------------------------------------------------------------

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ollamapy.loading.gguf_rows import gguf_rows, rows_from_gguf
 from ollamapy.loading.quants import dequantize
 from ollamapy_kernels.dense_linear import DenseLinear, DenseLinearReference
-from ollamapy_kernels.gguf_rows import rows_from_gguf
 from ollamapy_kernels.int8_linear import Int8Linear, Int8LinearReference
-from ollamapy_kernels.policy import gguf_rows, pack
+from ollamapy_kernels.policy import pack
 from ollamapy_kernels.requantize import to_bf16, to_int8
 from ollamapy_kernels.rows import Int8Rows
 from tests.kernels.helpers import BF16_EPS, linear_bound, random_gguf

@@ -1,4 +1,5 @@
-"""The engine-facing functions: which layer each GGUF type gets, heads, dense weights."""
+"""Rows → layers: which layer each row form gets on each device, dense weights. (Which form
+each GGUF type gets, end to end from its bytes: tests/loading/test_gguf_rows.py.)"""
 
 from __future__ import annotations
 
@@ -8,41 +9,8 @@ import torch
 from ollamapy_kernels.dense_linear import DenseLinear, DenseLinearReference
 from ollamapy_kernels.int4_linear import Int4Linear, Int4LinearReference
 from ollamapy_kernels.int8_linear import Int8Linear, Int8LinearReference
-from ollamapy_kernels.policy import (
-    DEFAULT_POLICY,
-    Policy,
-    from_dense,
-    pack,
-    pack_reference,
-    quantize_head,
-    quantize_linear,
-)
+from ollamapy_kernels.policy import from_dense, pack, pack_reference
 from ollamapy_kernels.rows import DenseRows, Int4Rows, Int8Rows
-from tests.kernels.helpers import random_gguf
-
-EXPECTED = {"Q4_0": Int4Linear, "Q4_1": Int4Linear, "Q4_K": Int4Linear, "Q5_0": Int8Linear,
-            "Q5_1": Int8Linear, "Q6_K": Int8Linear, "Q8_0": Int8Linear, "F16": DenseLinear,
-            "BF16": DenseLinear, "F32": DenseLinear, "IQ4_NL": Int8Linear, "IQ4_XS": Int8Linear,
-            "MXFP4": Int8Linear}
-
-
-@pytest.mark.parametrize(("type_name", "layer_type"), EXPECTED.items())
-def test_default_policy_per_type(type_name: str, layer_type: type) -> None:
-    shape = (64, 256)
-    bias = torch.randn(64)
-    layer = quantize_linear(random_gguf(type_name, shape), type_name, shape, bias=bias)
-    assert type(layer) is layer_type
-    assert layer(torch.randn(2, 5, 256)).shape == (2, 5, 64)
-    assert layer.nbytes < 64 * 256 * 4
-
-
-def test_head_is_int8_and_a_policy_can_change_it() -> None:
-    shape = (96, 128)
-    raw = random_gguf("Q8_0", shape)
-    assert isinstance(quantize_head(raw, "Q8_0", shape), Int8Linear)
-    fast = Policy(head="int4", default="int8")
-    assert isinstance(quantize_head(raw, "Q8_0", shape, policy=fast), Int4Linear)
-    assert fast.target("F16") == "int8" and DEFAULT_POLICY.target("F16") == "bf16"
 
 
 def test_from_dense_targets_and_int4_fallback_for_odd_widths() -> None:
@@ -66,8 +34,3 @@ def test_pack_and_its_reference_pair_up_by_device() -> None:
     assert isinstance(pack(int8, device="meta"), DenseLinear)
     assert isinstance(pack(int4, device="meta"), DenseLinear)
     assert isinstance(pack_reference(int4, device="meta"), DenseLinearReference)
-
-
-def test_non_matrix_shapes_are_refused() -> None:
-    with pytest.raises(ValueError, match="2-D"):
-        quantize_linear(random_gguf("Q8_0", (1, 64)), "Q8_0", (64,))  # type: ignore[arg-type]

@@ -8,17 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from ollamapy.loading.gguf import read_gguf
+from ollamapy.loading.gguf_rows import gguf_rows, quantize_head
 from ollamapy.loading.quants import dequantize
 from ollamapy_kernels.int4_linear import Int4Linear
 from ollamapy_kernels.int8_linear import Int8Linear
-from ollamapy_kernels.policy import (
-    DEFAULT_POLICY,
-    Policy,
-    gguf_rows,
-    pack,
-    pack_reference,
-    quantize_head,
-)
+from ollamapy_kernels.policy import DEFAULT_POLICY, Policy, pack, pack_reference
 from tests.conftest import model_path
 from tests.kernels.helpers import linear_bound
 

@@ -12,7 +12,7 @@ from gguf import quants
 
 from ollamapy.loading.ggml_types import GGML_TYPE_IDS, GGML_TYPES
 from ollamapy.loading.gguf import read_gguf
-from ollamapy.loading.quants import DEQUANTIZE, dequantize
+from ollamapy.loading.quants import DEQUANTIZE, Q4_GROUPS, dequantize, q4_groups
 from tests.conftest import model_path
 
 # byte offsets of the fp16 scale fields inside one block (ggml-common.h); MXFP4's scale is
@@ -114,6 +114,16 @@ def test_mxfp4_quantized_then_dequantized_values_round_trip() -> None:
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
     err = np.abs(got - x).reshape(-1, 32).max(axis=1)
     assert (err <= np.abs(x).reshape(-1, 32).max(axis=1) / 4).all()
+
+
+@pytest.mark.parametrize("name", list(Q4_GROUPS))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_q4_groups_are_the_dequantization(name: str, seed: int) -> None:
+    """The 4-bit codes with their affine, on any finite blocks: the same values."""
+    raw = torch.from_numpy(random_blocks(name, 40, seed).reshape(-1).copy())
+    q, scale, low = q4_groups(raw, name)
+    assert q.dtype == torch.uint8 and int(q.max()) <= 15
+    assert torch.equal(scale * q.float() + low, dequantize(raw, name, (q.numel() // 32, 32)))
 
 
 def test_type_table_agrees_with_gguf_py() -> None:

@@ -1,7 +1,7 @@
-"""Measure the linear kernels: µs per call and error against the GGUF dequantization.
+"""Measure the linear kernels (kernels/): µs per call and error against the GGUF dequantization.
 
-    python -m ollamapy_kernels.bench_linear            # speed table, 2 threads
-    python -m ollamapy_kernels.bench_linear --types    # error of each target, per GGUF type
+    .venv/bin/python benchmarks/bench_linear.py            # speed table, 2 threads
+    .venv/bin/python benchmarks/bench_linear.py --types    # error of each target, per GGUF type
 
 Weights are the real SmolLM2-135M tensors where the file is present (fused ffn gate+up
 3072x576 and ffn_down 576x1536, Q4_1; token_embd 49152x576, Q8_0, as a tied head), random
@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ollamapy.loading.gguf import GGUFFile
+from ollamapy.loading.gguf_rows import rows_from_gguf
 from ollamapy.loading.quants import dequantize
-
-from .gguf_rows import rows_from_gguf
-from .policy import pack
-from .requantize import TARGETS, Target
+from ollamapy_kernels.policy import pack
+from ollamapy_kernels.requantize import TARGETS, Target
 
 MODELS = Path(os.environ.get("OLLAMAPY_CACHE", Path.home() / ".cache" / "ollamapy")) / "models"
 _L3_BYTES = 32 << 20

@@ -1,0 +1,111 @@
+"""GGUF tensor bytes → the kernels' forms: the row forms of `kernels/rows.py` (losslessly
+where the codes fit), the quantized layers the policy picks, and the token embedding.
+
+Q4_0, Q4_1 and Q4_K are 4-bit codes with one affine per 32 weights (a K-quant's sub-block),
+which is exactly torch's int4 group-32 form, w = (q - 8) * scale + zero:
+
+    Q4_0  w = d * (q - 8)           scale = d          zero = 0
+    Q4_1  w = d * q + m             scale = d          zero = m + 8d
+    Q4_K  w = d*sc_j * q - dmin*m_j scale = d * sc_j   zero = 8 d sc_j - dmin m_j
+
+so they are repacked code for code (the codes are never touched; only the scale and zero are
+later rounded to bfloat16 by the kernel). Every other type is dequantized bit-exactly
+(`quants.py`) and quantized again to the requested target, a slice of rows at a time so a
+262144-row embedding never exists in float32 all at once.
+
+The kernels know rows, not GGUF: this module is the one place that reads ggml's block types
+for them, so `kernels/` imports nothing from `ollamapy`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from ollamapy.engine.kernels import (
+    DEFAULT_POLICY,
+    GROUP,
+    Int4Rows,
+    Policy,
+    QuantizedEmbedding,
+    QuantRows,
+    Target,
+    concat_rows,
+    pack,
+    rows_from_dense,
+)
+from ollamapy.loading.ggml_types import GGML_TYPE_IDS, GGML_TYPES
+from ollamapy.loading.quants import DEQUANTIZE, Q4_GROUPS, dequantize, q4_groups
+
+LOSSLESS_INT4 = frozenset(Q4_GROUPS)  # the types whose codes are int4 groups of 32
+_CHUNK_ROWS = 8192  # bounds the float32 temporaries of a requantization to ~20 MB
+
+
+def _row_bytes(type_name: str, k: int) -> int:
+    """Bytes of one row of K weights: a row of a ggml tensor is a whole number of blocks."""
+    t = GGML_TYPES[GGML_TYPE_IDS[type_name]]
+    return k // t.block_size * t.type_size
+
+
+def int4_rows_from_q4(raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> Int4Rows:
+    """Q4_0 / Q4_1 / Q4_K bytes of an (N, K) weight → Int4Rows, code for code."""
+    n, k = shape
+    q, scale, low = q4_groups(raw, type_name)  # (G, 32), (G, 1), (G, 1), row-major groups
+    zero = low + 8.0 * scale  # the value of code 8
+    return Int4Rows(q.reshape(n, k), scale.view(n, k // GROUP), zero.view(n, k // GROUP))
+
+
+def rows_from_gguf(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
+                   target: Target) -> QuantRows:
+    """raw: an (N, K) weight's bytes as stored, (nbytes,) uint8 → rows. A Q4 type asked for
+    int4 is repacked losslessly; anything else goes through float32, in slices of rows."""
+    if len(shape) != 2:
+        raise ValueError(f"a linear weight is 2-D, got shape {shape}")
+    n, k = shape
+    if type_name in LOSSLESS_INT4 and target == "int4":
+        return int4_rows_from_q4(raw, type_name, (n, k))
+    by_row = raw.view(n, _row_bytes(type_name, k))
+    parts = [rows_from_dense(dequantize(by_row[i:i + _CHUNK_ROWS].reshape(-1), type_name,
+                                        (min(_CHUNK_ROWS, n - i), k)), target)
+             for i in range(0, n, _CHUNK_ROWS)]
+    return parts[0] if len(parts) == 1 else concat_rows(parts)
+
+
+def gguf_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
+              policy: Policy = DEFAULT_POLICY) -> QuantRows:
+    """The rows `policy` wants for a stored weight, before fusing or permuting."""
+    return rows_from_gguf(raw, type_name, shape, policy.target(type_name))
+
+
+def quantize_linear(raw: torch.Tensor, type_name: str, shape: tuple[int, int], *,
+                    bias: torch.Tensor | None = None, device: torch.device | str = "cpu",
+                    policy: Policy = DEFAULT_POLICY) -> nn.Module:
+    """A GGUF weight's bytes (raw (nbytes,) uint8, `shape` = (N, K)) → a layer with
+    forward(x) = x @ W.T (+ bias), W kept in the form `policy` chooses for its type."""
+    return pack(gguf_rows(raw, type_name, shape, policy), bias=bias, device=device)
+
+
+def quantize_head(raw: torch.Tensor, type_name: str, shape: tuple[int, int], *,
+                  device: torch.device | str = "cpu",
+                  policy: Policy = DEFAULT_POLICY) -> nn.Module:
+    """The output head of a model that ties it to its token embedding: a quantized copy of
+    the embedding's bytes, in `policy.head` form (the embedding keeps its own table)."""
+    return pack(rows_from_gguf(raw, type_name, shape, policy.head), device=device)
+
+
+def _dequantize_rows(rows: torch.Tensor, type_name: str, dim: int) -> torch.Tensor:
+    """(n, row_bytes) uint8 → (n, dim) float32, the embedding's row decoder."""
+    return dequantize(rows.reshape(-1), type_name, (rows.shape[0], dim))
+
+
+def gguf_embedding(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
+                   dtype: torch.dtype = torch.float32) -> QuantizedEmbedding:
+    """A token embedding that keeps the table's GGUF bytes (raw (nbytes,) uint8 of a
+    (vocab_size, dim) tensor) and dequantizes the rows each call looks up."""
+    if type_name not in DEQUANTIZE:
+        raise NotImplementedError(f"cannot dequantize {type_name}")
+    n, dim = shape
+    decode = functools.partial(_dequantize_rows, type_name=type_name, dim=dim)
+    return QuantizedEmbedding(raw.view(n, _row_bytes(type_name, dim)), dim, decode, dtype)
