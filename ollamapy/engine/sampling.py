@@ -5,8 +5,11 @@ uses: penalties → top_k → typical_p → top_p → min_p → temperature → 
 greedy after the penalties. The truncation filters see probabilities at temperature 1, as in
 llama.cpp; temperature only reshapes what survives them.
 
-`sample` is a pure function of (logits, history, options, generator): the same seed gives
-the same tokens on the same device.
+Each step is a named transform (`apply_penalties`, `top_k`, `typical_p`, `top_p`, `min_p`,
+`temperature`); `sample` composes them, as `penalized` then `choose`, the two halves a
+sequence calls with a grammar's mask between them (seq.py: the server and the notebook API
+both sample there). `sample` is a pure function of (logits, history, options, generator): the
+same seed gives the same tokens on the same device.
 """
 
 from __future__ import annotations
@@ -52,8 +55,13 @@ def apply_penalties(logits: torch.Tensor, history: Sequence[int], opts: Options,
     return logits
 
 
-def _typical(probs: torch.Tensor, mass: float) -> torch.Tensor:
-    """Keep-mask for locally typical sampling; probs: (n,) sorted descending."""
+# -- the truncation transforms: candidates (values, probs), sorted by value, descending; each
+# keeps a subset and renormalises (if it would keep nothing, the most probable stays) --------
+
+def typical_p(values: torch.Tensor, probs: torch.Tensor, mass: float
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Locally typical sampling: the tokens whose surprise is nearest the entropy, most
+    typical first, until their mass reaches `mass`."""
     logp = torch.log(probs.clamp_min(1e-30))
     entropy = -(probs * logp).sum()
     order = torch.argsort((-logp - entropy).abs(), stable=True)  # most typical first
@@ -62,17 +70,42 @@ def _typical(probs: torch.Tensor, mass: float) -> torch.Tensor:
     n_keep = int(torch.searchsorted(cum, torch.tensor(mass, device=cum.device))) + 1
     keep = torch.zeros_like(probs, dtype=torch.bool)
     keep[order[:n_keep]] = True
-    return keep
+    return _restrict(values, probs, keep)
+
+
+def top_p(values: torch.Tensor, probs: torch.Tensor, p: float
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nucleus: the smallest prefix whose mass reaches p."""
+    return _restrict(values, probs, torch.cumsum(probs, 0) - probs < p)
+
+
+def min_p(values: torch.Tensor, probs: torch.Tensor, p: float
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tokens at least p times as probable as the most probable one."""
+    return _restrict(values, probs, probs >= p * probs.max())
 
 
 def _restrict(values: torch.Tensor, probs: torch.Tensor, keep: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop candidates outside keep, renormalise; if none is left, keep the most probable."""
     keep &= values > -torch.inf
     if not bool(keep.any()):
         keep[torch.argmax(probs)] = True
     values = values.masked_fill(~keep, -torch.inf)
     return values, torch.softmax(values, 0)
+
+
+def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k best candidates (all for k <= 0), sorted: values (k,) and their ids (k,)."""
+    k = k if 0 < k < logits.shape[0] else logits.shape[0]
+    values, ids = torch.topk(logits, k)
+    return values, ids
+
+
+def temperature(values: torch.Tensor, t: float) -> torch.Tensor:
+    """Probabilities of the candidates at temperature t > 0. Beyond float32's range the
+    division overflows (-inf / inf is NaN); 1e-30 is as greedy, and 1e30 as uniform, as any
+    temperature further out."""
+    return torch.softmax(values / min(max(t, 1e-30), 1e30), 0)
 
 
 def sample(logits: torch.Tensor, history: Sequence[int], opts: Options,
@@ -93,23 +126,14 @@ def choose(logits: torch.Tensor, opts: Options, rng: torch.Generator) -> int:
     (argmax at temperature 0). logits: (vocab,) float32, already penalised."""
     if opts.temperature <= 0:
         return int(torch.argmax(logits))
-
-    # candidates sorted by logit, descending: top_k selects and sorts in one step
-    k = opts.top_k if 0 < opts.top_k < logits.shape[0] else logits.shape[0]
-    values, ids = torch.topk(logits, k)  # (k,), (k,)
-
-    if opts.typical_p < 1.0 or opts.top_p < 1.0 or opts.min_p > 0.0:
-        probs = torch.softmax(values, 0)  # (k,) at temperature 1
-        if opts.typical_p < 1.0:
-            values, probs = _restrict(values, probs, _typical(probs, opts.typical_p))
-        if opts.top_p < 1.0:  # the smallest prefix whose mass reaches top_p
-            values, probs = _restrict(values, probs, torch.cumsum(probs, 0) - probs < opts.top_p)
-        if opts.min_p > 0.0:
-            values, probs = _restrict(values, probs, probs >= opts.min_p * probs.max())
-
-    # beyond float32's range the division overflows (-inf / inf is NaN); 1e-30 is as greedy,
-    # and 1e30 as uniform, as any temperature further out
-    probs = torch.softmax(values / min(max(opts.temperature, 1e-30), 1e30), 0)
+    values, ids = top_k(logits, opts.top_k)  # (k,), (k,): selected and sorted in one step
+    # the truncations see probabilities at temperature 1, as llama.cpp's do
+    for keep, param, active in ((typical_p, opts.typical_p, opts.typical_p < 1.0),
+                                (top_p, opts.top_p, opts.top_p < 1.0),
+                                (min_p, opts.min_p, opts.min_p > 0.0)):
+        if active:
+            values, _ = keep(values, torch.softmax(values, 0), param)
+    probs = temperature(values, opts.temperature)
     if not bool(torch.isfinite(probs).all()):
         # nothing to draw from (no finite score, or scores the division still overflows):
         # the best candidate, as at temperature 0
