@@ -9,7 +9,10 @@ folder `save_pretrained` writes plus a tokenizer, one of three kinds the convert
   families whose converter reads only that (gemma2, phi3);
 - `write_gpt2_tokenizer`: GPT-2's byte-level BPE rebuilt from llama.cpp's own
   ggml-vocab-gpt-2.gguf, for the families whose converter identifies a BPE pre-tokenizer by
-  hashing its output (qwen3moe, olmo2): a vocabulary it knows.
+  hashing its output (qwen3moe, olmo2): a vocabulary it knows;
+- `write_qwen2_tokenizer`: Qwen2's byte-level BPE from ggml-vocab-qwen2.gguf, for qwen2,
+  whose folder transformers tokenizes with Qwen2's pre-tokenizer whatever it holds (so
+  GPT-2's vocabulary hashes to something the converter does not know).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 import sentencepiece
 import transformers
 from tokenizers import (
+    Regex,
     Tokenizer,
     decoders,
     models,
@@ -138,6 +142,34 @@ def write_gpt2_tokenizer(folder: Path) -> int:
     (folder / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "GPT2Tokenizer", "bos_token": "<|endoftext|>",
         "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"}))
+    return len(tokens)
+
+
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def write_qwen2_tokenizer(folder: Path) -> int:
+    """Qwen2's tokenizer (vocabulary, merges and its three control tokens from
+    ggml-vocab-qwen2.gguf, Qwen2's pre-tokenizer split) as tokenizer.json and
+    tokenizer_config.json; returns the vocabulary size the converter pads to (151936)."""
+    with read_gguf(require(LLAMA_CPP / "models" / "ggml-vocab-qwen2.gguf")) as vocab:
+        tokens = vocab.metadata["tokenizer.ggml.tokens"]
+        kinds = vocab.metadata["tokenizer.ggml.token_type"]
+        merges = [tuple(m.split(" ")) for m in vocab.metadata["tokenizer.ggml.merges"]]
+    normal = [t for t, k in zip(tokens, kinds, strict=True) if k == 1]
+    control = [t for t, k in zip(tokens, kinds, strict=True) if k == 3]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(normal)}, merges=merges))
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(control)  # <|endoftext|> <|im_start|> <|im_end|>, after the rest
+    tok.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "Qwen2Tokenizer", "bos_token": None,
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "unk_token": None}))
     return len(tokens)
 
 

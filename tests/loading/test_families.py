@@ -1,7 +1,7 @@
 """Every decoder family in the family table, as users get its files: a tiny random model built
-with transformers' own class, converted by llama.cpp's own converter (tests/llama_cpp.py),
-and held to transformers from the GGUF and from the safetensors folder, on the reference and
-the fast path.
+with transformers' own class, converted by llama.cpp's own converter (tests/families.py
+builds each, with tests/llama_cpp.py), and held to transformers from the GGUF and from the
+safetensors folder, on the reference and the fast path.
 
 Each case's config sets the family's own features to values that change the logits (a soft
 cap below the logits' range, LongRoPE factors far from 1, granite's multipliers, top-k
@@ -12,8 +12,6 @@ each feature switched off land far from transformers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,110 +30,18 @@ from ollamapy.loading.load import decoder_tensors
 from ollamapy.loading.weights import build_transformer
 from tests.engine.hf_tiny import tiny_hf_model
 from tests.engine.test_fast import NEAR_TIE, greedy
-from tests.llama_cpp import convert, requantize, write_gpt2_tokenizer, write_spm_tokenizer
+from tests.families import CASES, PROMPT, Built, build, hf_logits
+from tests.llama_cpp import convert, requantize, write_gpt2_tokenizer
 from tests.loading.test_tiny_gguf import write_tiny_gguf
 
 MXFP4 = gguf.GGMLQuantizationType.MXFP4
-PROMPT = "The quick brown fox jumps over the lazy dog. Hello world!"
-SPM_VOCAB = 400
-
-
-def common(vocab: int) -> dict[str, Any]:
-    return dict(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                initializer_range=0.2, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-
-
-@dataclass(frozen=True)
-class Case:
-    arch: str  # what the GGUF names it
-    model: type[transformers.PreTrainedModel]
-    config: Callable[[int], transformers.PretrainedConfig]  # vocab size → config
-    tokenizer: str = "spm"  # "spm" (tokenizer.model; "spm-bare": no space prefix) or "gpt2"
-    # a family feature → the ModelConfig fields that switch it off
-    ablations: dict[str, dict[str, Any]] = field(default_factory=dict)
-    moe: bool = False
-
-
-RENORMALISED = {"top-k weights renormalised": {"norm_top_k": False}}
-CASES: dict[str, Case] = {
-    "gemma2": Case("gemma2", transformers.Gemma2ForCausalLM, lambda v: transformers.Gemma2Config(
-        **common(v), head_dim=16, query_pre_attn_scalar=16, sliding_window=4,
-        attn_logit_softcapping=2.0, final_logit_softcapping=3.0),
-        tokenizer="spm-bare",
-        ablations={"attention soft-cap": {"attn_softcap": 0.0},
-                   "final soft-cap": {"final_softcap": 0.0},
-                   "sliding window": {"sliding_window": None}}),
-    "phi3": Case("phi3", transformers.Phi3ForCausalLM, lambda v: transformers.Phi3Config(
-        **common(v), original_max_position_embeddings=64, sliding_window=6, rope_scaling={
-            "type": "longrope", "short_factor": [1.0 + 0.5 * i for i in range(8)],
-            "long_factor": [4.0 + i for i in range(8)]}),
-        ablations={"LongRoPE factors": {"rope_freq_factors": (), "rope_freq_factors_long": ()},
-                   "LongRoPE attention factor": {"rope_attn_factor": 1.0},
-                   "sliding window": {"sliding_window": None}}),
-    "granite": Case("granite", transformers.GraniteForCausalLM, lambda v: (
-        transformers.GraniteConfig)(**common(v), embedding_multiplier=6.0, residual_multiplier=0.4,
-        attention_multiplier=0.5, logits_scaling=0.25),
-        ablations={"embedding multiplier": {"embed_scale": 1.0},
-                   "residual multiplier": {"residual_scale": 1.0},
-                   "attention multiplier": {"attn_scale": 0.0},
-                   "logit scaling": {"logit_scale": 1.0}}),
-    "olmo2": Case("olmo2", transformers.Olmo2ForCausalLM, lambda v: transformers.Olmo2Config(
-        **common(v)), tokenizer="gpt2"),
-    "mixtral": Case("llama", transformers.MixtralForCausalLM, lambda v: transformers.MixtralConfig(
-        **common(v), num_local_experts=4, num_experts_per_tok=2),
-        ablations=RENORMALISED, moe=True),
-    "qwen3moe": Case("qwen3moe", transformers.Qwen3MoeForCausalLM, lambda v: (
-        transformers.Qwen3MoeConfig)(**common(v), head_dim=16, num_experts=4, num_experts_per_tok=2,
-        moe_intermediate_size=32, norm_topk_prob=True, tie_word_embeddings=False),
-        tokenizer="gpt2", ablations=RENORMALISED, moe=True),
-    "gpt-oss": Case("gpt-oss", transformers.GptOssForCausalLM, lambda v: (
-        transformers.GptOssConfig)(**common(v), head_dim=16, num_local_experts=4,
-                                   num_experts_per_tok=2, sliding_window=4, rope_scaling={
-            "rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
-            "truncate": True, "original_max_position_embeddings": 64}),
-        tokenizer="gpt2", moe=True,
-        ablations={**RENORMALISED, "attention sinks": {"attn_sinks": False},
-                   "YaRN": {"rope_freq_factors": (), "rope_attn_factor": 1.0},
-                   "sliding window": {"sliding_window": None}}),
-}
-
-
-@dataclass
-class Built:
-    hf: transformers.PreTrainedModel
-    folder: Path
-    gguf: Path  # f32, as converted
-    gguf_q8: Path  # q8_0: what the fast path keeps quantized
-    ids: list[int]  # PROMPT through transformers' tokenizer
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
 def family(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> tuple[str, Built]:
-    name, case = request.param, CASES[request.param]
-    folder = tmp_path_factory.mktemp(name) / "hf"
-    folder.mkdir()
-    vocab = write_gpt2_tokenizer(folder) if case.tokenizer == "gpt2" else SPM_VOCAB
-    config = case.config(vocab)
-    config._attn_implementation = "eager"
-    torch.manual_seed(7)
-    hf = case.model(config).eval()
-    with torch.no_grad():  # random norms, biases and sinks too: none trivially 0 or 1
-        for pname, p in hf.named_parameters():
-            if "norm" in pname or pname.endswith(("bias", "sinks")):
-                p.add_(torch.randn_like(p) * 0.2)
-    hf.save_pretrained(folder)
-    if case.tokenizer.startswith("spm"):
-        write_spm_tokenizer(folder, space_prefix=case.tokenizer == "spm")
-    ids = transformers.AutoTokenizer.from_pretrained(folder)(PROMPT).input_ids
-    return name, Built(hf, folder, convert(folder, folder.parent / "f32.gguf"),
-                       convert(folder, folder.parent / "q8.gguf", "q8_0"), ids)
-
-
-def hf_logits(built: Built, ids: list[int]) -> torch.Tensor:
-    with torch.no_grad():
-        return built.hf(torch.tensor([ids])).logits[0].float()  # (T, vocab)
+    name = request.param
+    return name, build(name, tmp_path_factory.mktemp(name))
 
 
 def with_config(path: Path, **fields: Any) -> Transformer:
