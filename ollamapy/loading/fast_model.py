@@ -48,15 +48,26 @@ def _fused(parts: list[QuantRows], bias: list[torch.Tensor] | None,
     return pack(concat_rows(parts), bias=torch.cat(bias) if bias else None, device=device)
 
 
-def _gate_up(ffn: nn.Module, gate: QuantRows, up: QuantRows, down: nn.Module,
-             device: torch.device) -> None:
+def _qkv(attn: nn.Module, q: QuantRows, k: QuantRows, v: QuantRows,
+         biases: list[torch.Tensor] | None, device: torch.device) -> None:
+    """q, k and v as one layer (`attn.wqkv`) when they share a form, else three."""
+    fused = _fused([q, k, v], biases, device)
+    if fused is not None:
+        attn.wqkv = fused
+        del attn.wq, attn.wk, attn.wv
+        return
+    for name, part, b in zip(("wq", "wk", "wv"), (q, k, v), biases or [None] * 3, strict=True):
+        setattr(attn, name, pack(part, bias=b, device=device))
+
+
+def _gate_up(ffn: nn.Module, gate: QuantRows, up: QuantRows, device: torch.device) -> None:
+    """gate and up as one layer (`ffn.w_gate_up`) when they share a form, else two."""
     fused = _fused([gate, up], None, device)
     if fused is not None:
         ffn.w_gate_up = fused
         del ffn.w_gate, ffn.w_up
     else:
         ffn.w_gate, ffn.w_up = pack(gate, device=device), pack(up, device=device)
-    ffn.w_down = down
 
 
 def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.device,
@@ -90,34 +101,27 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
     for i, block in enumerate(model.layers):
         attn, ffn, p = block.attn, block.ffn, f"layers.{i}."
         attn.wo = layer(p + "attn.wo.weight")
+        if p + "attn.wqkv.weight" in stored:  # stored fused (phi3)
+            attn.wqkv = layer(p + "attn.wqkv.weight")
+            del attn.wq, attn.wk, attn.wv
+        else:
+            q, k, v = (rows(p + f"attn.{w}.weight") for w in ("wq", "wk", "wv"))
+            if interleaved:  # llama.cpp stores q/k rows as interleaved RoPE pairs
+                q = q.permute_rows(unpermute_qk(torch.arange(q.shape[0]), config.n_heads))
+                k = k.permute_rows(unpermute_qk(torch.arange(k.shape[0]), config.n_kv_heads))
+            biases = [dense(p + f"attn.{w}.bias") for w in ("wq", "wk", "wv")] \
+                if config.qkv_bias else None
+            _qkv(attn, q, k, v, biases, device)
         if config.n_experts:  # the router stays on the meta device: loaded dense below
             ffn.w_gate, ffn.w_up, ffn.w_down = (experts(p + f"ffn.{w}.weight")
                                                 for w in ("w_gate", "w_up", "w_down"))
-        elif p + "ffn.w_gate_up.weight" in stored:
-            ffn.w_gate_up, ffn.w_down = layer(p + "ffn.w_gate_up.weight"), layer(
-                p + "ffn.w_down.weight")
+            continue
+        ffn.w_down = layer(p + "ffn.w_down.weight")
+        if p + "ffn.w_gate_up.weight" in stored:  # stored fused (phi3)
+            ffn.w_gate_up = layer(p + "ffn.w_gate_up.weight")
             del ffn.w_gate, ffn.w_up
         else:
-            _gate_up(ffn, rows(p + "ffn.w_gate.weight"), rows(p + "ffn.w_up.weight"),
-                     layer(p + "ffn.w_down.weight"), device)
-        if p + "attn.wqkv.weight" in stored:
-            attn.wqkv = layer(p + "attn.wqkv.weight")
-            del attn.wq, attn.wk, attn.wv
-            continue
-        q, k, v = (rows(p + f"attn.{w}.weight") for w in ("wq", "wk", "wv"))
-        if interleaved:  # llama.cpp stores q/k rows as interleaved RoPE pairs
-            q = q.permute_rows(unpermute_qk(torch.arange(q.shape[0]), config.n_heads))
-            k = k.permute_rows(unpermute_qk(torch.arange(k.shape[0]), config.n_kv_heads))
-        biases = [dense(p + f"attn.{w}.bias") for w in ("wq", "wk", "wv")] \
-            if config.qkv_bias else None
-        fused = _fused([q, k, v], biases, device)
-        if fused is not None:
-            attn.wqkv = fused
-            del attn.wq, attn.wk, attn.wv
-        else:
-            for name, part, b in zip(("wq", "wk", "wv"), (q, k, v), biases or [None] * 3,
-                                     strict=True):
-                setattr(attn, name, pack(part, bias=b, device=device))
+            _gate_up(ffn, rows(p + "ffn.w_gate.weight"), rows(p + "ffn.w_up.weight"), device)
 
     embd = gguf.tensors[stored["tok_embeddings.weight"]]
     model.tok_embeddings = gguf_embedding(gguf.raw(embd.name).to(device), embd.type_name,
