@@ -195,7 +195,8 @@ class Transformer(nn.Module):
         cos_l, sin_l = rope_cos_sin(q_pos, self.inv_freq_local) if c.rope_base_local \
             else (cos, sin)
         mask_global = attention_mask(q_pos, k_pos, None)  # (T, S)
-        mask_local = attention_mask(q_pos, k_pos, c.sliding_window)
+        mask_local = attention_mask(q_pos, k_pos, c.sliding_window) if c.sliding_window \
+            else mask_global
         for i, layer in enumerate(self.layers):
             if c.is_sliding(i):
                 x = layer(x, cos_l, sin_l, mask_local, start_pos, cache)

@@ -94,9 +94,12 @@ def _sliding_layers(config: Mapping[str, Any], pattern: int, n_layers: int
     return tuple((i + 1) % every != 0 for i in range(n_layers)) if every else (True,) * n_layers
 
 
-def config_from_hf(config: Mapping[str, Any], tensor_names: Set[str] = frozenset()
-                   ) -> ModelConfig:
-    """tensor_names: the folder's tensors, for what only their presence says (biases, sinks)."""
+def config_from_hf(config: Mapping[str, Any], tensor_names: Set[str]) -> ModelConfig:
+    """tensor_names: the folder's tensors, for what only their presence says (q/k norms,
+    biases, sinks), as the GGUF side reads it from the file's tensors."""
+    def has(layer_0_tensor: str) -> bool:  # multimodal folders prefix "language_model."
+        return any(n.endswith(f"layers.0.{layer_0_tensor}") for n in tensor_names)
+
     if "text_config" in config:  # multimodal wrappers keep the decoder here
         config = {**config["text_config"], "model_type": config["text_config"].get("model_type")}
     model_type = config.get("model_type")
@@ -115,8 +118,6 @@ def config_from_hf(config: Mapping[str, Any], tensor_names: Set[str] = frozenset
     sliding = _sliding_layers(config, family.sliding_pattern, n_layers) if window else ()
     pre_attn_scalar = config.get("query_pre_attn_scalar")
     attn_scale = pre_attn_scalar**-0.5 if pre_attn_scalar else 0.0
-    has_qk_norm = family.qk_norm == "all" or model_type in ("qwen3", "qwen3_moe", "gemma3",
-                                                             "gemma3_text")
     return ModelConfig(
         arch=family.arch,
         vocab_size=config["vocab_size"],
@@ -136,10 +137,10 @@ def config_from_hf(config: Mapping[str, Any], tensor_names: Set[str] = frozenset
         sliding_window=window if sliding else None,
         sliding_layers=sliding,
         qkv_bias=family.arch == "qwen2" or bool(config.get("attention_bias")),
-        out_bias="model.layers.0.self_attn.o_proj.bias" in tensor_names,
-        attn_sinks="model.layers.0.self_attn.sinks" in tensor_names,
-        moe_bias="model.layers.0.mlp.router.bias" in tensor_names,
-        qk_norm=family.qk_norm if has_qk_norm else "none",
+        out_bias=has("self_attn.o_proj.bias"),
+        attn_sinks=has("self_attn.sinks"),
+        moe_bias=has("mlp.router.bias"),
+        qk_norm=family.qk_norm if has("self_attn.q_norm.weight") else "none",
         norms=family.norms,
         embed_scale=float(config.get("embedding_multiplier")
                           or (math.sqrt(dim) if family.scale_embeddings else 1.0)),

@@ -16,7 +16,7 @@ ARCHS = ["llama", "qwen2", "qwen3", "gemma3"]
 
 
 def ours_from_hf(hf) -> Transformer:
-    config = config_from_hf(hf.config.to_dict())
+    config = config_from_hf(hf.config.to_dict(), hf.state_dict().keys())
     tensors = ((hf_name(n, config), t) for n, t in hf.state_dict().items())
     fixed = ((n, fix_hf_tensor(n, t, config)) for n, t in tensors)
     return build_transformer(config, fixed, "cpu", torch.float32)
