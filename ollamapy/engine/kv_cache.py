@@ -2,14 +2,11 @@
 
 One (slots, n_kv_heads, max_len, head_dim) buffer per layer for keys and one for values,
 allocated once for the whole context window (num_ctx) and every slot (one slot per sequence
-decoded together). `update` writes the new positions in place and returns a view of what is
-cached so far, so a step never reallocates:
-
-- `start_pos` an int: rows [0, B) take T new positions from start_pos (one sequence, or a
-  batch that moves in lockstep);
-- `start_pos` a (B,) tensor: a batched decode step, one new position per row, row i at
-  start_pos[i]; the view spans `length` positions (the model masks what a row must not
-  see). Positions stay on the device: no host sync, and a compiled step never recompiles.
+decoded together). `update` writes the new positions in place, row i's T new entries at
+positions[i] (a (B, T) tensor: a prompt chunk is one row of T, a batched decode step B rows
+of 1), and returns a view of the first `length` positions (the span the model attends over;
+its mask hides what a row must not see), so a step never reallocates. Positions stay on the
+device: no host sync, and a compiled step never recompiles.
 
 `slot(i)` is slot i as a one-sequence cache of its own (views of the same buffers), for
 prefilling one sequence of a batch; `move` copies a slot into another when the batch is
@@ -42,35 +39,23 @@ class KVCache:
     def _hold(self, k: list[torch.Tensor], v: list[torch.Tensor]) -> None:
         self.k, self.v = k, v  # per layer: (slots, n_kv_heads, max_len, head_dim)
         self.slots, self.max_len = k[0].shape[0], k[0].shape[2]
-        self.length = 0  # positions [0, length) hold valid entries (single-sequence use)
 
-    def update(self, layer: int, start_pos: int | torch.Tensor, k: torch.Tensor,
-               v: torch.Tensor, length: int | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v (B, n_kv_heads, T, head_dim); return (B, n_kv_heads, S, head_dim)."""
-        B, T = k.shape[0], k.shape[2]
-        if isinstance(start_pos, int):
-            end = start_pos + T
-            self._check(end)
-            self.k[layer][:B, :, start_pos:end] = k
-            self.v[layer][:B, :, start_pos:end] = v
-        else:  # one new position per row; the caller says how far to look
-            assert length is not None, "a batched update needs the span length"
-            end = length
-            rows = torch.arange(B, device=k.device)
-            self.k[layer][rows, :, start_pos] = k[:, :, 0]  # (B, n_kv_heads, head_dim)
-            self.v[layer][rows, :, start_pos] = v[:, :, 0]
-        if layer == len(self.k) - 1:
-            self.length = end
-        return self.k[layer][:B, :, :end], self.v[layer][:B, :, :end]
+    def update(self, layer: int, positions: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, n_kv_heads, T, head_dim) at positions (B, T); return the first
+        `length` positions of rows [0, B), (B, n_kv_heads, length, head_dim)."""
+        B = k.shape[0]
+        rows = torch.arange(B, device=k.device)[:, None]  # (B, 1), broadcast against (B, T)
+        # indexing (rows, :, positions) selects (B, T, n_kv_heads, head_dim)
+        self.k[layer][rows, :, positions] = k.transpose(1, 2)
+        self.v[layer][rows, :, positions] = v.transpose(1, 2)
+        return self.k[layer][:B, :, :length], self.v[layer][:B, :, :length]
 
-    def _check(self, end: int) -> None:
+    def check(self, end: int) -> None:
+        """Refuse to write past the window (a tensor position past it would fail inside the
+        write with a less helpful message, or not at all on some devices)."""
         if end > self.max_len:
             raise ValueError(f"KV cache overflow: position {end} > num_ctx {self.max_len}")
-
-    def truncate(self, length: int) -> None:
-        """Forget positions >= length (their values are overwritten by later writes)."""
-        self.length = min(self.length, length)
 
     def slot(self, i: int) -> KVCache:
         """Slot i as a one-sequence cache: views of rows i:i+1, so its writes land here."""

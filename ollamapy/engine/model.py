@@ -20,14 +20,15 @@ from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
 
 
 def attention_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
-    """Bool, True where query position q may see key position k: causal, and within the
-    sliding window when there is one (q - k < window, so a query always sees itself).
-    q_pos (T,) → (T, S); per-row q_pos (B, T) → (B, 1, T, S), broadcast over heads."""
-    q = q_pos.unsqueeze(-1)  # (..., T, 1)
-    visible = k_pos <= q
+    """Bool (B, 1, T, S), broadcast over heads: True where a query at q_pos (B, T) may see a
+    key at k_pos, (S,) for cached keys shared by every row or (B, S): causal, and within the
+    sliding window when there is one (q - k < window, so a query always sees itself)."""
+    q = q_pos.unsqueeze(-1)  # (B, T, 1)
+    k = k_pos.unsqueeze(-2)  # (1, S) or (B, 1, S)
+    visible = k <= q  # (B, T, S)
     if window is not None:
-        visible &= (q - k_pos) < window
-    return visible.unsqueeze(1) if q_pos.dim() == 2 else visible
+        visible &= (q - k) < window
+    return visible.unsqueeze(1)
 
 
 class Attention(nn.Module):
@@ -37,9 +38,10 @@ class Attention(nn.Module):
         self.layer = layer
         self.n_heads, self.n_kv_heads, self.head_dim = c.n_heads, c.n_kv_heads, c.head_dim
         self.scale, self.softcap = c.scale, c.attn_softcap
-        self.wq = Linear(c.dim, c.n_heads * c.head_dim, bias=c.qkv_bias)
-        self.wk = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
-        self.wv = Linear(c.dim, c.n_kv_heads * c.head_dim, bias=c.qkv_bias)
+        # q, k and v in one matmul: rows of q, then k, then v
+        self.qkv_sizes = [c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim,
+                          c.n_kv_heads * c.head_dim]
+        self.wqkv = Linear(c.dim, sum(self.qkv_sizes), bias=c.qkv_bias)
         self.wo = Linear(c.n_heads * c.head_dim, c.dim, bias=c.out_bias)
         self.sinks = Sinks(c.n_heads) if c.attn_sinks else None
         # q/k norms: over each head (qwen3, gemma3) or over the whole projection (olmo2)
@@ -48,21 +50,13 @@ class Attention(nn.Module):
                             (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim))
         self.q_norm = RMSNorm(q_width, c.norm_eps) if c.qk_norm != "none" else None
         self.k_norm = RMSNorm(k_width, c.norm_eps) if c.qk_norm != "none" else None
-        self.wqkv: nn.Module | None = None  # q, k and v in one matmul, set by a fast path
-
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, T, dim) → q (B, T, n_heads * head_dim), k and v (B, T, n_kv_heads * hd)."""
-        if self.wqkv is None:
-            return self.wq(x), self.wk(x), self.wv(x)
-        kv = self.n_kv_heads * self.head_dim
-        q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv, kv], dim=-1)
-        return q, k, v
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, start_pos: int | torch.Tensor, cache: KVCache | None
+                mask: torch.Tensor, positions: torch.Tensor, cache: KVCache | None
                 ) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.project(x)
+        # (B, T, n_heads * head_dim), (B, T, n_kv_heads * head_dim) twice
+        q, k, v = self.wqkv(x).split(self.qkv_sizes, dim=-1)
         if self.qk_norm == "all" and self.q_norm is not None and self.k_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         # (B, T, n_heads * head_dim) → (B, n_heads, T, head_dim)
@@ -74,7 +68,7 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             # (B, n_kv_heads, S, head_dim): S, the keys' span, is the mask's last dimension
-            k, v = cache.update(self.layer, start_pos, k, v, length=mask.shape[-1])
+            k, v = cache.update(self.layer, positions, k, v, length=mask.shape[-1])
         sinks = self.sinks.weight if self.sinks is not None else None
         out = attend(q, k, v, mask, self.scale, self.softcap, sinks)  # (B, n_heads, T, hd)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
@@ -82,21 +76,16 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Gated MLP: w_down(act(w_gate(x)) * w_up(x))."""
+    """Gated MLP: w_down(act(gate) * up), gate and up from one matmul (rows of gate, then up)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.activation = config.activation
-        self.w_gate = Linear(config.dim, config.ffn_dim)
-        self.w_up = Linear(config.dim, config.ffn_dim)
+        self.w_gate_up = Linear(config.dim, 2 * config.ffn_dim)
         self.w_down = Linear(config.ffn_dim, config.dim)
-        self.w_gate_up: nn.Module | None = None  # gate and up in one matmul (a fast path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.w_gate_up is None:
-            gate, up = self.w_gate(x), self.w_up(x)
-        else:
-            gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+        gate, up = self.w_gate_up(x).chunk(2, dim=-1)  # (B, T, ffn_dim) each
         return self.w_down(glu(self.activation, gate, up))
 
 
@@ -117,9 +106,9 @@ class Block(nn.Module):
         self.residual_scale = c.residual_scale
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor, start_pos: int | torch.Tensor, cache: KVCache | None
+                mask: torch.Tensor, positions: torch.Tensor, cache: KVCache | None
                 ) -> torch.Tensor:
-        h = self.post_attn_norm(self.attn(self.attn_norm(x), cos, sin, mask, start_pos, cache))
+        h = self.post_attn_norm(self.attn(self.attn_norm(x), cos, sin, mask, positions, cache))
         x = x + self._scaled(h)
         h = self.post_ffn_norm(self.ffn(self.ffn_norm(x)))
         return x + self._scaled(h)
@@ -162,46 +151,47 @@ class Transformer(nn.Module):
 
     @torch.no_grad()  # not inference_mode: its tensors cannot enter a compiled graph
     def forward(self, tokens: torch.Tensor, start_pos: int | torch.Tensor = 0,
-                cache: KVCache | None = None, *, all_logits: bool = False,
-                key_positions: torch.Tensor | None = None, hidden: bool = False
-                ) -> torch.Tensor:
-        """tokens (B, T) at positions [start_pos, start_pos + T) → float32 logits,
-        (B, T, vocab) when all_logits else (B, vocab) for the last position only; hidden: the
-        final norm's output instead of logits, (B, T, dim) or (B, dim), in the model's dtype.
+                cache: KVCache | None = None, *, key_positions: torch.Tensor | None = None,
+                all_logits: bool = False, hidden: bool = False) -> torch.Tensor:
+        """tokens (B, T), row i at positions [start_pos[i], start_pos[i] + T) → float32
+        logits, (B, T, vocab) when all_logits else (B, vocab) for the last position only;
+        hidden: the final norm's output instead of logits, (B, T, dim) or (B, dim), in the
+        model's dtype.
 
-        A batched decode step gives each row its own position: start_pos a (B,) tensor,
-        T = 1, a cache whose row i holds sequence i, and key_positions = arange(S), the
-        span of cached positions to attend over (S > every row's position). Positions stay
-        tensors, so a compiled step sees one graph whatever the positions are."""
+        With a cache, row i of the cache holds sequence i and the new keys attend over the
+        cached span key_positions = arange(S). An int start_pos is every row at the same
+        position, the span then ending with the new tokens; a (B,) tensor (a batched decode
+        step) needs key_positions, so that a compiled step sees one graph whatever the
+        positions are."""
         c = self.config
         B, T = tokens.shape
+        device = tokens.device
+        if isinstance(start_pos, int):
+            if cache is not None:
+                cache.check(start_pos + T)
+                key_positions = torch.arange(start_pos + T, device=device)
+            start_pos = torch.full((B,), start_pos, device=device)
+        elif start_pos.shape != (B,) or (cache is not None and key_positions is None):
+            raise ValueError("per-row positions need one position per row and, with a cache, "
+                             "key_positions")
         x = self.tok_embeddings(tokens)  # (B, T, dim)
         if c.embed_scale != 1.0:
             x = x * torch.tensor(c.embed_scale, dtype=x.dtype)
-        steps = torch.arange(T, device=tokens.device)
-        if isinstance(start_pos, int):
-            q_pos = start_pos + steps  # (T,)
-            k_pos = torch.arange(0, start_pos + T, device=tokens.device) \
-                if cache is not None else q_pos
-        else:
-            if cache is None or key_positions is None or start_pos.shape != (B,):
-                raise ValueError("per-row positions need a cache, one position per row and "
-                                 "key_positions")
-            q_pos = start_pos[:, None] + steps  # (B, T)
-            k_pos = key_positions  # (S,)
+        q_pos = start_pos[:, None] + torch.arange(T, device=device)  # (B, T)
+        k_pos = key_positions if key_positions is not None and cache is not None else q_pos
         cos, sin = rope_cos_sin(q_pos, self.inv_freq, c.rope_scale, c.rope_attn_factor)
         # sliding layers rotate by their own base where the family has one (gemma3), else
         # as the global layers do (phi3's window keeps its LongRoPE factors)
         cos_l, sin_l = rope_cos_sin(q_pos, self.inv_freq_local) if c.rope_base_local \
             else (cos, sin)
-        mask_global = attention_mask(q_pos, k_pos, None)  # (T, S)
+        mask_global = attention_mask(q_pos, k_pos, None)  # (B, 1, T, S)
         mask_local = attention_mask(q_pos, k_pos, c.sliding_window) if c.sliding_window \
             else mask_global
         for i, layer in enumerate(self.layers):
             if c.is_sliding(i):
-                x = layer(x, cos_l, sin_l, mask_local, start_pos, cache)
+                x = layer(x, cos_l, sin_l, mask_local, q_pos, cache)
             else:
-                x = layer(x, cos, sin, mask_global, start_pos, cache)
+                x = layer(x, cos, sin, mask_global, q_pos, cache)
         if not all_logits:
             x = x[:, -1:, :]
         x = self.norm(x)  # (B, T or 1, dim)

@@ -5,9 +5,10 @@ The same `Transformer`, with its linear layers swapped for the kernels' quantize
 `gguf_rows.py`: Q4_x repacked code for code into torch's int4 layout, other types int8 per
 row) before any float copy of them exists:
 
-- q, k and v become one matmul (`attn.wqkv`), gate and up another (`ffn.w_gate_up`), when
-  their parts share a form or the file already fuses them (phi3); llama's q/k row order is
-  undone on the rows before packing;
+- q, k and v become the model's one `attn.wqkv` matmul, gate and up its `ffn.w_gate_up`,
+  when their parts share a form or the file already fuses them (phi3); parts of different
+  forms (a Q4_K_M file's Q6_K v beside Q4_K q and k) stay separate layers read side by side
+  (`SideBySide`); llama's q/k row order is undone on the rows before packing;
 - an MoE layer's experts stay int8 (`Int8Experts`), its router float (routing is a top-k:
   a rounding there would change which experts run);
 - the token embedding stays in its stored rows (dequantized per looked-up token), and a tied
@@ -32,42 +33,33 @@ from ollamapy.engine.kernels import (
     pack,
 )
 from ollamapy.engine.model import Transformer
-from ollamapy.loading.families import FAMILIES
 from ollamapy.loading.gguf import GGUFFile
 from ollamapy.loading.gguf_config import UnsupportedModelError, is_decoder_weight
 from ollamapy.loading.gguf_rows import gguf_embedding, gguf_rows, quantize_head
-from ollamapy.loading.weights import fix_gguf_tensor, gguf_name, unpermute_qk
+from ollamapy.loading.weights import fix_gguf_tensor, gguf_name, gguf_row_order
 
 
-def _fused(parts: list[QuantRows], bias: list[torch.Tensor] | None,
-           device: torch.device) -> nn.Module | None:
-    """One layer for parts of one form (q/k/v, gate/up); None when their forms differ (a
-    conversion would lose what the stored types keep)."""
-    if len({type(p) for p in parts}) != 1:
-        return None
-    return pack(concat_rows(parts), bias=torch.cat(bias) if bias else None, device=device)
+class SideBySide(nn.Module):
+    """Linear layers read as one: x → their outputs concatenated, for a fused projection
+    whose parts are stored in different forms."""
+
+    def __init__(self, parts: list[nn.Module]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([part(x) for part in self.parts], dim=-1)
 
 
-def _qkv(attn: nn.Module, q: QuantRows, k: QuantRows, v: QuantRows,
-         biases: list[torch.Tensor] | None, device: torch.device) -> None:
-    """q, k and v as one layer (`attn.wqkv`) when they share a form, else three."""
-    fused = _fused([q, k, v], biases, device)
-    if fused is not None:
-        attn.wqkv = fused
-        del attn.wq, attn.wk, attn.wv
-        return
-    for name, part, b in zip(("wq", "wk", "wv"), (q, k, v), biases or [None] * 3, strict=True):
-        setattr(attn, name, pack(part, bias=b, device=device))
-
-
-def _gate_up(ffn: nn.Module, gate: QuantRows, up: QuantRows, device: torch.device) -> None:
-    """gate and up as one layer (`ffn.w_gate_up`) when they share a form, else two."""
-    fused = _fused([gate, up], None, device)
-    if fused is not None:
-        ffn.w_gate_up = fused
-        del ffn.w_gate, ffn.w_up
-    else:
-        ffn.w_gate, ffn.w_up = pack(gate, device=device), pack(up, device=device)
+def _joined(parts: list[QuantRows], biases: list[torch.Tensor | None], device: torch.device
+            ) -> nn.Module:
+    """One layer for parts of one form; parts of different forms side by side (a conversion
+    would lose what the stored types keep)."""
+    if len({type(p) for p in parts}) == 1:
+        present = [b for b in biases if b is not None]
+        return pack(concat_rows(parts), bias=torch.cat(present) if present else None,
+                    device=device)
+    return SideBySide([pack(p, bias=b, device=device) for p, b in zip(parts, biases, strict=True)])
 
 
 def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.device,
@@ -76,52 +68,48 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
 
     def rows(ours: str) -> QuantRows:
         info = gguf.tensors[stored[ours]]
-        return gguf_rows(gguf.raw(stored[ours]), info.type_name, info.shape, policy)
-
-    def experts(ours: str) -> Int8Experts:
-        info = gguf.tensors[stored[ours]]
-        n_experts, *shape = info.shape  # (E, N, K): each expert's blocks are contiguous
-        raw = gguf.raw(stored[ours]).view(n_experts, -1)
-        bias = ours.replace(".weight", ".bias")
-        return Int8Experts([gguf_rows(raw[e], info.type_name, (shape[0], shape[1]), policy)
-                            for e in range(n_experts)], device,
-                           dense(bias) if bias in stored else None)
+        r = gguf_rows(gguf.raw(stored[ours]), info.type_name, info.shape, policy)
+        order = gguf_row_order(ours, config)
+        return r if order is None else r.permute_rows(order)
 
     def dense(ours: str) -> torch.Tensor:
         t = fix_gguf_tensor(ours, gguf.tensor(stored[ours]), config)
         return t.to(device=device, dtype=dtype)
 
+    def bias(weight: str) -> torch.Tensor | None:
+        name = weight.replace(".weight", ".bias")
+        return dense(name) if name in stored else None
+
     def layer(ours: str) -> nn.Module:
-        bias = ours.replace(".weight", ".bias")
-        return pack(rows(ours), bias=dense(bias) if bias in stored else None, device=device)
+        return pack(rows(ours), bias=bias(ours), device=device)
+
+    def fused(ours: str, parts: tuple[str, ...]) -> nn.Module:
+        """The model's fused projection: stored so (phi3), or joined from its parts."""
+        if ours in stored:
+            return layer(ours)
+        return _joined([rows(p) for p in parts], [bias(p) for p in parts], device)
+
+    def experts(ours: str) -> Int8Experts:
+        info = gguf.tensors[stored[ours]]
+        n_experts, *shape = info.shape  # (E, N, K): each expert's blocks are contiguous
+        raw = gguf.raw(stored[ours]).view(n_experts, -1)
+        return Int8Experts([gguf_rows(raw[e], info.type_name, (shape[0], shape[1]), policy)
+                            for e in range(n_experts)], device, bias(ours))
 
     with torch.device("meta"):
         model = Transformer(config)
-    interleaved = FAMILIES[config.arch].interleaved_qk
     for i, block in enumerate(model.layers):
         attn, ffn, p = block.attn, block.ffn, f"layers.{i}."
+        attn.wqkv = fused(p + "attn.wqkv.weight",
+                          tuple(p + f"attn.{w}.weight" for w in ("wq", "wk", "wv")))
         attn.wo = layer(p + "attn.wo.weight")
-        if p + "attn.wqkv.weight" in stored:  # stored fused (phi3)
-            attn.wqkv = layer(p + "attn.wqkv.weight")
-            del attn.wq, attn.wk, attn.wv
-        else:
-            q, k, v = (rows(p + f"attn.{w}.weight") for w in ("wq", "wk", "wv"))
-            if interleaved:  # llama.cpp stores q/k rows as interleaved RoPE pairs
-                q = q.permute_rows(unpermute_qk(torch.arange(q.shape[0]), config.n_heads))
-                k = k.permute_rows(unpermute_qk(torch.arange(k.shape[0]), config.n_kv_heads))
-            biases = [dense(p + f"attn.{w}.bias") for w in ("wq", "wk", "wv")] \
-                if config.qkv_bias else None
-            _qkv(attn, q, k, v, biases, device)
         if config.n_experts:  # the router stays on the meta device: loaded dense below
             ffn.w_gate, ffn.w_up, ffn.w_down = (experts(p + f"ffn.{w}.weight")
                                                 for w in ("w_gate", "w_up", "w_down"))
-            continue
-        ffn.w_down = layer(p + "ffn.w_down.weight")
-        if p + "ffn.w_gate_up.weight" in stored:  # stored fused (phi3)
-            ffn.w_gate_up = layer(p + "ffn.w_gate_up.weight")
-            del ffn.w_gate, ffn.w_up
         else:
-            _gate_up(ffn, rows(p + "ffn.w_gate.weight"), rows(p + "ffn.w_up.weight"), device)
+            ffn.w_gate_up = fused(p + "ffn.w_gate_up.weight",
+                                  (p + "ffn.w_gate.weight", p + "ffn.w_up.weight"))
+            ffn.w_down = layer(p + "ffn.w_down.weight")
 
     embd = gguf.tensors[stored["tok_embeddings.weight"]]
     model.tok_embeddings = gguf_embedding(gguf.raw(embd.name).to(device), embd.type_name,

@@ -36,7 +36,7 @@ from ollamapy.loading.weights import (
     gguf_encoder_name,
     gguf_name,
     hf_name,
-    split_fused,
+    split_experts,
     stack_experts,
 )
 from ollamapy.text.tokenizer import Tokenizer
@@ -65,10 +65,10 @@ def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
 
 
 def decoder_tensors(gguf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
-    """The file's decoder weights under our names, split and fixed for the reference model."""
+    """The file's decoder weights under our names, fixed for the reference model."""
     for name in filter(is_decoder_weight, gguf.tensors):
-        for ours, t in split_fused(gguf_name(name, config), gguf.tensor(name), config):
-            yield ours, fix_gguf_tensor(ours, t, config)
+        ours = gguf_name(name, config)
+        yield ours, fix_gguf_tensor(ours, gguf.tensor(name), config)
 
 
 def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
@@ -102,7 +102,7 @@ def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Chec
         return Checkpoint("encoder", model, tokenizer, None, dict(folder.config))
     config = config_from_hf(folder.config, folder.tensors.keys())
     tensors = stack_experts((hf_name(n, config), t) for n, t in folder.tensors.items())
-    parts = (part for n, t in tensors for part in split_fused(n, t, config))
+    parts = (part for n, t in tensors for part in split_experts(n, t))
     model = build_transformer(config, ((n, fix_hf_tensor(n, t, config)) for n, t in parts),
                               device, dtype)
     template = tok_config.get("chat_template")

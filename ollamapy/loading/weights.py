@@ -1,11 +1,14 @@
 """Foreign tensor names → ours, with the layout fixes each format needs, in one place.
 
-Our names follow `ollamapy.engine.model` (`layers.3.attn.wq.weight`). The fixes:
+Our names follow `ollamapy.engine.model` (`layers.3.attn.wqkv.weight`); a checkpoint's separate
+q, k, v (gate, up) tensors are first named as parts (`attn.wq`, `ffn.w_gate`) and then joined
+into the model's one matmul (`fuse_projections`). The fixes:
 - llama GGUFs store q/k rows in the interleaved-pairs RoPE layout (llama.cpp's converter
   permutes them); `unpermute_qk` restores the rotate-half layout our RoPE uses.
 - Hugging Face gemma checkpoints store RMSNorm weights as w and apply 1 + w; we store 1 + w.
-- fused q/k/v and gate/up tensors (phi3) are split into the model's parts (`split_fused`);
-  a Hugging Face MoE's per-expert matrices are stacked into one (n_experts, out, in) tensor.
+- gpt-oss's input-major experts are split and transposed into the model's layout
+  (`split_experts`); a Hugging Face MoE's per-expert matrices are stacked into one
+  (n_experts, out, in) tensor.
 The model is built on the meta device and the translated tensors are assigned, so weights
 are allocated once.
 """
@@ -53,7 +56,7 @@ _HF_EXPERT = re.compile(r"model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.expert
 _HF_EXPERT_PART = {"gate_proj": "w_gate", "w1": "w_gate", "up_proj": "w_up", "w3": "w_up",
                    "down_proj": "w_down", "w2": "w_down"}
 # gpt-oss keeps all experts of a projection in one input-major tensor, (E, in, out), gate and
-# up interleaved in gate_up_proj's columns; biases (E, out); split by split_fused
+# up interleaved in gate_up_proj's columns; biases (E, out); split by split_experts
 _HF_FUSED_EXPERTS = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)"
                                r"(_bias)?")
 _HF_SINKS = re.compile(r"model\.layers\.(\d+)\.self_attn\.sinks")
@@ -125,16 +128,9 @@ def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(w.shape)
 
 
-def qkv_sizes(config: ModelConfig) -> list[int]:
-    """Rows of q, k and v in a fused qkv weight."""
-    kv = config.n_kv_heads * config.head_dim
-    return [config.n_heads * config.head_dim, kv, kv]
-
-
-def split_fused(our_name: str, t: torch.Tensor, config: ModelConfig
-                ) -> Iterator[tuple[str, torch.Tensor]]:
-    """A fused weight (attn.wqkv, ffn.w_gate_up, gpt-oss's input-major experts) → its parts
-    in the model's layout; others pass as they are."""
+def split_experts(our_name: str, t: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+    """gpt-oss's input-major expert tensors → the model's (E, out, in) parts; others pass as
+    they are."""
     if ".ffn.gate_up_exps_t." in our_name:  # (E, in, 2 ffn) / (E, 2 ffn), gate/up interleaved
         t = t.transpose(1, 2) if t.dim() == 3 else t
         stem = our_name.replace(".gate_up_exps_t.", ".{}.")
@@ -143,13 +139,6 @@ def split_fused(our_name: str, t: torch.Tensor, config: ModelConfig
     elif ".ffn.down_exps_t." in our_name:  # (E, ffn, dim) → (E, dim, ffn)
         yield (our_name.replace(".down_exps_t.", ".w_down."),
                t.transpose(1, 2).contiguous() if t.dim() == 3 else t)
-    elif ".attn.wqkv." in our_name:
-        for part, rows in zip(("wq", "wk", "wv"), t.split(qkv_sizes(config)), strict=True):
-            yield our_name.replace(".wqkv.", f".{part}."), rows
-    elif ".ffn.w_gate_up." in our_name:
-        gate, up = t.chunk(2)
-        yield our_name.replace(".w_gate_up.", ".w_gate."), gate
-        yield our_name.replace(".w_gate_up.", ".w_up."), up
     else:
         yield our_name, t
 
@@ -171,13 +160,20 @@ def stack_experts(tensors: Iterator[tuple[str, torch.Tensor]]
         yield stem, torch.stack([parts[e] for e in range(len(parts))])
 
 
+def gguf_row_order(our_name: str, config: ModelConfig) -> torch.Tensor | None:
+    """The order that puts a llama-family GGUF's q or k rows (weight or bias) back in the
+    rotate-half layout; None for every other tensor. Both paths apply it: the reference to
+    the dequantized tensor, the fast path to the quantized rows."""
+    if not FAMILIES[config.arch].interleaved_qk:
+        return None
+    heads = (config.n_heads if ".attn.wq." in our_name else
+             config.n_kv_heads if ".attn.wk." in our_name else None)
+    return None if heads is None else unpermute_qk(torch.arange(heads * config.head_dim), heads)
+
+
 def fix_gguf_tensor(our_name: str, t: torch.Tensor, config: ModelConfig) -> torch.Tensor:
-    if FAMILIES[config.arch].interleaved_qk:
-        if ".attn.wq." in our_name:
-            return unpermute_qk(t, config.n_heads)
-        if ".attn.wk." in our_name:
-            return unpermute_qk(t, config.n_kv_heads)
-    return t
+    order = gguf_row_order(our_name, config)
+    return t if order is None else t[order]
 
 
 def fix_hf_tensor(our_name: str, t: torch.Tensor, config: ModelConfig) -> torch.Tensor:
@@ -186,12 +182,33 @@ def fix_hf_tensor(our_name: str, t: torch.Tensor, config: ModelConfig) -> torch.
     return t
 
 
+_FUSED = {".attn.wqkv.": (".attn.wq.", ".attn.wk.", ".attn.wv."),
+          ".ffn.w_gate_up.": (".ffn.w_gate.", ".ffn.w_up.")}
+
+
+def fuse_projections(state: dict[str, torch.Tensor], config: ModelConfig
+                     ) -> dict[str, torch.Tensor]:
+    """Join each layer's q, k, v (and a dense feed-forward's gate, up) weights and biases into
+    the model's one matmul, rows in that order; a file that already stores them fused (phi3)
+    passes as it is. An MoE layer's experts stay separate (`engine/moe.py`)."""
+    for i in range(config.n_layers):
+        for fused, parts in _FUSED.items():
+            if fused == ".ffn.w_gate_up." and config.n_experts:
+                continue
+            for kind in ("weight", "bias"):
+                names = [f"layers.{i}{part}{kind}" for part in parts]
+                if all(name in state for name in names):
+                    state[f"layers.{i}{fused}{kind}"] = torch.cat([state.pop(n) for n in names])
+    return state
+
+
 def build_transformer(config: ModelConfig, tensors: Iterator[tuple[str, torch.Tensor]],
                       device: torch.device | str, dtype: torch.dtype) -> Transformer:
     """Assemble a Transformer from (our_name, tensor) pairs without allocating twice."""
     with torch.device("meta"):
         model = Transformer(config)
-    state = {name: t.to(device=device, dtype=dtype) for name, t in tensors}
+    state = fuse_projections({name: t.to(device=device, dtype=dtype) for name, t in tensors},
+                             config)
     if config.tied_embeddings:
         state.setdefault("output.weight", state["tok_embeddings.weight"])
     missing = set(model.state_dict()) - set(state)

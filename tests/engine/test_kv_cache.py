@@ -59,7 +59,7 @@ def test_a_large_cache_is_resident_only_where_written() -> None:
     assert rss_mb() - before < 16, "creating the cache made it resident"
     k = torch.randn(4, 4, 100, 64)
     for layer in range(cfg.n_layers):
-        keys, values = cache.update(layer, 0, k, -k)
+        keys, values = cache.update(layer, torch.arange(100).expand(4, 100), k, -k, 100)
     written_mb = 2 * cfg.n_layers * k.numel() * 4 / 2**20  # 12.5 MB
     assert torch.equal(keys, k) and torch.equal(values, -k)
     # every layer's whole span read, as a batch whose longest row is at 4000 would
@@ -68,3 +68,25 @@ def test_a_large_cache_is_resident_only_where_written() -> None:
     grown = rss_mb() - before
     assert grown < written_mb + 24, f"{grown:.0f} MB resident for {written_mb:.1f} MB written"
     del cache, keys, values
+
+
+def test_each_row_writes_its_own_positions() -> None:
+    """update's one convention: row i's T entries land at positions[i], (B, T), whether a
+    prompt chunk (one row, T positions) or a batched step (rows at different positions)."""
+    cache = KVCache(config(n_layers=1), max_len=16, batch=3)
+    k = torch.randn(3, 4, 2, 64)  # (B, n_kv_heads, T, head_dim)
+    positions = torch.tensor([[0, 1], [5, 6], [13, 14]])
+    keys, values = cache.update(0, positions, k, -k, length=15)
+    assert keys.shape == (3, 4, 15, 64) and values.shape == (3, 4, 15, 64)
+    for row, (a, b) in enumerate(positions.tolist()):
+        assert torch.equal(keys[row, :, a:b + 1], k[row])
+        assert torch.equal(values[row, :, a:b + 1], -k[row])
+        others = [p for p in range(15) if p not in (a, b)]
+        assert not keys[row, :, others].any()
+
+
+def test_writing_past_the_window_is_refused() -> None:
+    cache = KVCache(config(n_layers=1), max_len=8)
+    cache.check(8)
+    with pytest.raises(ValueError, match="KV cache overflow: position 9 > num_ctx 8"):
+        cache.check(9)

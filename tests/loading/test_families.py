@@ -27,7 +27,7 @@ from ollamapy.loaded import LoadedModel
 from ollamapy.loading.gguf import read_gguf
 from ollamapy.loading.gguf_config import CONFIG_TENSORS, config_from_gguf
 from ollamapy.loading.load import decoder_tensors
-from ollamapy.loading.weights import build_transformer
+from ollamapy.loading.weights import build_transformer, fuse_projections
 from tests.engine.hf_tiny import tiny_hf_model
 from tests.engine.test_fast import NEAR_TIE, greedy
 from tests.families import CASES, PROMPT, Built, build, hf_logits
@@ -53,8 +53,9 @@ def with_config(path: Path, **fields: Any) -> Transformer:
             config_from_gguf(gguf.metadata, gguf.tensors.keys(), values), **fields)
         with torch.device("meta"):
             wanted = Transformer(config).state_dict().keys()
-        tensors = ((n, t) for n, t in decoder_tensors(gguf, config) if n in wanted)
-        return build_transformer(config, tensors, "cpu", torch.float32)
+        tensors = fuse_projections(dict(decoder_tensors(gguf, config)), config)
+        return build_transformer(config, ((n, t) for n, t in tensors.items() if n in wanted),
+                                 "cpu", torch.float32)
 
 
 @pytest.mark.parametrize("source", ["gguf", "safetensors"])
