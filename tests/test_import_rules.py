@@ -6,6 +6,11 @@ as well as one at the top:
 - kernels/ is the leaf: torch, the standard library and its own modules, never `ollamapy`
   (the loader turns GGUF bytes into the kernels' rows, `ollamapy/loading/gguf_rows.py`);
 - the package reaches kernels/ only through one door, `ollamapy/engine/kernels.py`;
+- engine/ imports nothing of the package outside itself: it never reads files or foreign
+  names, so a loader (or anything above it) is never imported from the model;
+- loading/ imports of the package only engine/, text/ and itself (no runner, scheduler, worker,
+  loaded, server or store), and of the engine only the models and configs it builds, RoPE's
+  factor math for configs and the kernels' door (`LOADER_SEES`);
 - store/ and text/ import no torch (here for text, by importing all of it; the store runs
   without torch in tests/store/test_no_torch.py);
 - nothing imports `ollamapy.server` but the server itself and the `ollamapy serve` command.
@@ -26,6 +31,12 @@ PACKAGE = REPO / "ollamapy"
 KERNELS = REPO / "kernels"
 DOOR = PACKAGE / "engine" / "kernels.py"
 SERVE_COMMAND = PACKAGE / "cli.py"  # `ollamapy serve` starts the app: the one way in
+ENGINE = PACKAGE / "engine"
+LOADING = PACKAGE / "loading"
+# what the loader may import of the engine: the models and configs it builds (decoder and BERT
+# encoder), RoPE's factor math (read into configs) and the kernels' door (the fast path's rows)
+LOADER_SEES = ("ollamapy.engine.config", "ollamapy.engine.model", "ollamapy.engine.bert",
+               "ollamapy.engine.rope", "ollamapy.engine.kernels")
 
 
 def module_name(path: Path) -> str:
@@ -86,6 +97,33 @@ def test_the_package_reaches_kernels_only_through_the_engine_door() -> None:
     files = [f for f in python_files(PACKAGE) if f != DOOR]
     assert violations(files, lambda name: within(name, "ollamapy_kernels")) == []
     assert violations([DOOR], lambda name: within(name, "ollamapy_kernels")) != []
+
+
+def test_the_engine_imports_nothing_of_the_package_outside_itself() -> None:
+    def outside(name: str) -> bool:
+        return within(name, "ollamapy") and not within(name, "ollamapy.engine")
+
+    assert violations(python_files(ENGINE), outside) == []
+
+
+def test_the_loader_imports_only_the_engine_text_and_itself() -> None:
+    def outside(name: str) -> bool:
+        return within(name, "ollamapy") and not any(
+            within(name, f"ollamapy.{package}") for package in ("engine", "text", "loading"))
+
+    assert violations(python_files(LOADING), outside) == []
+
+
+def test_the_loader_sees_only_the_engines_models_configs_and_door() -> None:
+    files = python_files(LOADING)
+
+    def unlisted(name: str) -> bool:  # `from ollamapy.engine import x` is judged by its x
+        return (within(name, "ollamapy.engine") and name != "ollamapy.engine"
+                and not any(within(name, module) for module in LOADER_SEES))
+
+    assert violations(files, unlisted) == []
+    used = {name for path in files for _, name in imported(path)}
+    assert [m for m in LOADER_SEES if not any(within(name, m) for name in used)] == []
 
 
 @pytest.mark.parametrize("package", ["store", "text"])

@@ -10,20 +10,17 @@ L2-normalises the result.
 nomic-bert (nomic-embed-text, Nussbaum et al., 2024) is the same post-norm encoder with three
 config switches: rotary positions on q and k instead of a position table (`rope_base`, the
 rotate-half layout), a SwiGLU feed-forward (`gated_ffn`), and no biases in the linear layers
-(`bias`). Its checkpoints fuse q, k and v into one projection; `build_encoder` splits it.
+(`bias`). Its checkpoints fuse q, k and v into one projection; the loader splits it.
 
-This file owns the encoder's config, the module, batching (truncate, pad, mask) and the map
-from Hugging Face tensor names to ours (`ollamapy.loading.weights` maps a GGUF's). Like the
-decoder it never tokenizes or reads files: `from_hf` takes tensors already read by
-`ollamapy.loading.safetensors`.
+This file is only the model: its config, the modules and batching (truncate, pad, mask). Like
+the decoder it never tokenizes, reads files or sees a foreign tensor name: the loader
+(`ollamapy.loading.encoder_weights`) translates a checkpoint's names and config and builds it.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +29,6 @@ from torch import nn
 from ollamapy.engine.ops import Linear
 from ollamapy.engine.pooling import Pooling, pool
 from ollamapy.engine.rope import apply_rope, rope_cos_sin, rope_frequencies
-
-if TYPE_CHECKING:  # only for the annotation: the engine does not import the loader at runtime
-    from ollamapy.loading.safetensors import HFFolder
-
 
 # -- config -------------------------------------------------------------------------------------
 
@@ -60,90 +53,6 @@ class EncoderConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.n_heads
-
-    @classmethod
-    def from_hf_config(
-        cls,
-        config: Mapping[str, Any],
-        pooling_config: Mapping[str, Any] | None,
-        sentence_config: Mapping[str, Any] | None,
-        *,
-        modules: Sequence[Mapping[str, Any]] | None = None,
-    ) -> EncoderConfig:
-        """From config.json (`bert` or `nomic_bert`), sentence-transformers' Pooling config,
-        sentence_bert_config.json and modules.json (the sentence-transformers pipeline), each
-        optional but the first."""
-        config = _nomic_ai_config(config)
-        nomic = config.get("model_type") == "nomic_bert"
-        act = "silu" if nomic else "gelu"  # nomic: the SiLU of SwiGLU's gate
-        if config.get("hidden_act", act) != act:
-            raise ValueError(f"unsupported {'nomic-bert' if nomic else 'BERT'} activation "
-                             f"{config['hidden_act']!r}")
-        if config.get("position_embedding_type", "absolute") != "absolute":
-            raise ValueError(
-                f"unsupported position embedding {config['position_embedding_type']!r}"
-            )
-        rope = config.get("rope_parameters") or {}
-        if rope.get("rope_type", "default") != "default":
-            raise ValueError(f"unsupported RoPE scaling {rope['rope_type']!r}")
-        max_positions = config["max_position_embeddings"]
-        max_tokens = (sentence_config or {}).get("max_seq_length") or max_positions
-        return cls(
-            dim=config["hidden_size"],
-            n_layers=config["num_hidden_layers"],
-            n_heads=config["num_attention_heads"],
-            ffn_dim=config["intermediate_size"],
-            vocab_size=config["vocab_size"],
-            max_positions=max_positions,
-            type_vocab_size=config.get("type_vocab_size", 2),
-            norm_eps=float(config.get("layer_norm_eps", 1e-12)),
-            # transformers' NomicBertConfig defaults its RoPE base to 1000
-            rope_base=float(rope.get("rope_theta", 1000.0)) if nomic else None,
-            gated_ffn=nomic,
-            bias=not nomic,
-            pooling=_pooling(pooling_config),
-            normalize=_normalize(modules),
-            max_tokens=min(int(max_tokens), max_positions),
-        )
-
-
-# nomic-ai's remote-code config.json (nomic-embed-text's own repository) in the names that
-# transformers' NomicBertConfig uses; max_trained_positions is the context llama.cpp keeps
-_NOMIC_AI_KEYS = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers",
-                  "n_head": "num_attention_heads", "n_inner": "intermediate_size",
-                  "layer_norm_epsilon": "layer_norm_eps",
-                  "max_trained_positions": "max_position_embeddings"}
-
-
-def _nomic_ai_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    if "n_embd" not in config:
-        return config
-    if (config.get("activation_function") != "swiglu" or config.get("prenorm")
-            or config.get("rotary_emb_interleaved")
-            or config.get("rotary_emb_fraction", 1.0) != 1.0):
-        raise ValueError("unsupported nomic-bert variant: only post-norm SwiGLU with full, "
-                         "rotate-half RoPE (nomic-embed-text v1, v1.5) is")
-    renamed = {theirs: config[ours] for ours, theirs in _NOMIC_AI_KEYS.items() if ours in config}
-    rope = {"rope_type": "default", "rope_theta": config.get("rotary_emb_base", 1000.0)}
-    return {**config, **renamed, "hidden_act": "silu", "rope_parameters": rope}
-
-
-def _pooling(pooling_config: Mapping[str, Any] | None) -> Pooling:
-    # without a sentence-transformers Pooling module, mean pooling is what both
-    # sentence-transformers and llama.cpp fall back to for BERT
-    if not pooling_config or pooling_config.get("pooling_mode_mean_tokens"):
-        return "mean"
-    if pooling_config.get("pooling_mode_cls_token"):
-        return "cls"
-    raise ValueError(f"unsupported pooling {dict(pooling_config)}")
-
-
-def _normalize(modules: Sequence[Mapping[str, Any]] | None) -> bool:
-    # Ollama's /api/embed returns unit vectors, so normalise unless the checkpoint's own
-    # pipeline (modules.json) is known and ends without a Normalize module
-    if modules is None:
-        return True
-    return any(str(m.get("type", "")).endswith(".Normalize") for m in modules)
 
 
 # -- the model ----------------------------------------------------------------------------------
@@ -262,29 +171,6 @@ class BertEncoder(nn.Module):
         ids, mask = pad_batch([truncate(seq, limit) for seq in batch], device)
         return self.embed(ids, mask, normalize)
 
-    @classmethod
-    def from_hf(
-        cls, folder: HFFolder, device: torch.device | str, dtype: torch.dtype
-    ) -> BertEncoder:
-        """A BertEncoder from a Hugging Face (sentence-transformers) folder."""
-        config = EncoderConfig.from_hf_config(
-            folder.config,
-            pooling_config=_sentence_module_config(folder.extra, "Pooling"),
-            sentence_config=folder.extra.get("sentence_bert_config.json"),
-            modules=folder.extra.get("modules.json"),
-        )
-        ours = ((name, t) for hf, t in folder.tensors.items() if (name := bert_name(hf)))
-        return build_encoder(config, ours, device, dtype)
-
-
-def _sentence_module_config(extra: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    """The config of the sentence-transformers module of this kind (e.g. 1_Pooling/config.json);
-    modules.json names its folder."""
-    for module in extra.get("modules.json") or []:
-        if str(module.get("type", "")).endswith(f".{kind}"):
-            return extra.get(f"{module.get('path')}/config.json")
-    return None
-
 
 # -- batching -----------------------------------------------------------------------------------
 
@@ -310,83 +196,3 @@ def pad_batch(
         ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = True
     return ids.to(device), mask.to(device)
-
-
-# -- Hugging Face names → ours ------------------------------------------------------------------
-
-_HF_GLOBAL = {
-    "embeddings.word_embeddings.weight": "tok_embeddings.weight",
-    "embeddings.position_embeddings.weight": "pos_embeddings.weight",
-    "embeddings.token_type_embeddings.weight": "type_embeddings.weight",
-    "embeddings.LayerNorm.weight": "embed_norm.weight",
-    "embeddings.LayerNorm.bias": "embed_norm.bias",
-    # nomic-bert, as nomic-ai's checkpoints name it (and transformers' save_pretrained writes it)
-    "emb_ln.weight": "embed_norm.weight",
-    "emb_ln.bias": "embed_norm.bias",
-}
-_HF_LAYER = {
-    "attention.self.query": "attn.wq",
-    "attention.self.key": "attn.wk",
-    "attention.self.value": "attn.wv",
-    "attention.output.dense": "attn.wo",
-    "attention.output.LayerNorm": "attn_norm",
-    "intermediate.dense": "ffn.w_up",
-    "output.dense": "ffn.w_down",
-    "output.LayerNorm": "ffn_norm",
-    # nomic-bert; `encoder.layers`, not `encoder.layer`
-    "attn.Wqkv": "attn.wqkv",  # q, k and v stacked: split by build_encoder
-    "attn.out_proj": "attn.wo",
-    "norm1": "attn_norm",
-    "mlp.fc11": "ffn.w_up",
-    "mlp.fc12": "ffn.w_gate",
-    "mlp.fc2": "ffn.w_down",
-    "norm2": "ffn_norm",
-}
-_HF_BLOCK = re.compile(r"encoder\.layers?\.(\d+)\.([\w.]+)\.(weight|bias)")
-# Saved by BertModel but unused by a sentence encoder: the position_ids buffer (we build
-# positions ourselves), the pooler (a tanh head for next-sentence prediction; sentence
-# pooling reads the hidden states) and pretraining heads.
-_HF_UNUSED = re.compile(r"embeddings\.position_ids|pooler\..*|cls\..*")
-
-
-def bert_name(hf_name: str) -> str | None:
-    """Our parameter name for a Hugging Face BERT or nomic-bert tensor, None for tensors we do
-    not use."""
-    name = hf_name.removeprefix("bert.")  # BertFor* task models nest the encoder here
-    if name in _HF_GLOBAL:
-        return _HF_GLOBAL[name]
-    if _HF_UNUSED.fullmatch(name):
-        return None
-    m = _HF_BLOCK.fullmatch(name)
-    if m and m[2] in _HF_LAYER:
-        return f"layers.{m[1]}.{_HF_LAYER[m[2]]}.{m[3]}"
-    raise ValueError(f"unexpected tensor {hf_name!r} in a BERT checkpoint")
-
-
-def build_encoder(config: EncoderConfig, tensors: Iterable[tuple[str, torch.Tensor]],
-                  device: torch.device | str, dtype: torch.dtype) -> BertEncoder:
-    """A BertEncoder from (our name, tensor) pairs: built on the meta device, then each tensor
-    converted and assigned in turn, so the weights are allocated once, on their device."""
-    with torch.device("meta"):
-        model = BertEncoder(config)
-    state = {name: tensor.to(device=device, dtype=dtype) for name, tensor in _split_qkv(tensors)}
-    expected = set(model.state_dict())
-    missing, unexpected = expected - set(state), set(state) - expected
-    if missing or unexpected:
-        raise ValueError(
-            f"weights do not fit the config: missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}"
-        )
-    model.load_state_dict(state, assign=True, strict=True)
-    return model.eval()
-
-
-def _split_qkv(tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
-    """nomic-bert's fused projection `attn.wqkv` (3 * dim, dim), rows q then k then v → our
-    `attn.wq`, `attn.wk`, `attn.wv` (dim, dim) each; other tensors pass as they are."""
-    for name, tensor in tensors:
-        if ".attn.wqkv." not in name:
-            yield name, tensor
-            continue
-        for part, rows in zip(("wq", "wk", "wv"), tensor.chunk(3, dim=0), strict=True):
-            yield name.replace(".wqkv.", f".{part}."), rows

@@ -1,17 +1,21 @@
-"""Hugging Face config.json → ModelConfig for decoder folders (the families in families.py).
+"""Hugging Face config.json → ModelConfig for decoder folders (the families in families.py), or
+EncoderConfig for `bert` and `nomic_bert` folders (with sentence-transformers' module configs).
 
 Reads both spellings transformers has used: `rope_theta` and `rope_scaling` (4.x) and
 `rope_parameters` (5.x, per attention type for gemma3). RoPE scaling: linear, llama3 (as
 per-frequency factors, the same ones llama.cpp's converter writes into a GGUF) and longrope
 (phi3: short and long factors and the attention factor, as the converter writes them).
+nomic-bert's config.json comes in nomic-ai's remote-code keys (`n_embd`, …) or transformers';
+both read the same.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
+from ollamapy.engine.bert import EncoderConfig, Pooling
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.rope import llama3_factors, yarn_attn_factor, yarn_factors
 from ollamapy.loading.families import HF_FAMILIES
@@ -153,3 +157,89 @@ def config_from_hf(config: Mapping[str, Any], tensor_names: Set[str]) -> ModelCo
         tied_embeddings=bool(config.get("tie_word_embeddings", family.norm_plus_one)),
         **_experts(config),
     )
+
+
+# -- encoders -----------------------------------------------------------------------------------
+
+
+def encoder_config_from_hf(
+    config: Mapping[str, Any],
+    pooling_config: Mapping[str, Any] | None,
+    sentence_config: Mapping[str, Any] | None,
+    *,
+    modules: Sequence[Mapping[str, Any]] | None = None,
+) -> EncoderConfig:
+    """From config.json (`bert` or `nomic_bert`), sentence-transformers' Pooling config,
+    sentence_bert_config.json and modules.json (the sentence-transformers pipeline), each
+    optional but the first."""
+    config = _nomic_ai_config(config)
+    nomic = config.get("model_type") == "nomic_bert"
+    act = "silu" if nomic else "gelu"  # nomic: the SiLU of SwiGLU's gate
+    if config.get("hidden_act", act) != act:
+        raise ValueError(f"unsupported {'nomic-bert' if nomic else 'BERT'} activation "
+                         f"{config['hidden_act']!r}")
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise ValueError(
+            f"unsupported position embedding {config['position_embedding_type']!r}"
+        )
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"unsupported RoPE scaling {rope['rope_type']!r}")
+    max_positions = config["max_position_embeddings"]
+    max_tokens = (sentence_config or {}).get("max_seq_length") or max_positions
+    return EncoderConfig(
+        dim=config["hidden_size"],
+        n_layers=config["num_hidden_layers"],
+        n_heads=config["num_attention_heads"],
+        ffn_dim=config["intermediate_size"],
+        vocab_size=config["vocab_size"],
+        max_positions=max_positions,
+        type_vocab_size=config.get("type_vocab_size", 2),
+        norm_eps=float(config.get("layer_norm_eps", 1e-12)),
+        # transformers' NomicBertConfig defaults its RoPE base to 1000
+        rope_base=float(rope.get("rope_theta", 1000.0)) if nomic else None,
+        gated_ffn=nomic,
+        bias=not nomic,
+        pooling=_pooling(pooling_config),
+        normalize=_normalize(modules),
+        max_tokens=min(int(max_tokens), max_positions),
+    )
+
+
+# nomic-ai's remote-code config.json (nomic-embed-text's own repository) in the names that
+# transformers' NomicBertConfig uses; max_trained_positions is the context llama.cpp keeps
+_NOMIC_AI_KEYS = {"n_embd": "hidden_size", "n_layer": "num_hidden_layers",
+                  "n_head": "num_attention_heads", "n_inner": "intermediate_size",
+                  "layer_norm_epsilon": "layer_norm_eps",
+                  "max_trained_positions": "max_position_embeddings"}
+
+
+def _nomic_ai_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    if "n_embd" not in config:
+        return config
+    if (config.get("activation_function") != "swiglu" or config.get("prenorm")
+            or config.get("rotary_emb_interleaved")
+            or config.get("rotary_emb_fraction", 1.0) != 1.0):
+        raise ValueError("unsupported nomic-bert variant: only post-norm SwiGLU with full, "
+                         "rotate-half RoPE (nomic-embed-text v1, v1.5) is")
+    renamed = {theirs: config[ours] for ours, theirs in _NOMIC_AI_KEYS.items() if ours in config}
+    rope = {"rope_type": "default", "rope_theta": config.get("rotary_emb_base", 1000.0)}
+    return {**config, **renamed, "hidden_act": "silu", "rope_parameters": rope}
+
+
+def _pooling(pooling_config: Mapping[str, Any] | None) -> Pooling:
+    # without a sentence-transformers Pooling module, mean pooling is what both
+    # sentence-transformers and llama.cpp fall back to for BERT
+    if not pooling_config or pooling_config.get("pooling_mode_mean_tokens"):
+        return "mean"
+    if pooling_config.get("pooling_mode_cls_token"):
+        return "cls"
+    raise ValueError(f"unsupported pooling {dict(pooling_config)}")
+
+
+def _normalize(modules: Sequence[Mapping[str, Any]] | None) -> bool:
+    # Ollama's /api/embed returns unit vectors, so normalise unless the checkpoint's own
+    # pipeline (modules.json) is known and ends without a Normalize module
+    if modules is None:
+        return True
+    return any(str(m.get("type", "")).endswith(".Normalize") for m in modules)

@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import torch
 
-from ollamapy.engine.bert import BertEncoder, build_encoder
+from ollamapy.engine.bert import BertEncoder
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.model import Transformer
+from ollamapy.loading.encoder_weights import build_encoder, encoder_from_hf, gguf_encoder_name
 from ollamapy.loading.families import ENCODER_ARCHS, HF_ENCODER_TYPES
 from ollamapy.loading.gguf import GGUFFile, read_gguf
 from ollamapy.loading.gguf_config import (
@@ -33,7 +34,6 @@ from ollamapy.loading.weights import (
     build_transformer,
     fix_gguf_tensor,
     fix_hf_tensor,
-    gguf_encoder_name,
     gguf_name,
     hf_name,
     split_experts,
@@ -98,7 +98,7 @@ def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Chec
     tok_config = folder.extra.get("tokenizer_config.json") or {}
     tokenizer = Tokenizer.from_tokenizer_json(folder.tokenizer_json, tok_config)
     if folder.config.get("model_type") in HF_ENCODER_TYPES:
-        model = BertEncoder.from_hf(folder, device=device, dtype=dtype)
+        model = encoder_from_hf(folder, device, dtype)
         return Checkpoint("encoder", model, tokenizer, None, dict(folder.config))
     config = config_from_hf(folder.config, folder.tensors.keys())
     tensors = stack_experts((hf_name(n, config), t) for n, t in folder.tensors.items())

@@ -1,4 +1,5 @@
-"""Foreign tensor names → ours, with the layout fixes each format needs, in one place.
+"""A decoder's foreign tensor names → ours, with the layout fixes each format needs, in one place
+(a BERT encoder's are in `encoder_weights.py`).
 
 Our names follow `ollamapy.engine.model` (`layers.3.attn.wqkv.weight`); a checkpoint's separate
 q, k, v (gate, up) tensors are first named as parts (`attn.wq`, `ffn.w_gate`) and then joined
@@ -60,22 +61,13 @@ _HF_EXPERT_PART = {"gate_proj": "w_gate", "w1": "w_gate", "up_proj": "w_up", "w3
 _HF_FUSED_EXPERTS = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(gate_up_proj|down_proj)"
                                r"(_bias)?")
 _HF_SINKS = re.compile(r"model\.layers\.(\d+)\.self_attn\.sinks")
-# BERT (`bert` GGUFs, as llama.cpp's converter writes all-minilm; `nomic-bert` adds attn_qkv,
-# split by build_encoder, and ffn_gate): our BertEncoder's names
-_GGUF_BERT_GLOBAL = {
-    "token_embd.weight": "tok_embeddings.weight", "position_embd.weight": "pos_embeddings.weight",
-    "token_types.weight": "type_embeddings.weight", "token_embd_norm.weight": "embed_norm.weight",
-    "token_embd_norm.bias": "embed_norm.bias",
-}
-_GGUF_BERT_LAYER = {
-    "attn_q": "attn.wq", "attn_k": "attn.wk", "attn_v": "attn.wv", "attn_output": "attn.wo",
-    "attn_output_norm": "attn_norm", "ffn_up": "ffn.w_up", "ffn_down": "ffn.w_down",
-    "layer_output_norm": "ffn_norm", "attn_qkv": "attn.wqkv", "ffn_gate": "ffn.w_gate",
-}
 _GGUF_BLOCK = re.compile(r"blk\.(\d+)\.(\w+)\.(weight|bias)")
 _HF_BLOCK = re.compile(r"model\.layers\.(\d+)\.([\w.]+)\.(weight|bias)")
 
-def _gguf_rename(name: str, top: dict[str, str], layer: dict[str, str], what: str) -> str:
+
+def gguf_rename(name: str, top: dict[str, str], layer: dict[str, str], what: str) -> str:
+    """A GGUF tensor name → ours through one format's maps: `top` for whole-model tensors,
+    `layer` for the part after `blk.N.`."""
     if name in top:
         return top[name]
     m = _GGUF_BLOCK.fullmatch(name)
@@ -85,16 +77,12 @@ def _gguf_rename(name: str, top: dict[str, str], layer: dict[str, str], what: st
 
 
 def gguf_name(name: str, config: ModelConfig) -> str:
-    ours = _gguf_rename(name, _GGUF_GLOBAL, _GGUF_LAYER, "GGUF")
+    ours = gguf_rename(name, _GGUF_GLOBAL, _GGUF_LAYER, "GGUF")
     if ours.endswith(".ffn.w_up.weight") and FAMILIES[config.arch].fused_gate_up:
         return ours.replace(".w_up.", ".w_gate_up.")
     if ".post_attn_norm." in ours and config.norms == "pre":  # gpt-oss: the MLP's input norm
         return ours.replace(".post_attn_norm.", ".ffn_norm.")
     return ours
-
-
-def gguf_encoder_name(name: str) -> str:
-    return _gguf_rename(name, _GGUF_BERT_GLOBAL, _GGUF_BERT_LAYER, "a BERT GGUF")
 
 
 def hf_name(name: str, config: ModelConfig) -> str:

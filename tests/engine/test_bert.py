@@ -11,7 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ollamapy.engine.bert import BertEncoder, EncoderConfig, pad_batch, truncate
+from ollamapy.engine.bert import BertEncoder, pad_batch, truncate
+from ollamapy.loading.encoder_weights import encoder_from_hf
+from ollamapy.loading.hf_config import encoder_config_from_hf
 from ollamapy.loading.safetensors import read_hf_folder
 
 CACHE = Path(os.environ.get("OLLAMAPY_CACHE", Path.home() / ".cache" / "ollamapy"))
@@ -23,7 +25,7 @@ GOLDEN = Path(__file__).parents[1] / "data" / "embeddings_minilm.json"
 def minilm() -> BertEncoder:
     if not (MINILM / "model.safetensors").is_file():
         pytest.skip(f"{MINILM} is missing: run `make setup` (scripts/fetch_models.py) first")
-    return BertEncoder.from_hf(read_hf_folder(MINILM), device="cpu", dtype=torch.float32)
+    return encoder_from_hf(read_hf_folder(MINILM), device="cpu", dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,7 @@ def test_long_input_is_truncated_like_hf(minilm: BertEncoder, cases: list[dict])
 def test_bfloat16_weights_stay_close(cases: list[dict]) -> None:
     if not (MINILM / "model.safetensors").is_file():
         pytest.skip(f"{MINILM} is missing")
-    model = BertEncoder.from_hf(read_hf_folder(MINILM), device="cpu", dtype=torch.bfloat16)
+    model = encoder_from_hf(read_hf_folder(MINILM), device="cpu", dtype=torch.bfloat16)
     got = model.embed_ids([case["input_ids"] for case in cases])
     assert got.dtype == torch.float32
     expected = torch.tensor([case["embedding"] for case in cases])
@@ -102,7 +104,7 @@ def tiny_bert(tmp_path_factory: pytest.TempPathFactory):
                 p.add_(torch.randn_like(p) * 0.2)
     folder = tmp_path_factory.mktemp("tiny-bert")
     hf.save_pretrained(folder)
-    ours = BertEncoder.from_hf(read_hf_folder(folder), device="cpu", dtype=torch.float32)
+    ours = encoder_from_hf(read_hf_folder(folder), device="cpu", dtype=torch.float32)
     return hf, ours
 
 
@@ -154,7 +156,7 @@ HF_CONFIG = {
 
 
 def test_config_defaults_without_sentence_transformers_files() -> None:
-    c = EncoderConfig.from_hf_config(HF_CONFIG, None, None)
+    c = encoder_config_from_hf(HF_CONFIG, None, None)
     assert (c.pooling, c.normalize, c.max_tokens, c.head_dim) == ("mean", True, 512, 32)
 
 
@@ -163,13 +165,13 @@ def test_config_reads_pooling_normalize_and_length() -> None:
         {"type": "sentence_transformers.models.Transformer"},
         {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"},
     ]
-    c = EncoderConfig.from_hf_config(
+    c = encoder_config_from_hf(
         HF_CONFIG, {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False},
         {"max_seq_length": 128}, modules=modules,
     )  # fmt: skip
     assert (c.pooling, c.normalize, c.max_tokens) == ("cls", False, 128)
     # a sentence length beyond the position table is clamped to it
-    c = EncoderConfig.from_hf_config(HF_CONFIG, None, {"max_seq_length": 4096})
+    c = encoder_config_from_hf(HF_CONFIG, None, {"max_seq_length": 4096})
     assert c.max_tokens == 512
 
 
@@ -184,7 +186,7 @@ def test_config_reads_pooling_normalize_and_length() -> None:
 )  # fmt: skip
 def test_config_rejects_what_we_do_not_implement(config, pooling, message) -> None:
     with pytest.raises(ValueError, match=message):
-        EncoderConfig.from_hf_config(config, pooling, None)
+        encoder_config_from_hf(config, pooling, None)
 
 
 def test_truncate_keeps_cls_and_sep() -> None:

@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, NomicBertConfig, NomicBertModel
 
 import ollamapy
-from ollamapy.engine.bert import BertEncoder, EncoderConfig
+from ollamapy.engine.bert import BertEncoder
 from ollamapy.loading.gguf import read_gguf
+from ollamapy.loading.hf_config import encoder_config_from_hf
 from ollamapy.server.describe import gguf_facts
 from ollamapy.store.modelinfo import describe_gguf
 from tests.conftest import model_path
@@ -125,10 +126,10 @@ def test_nomic_ais_own_config_reads_as_transformers_does(
     nomic_ai_style = {"model_type": "nomic_bert", "vocab_size": 30528, "type_vocab_size": 2,
                       "n_embd": 32, "n_layer": 2, "n_head": 4, "n_inner": 48,
                       "layer_norm_epsilon": 1e-12, **NOMIC_AI_KEYS}
-    assert (EncoderConfig.from_hf_config(nomic_ai_style, None, None)
-            == EncoderConfig.from_hf_config(transformers_style, None, None))
+    assert (encoder_config_from_hf(nomic_ai_style, None, None)
+            == encoder_config_from_hf(transformers_style, None, None))
     with pytest.raises(ValueError, match="nomic-bert variant"):
-        EncoderConfig.from_hf_config({**nomic_ai_style, "prenorm": True}, None, None)
+        encoder_config_from_hf({**nomic_ai_style, "prenorm": True}, None, None)
 
 
 def test_the_server_calls_it_an_embedding_model(nomic_gguf: Path) -> None:
