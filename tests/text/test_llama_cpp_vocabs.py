@@ -4,6 +4,7 @@ llama.cpp's test-tokenizer-0 expects in `.out` (no BOS/EOS added, special text n
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tests.conftest import require
 from tests.llama_cpp import LLAMA_CPP
 
 SEPARATOR = "\n__ggml_vocab_test__\n"  # test-tokenizer-0.cpp's
+DATA = Path(__file__).parent / "data"
 
 VOCABS = ["bert-bge", "command-r", "deepseek-coder", "deepseek-llm", "falcon", "gpt-2",
           "llama-bpe", "llama-spm", "mpt", "phi-3", "qwen2", "qwen35", "refact", "starcoder"]
@@ -51,3 +53,20 @@ def test_every_vocabulary_file_is_covered_or_refused_clearly() -> None:
         with read_gguf(vocab_file(name)) as gguf, \
                 pytest.raises(ValueError, match="unsupported tokenizer model"):
             Tokenizer.from_gguf_metadata(gguf.metadata)
+
+
+def test_gpt4o_pre_tokenizer_equals_llama_cpp() -> None:
+    """gpt-oss's `gpt-4o` pre-tokenizer (no sdist vocabulary has it): qwen2's vocabulary
+    relabelled, against the ids llama.cpp gave for the same relabelled file
+    (scripts/golden_gpt4o_tokens.py)."""
+    golden = json.loads((DATA / "tokens_gpt4o.json").read_text(encoding="utf-8"))
+    with read_gguf(vocab_file("qwen2")) as gguf:
+        meta = dict(gguf.metadata)
+    as_qwen2 = Tokenizer.from_gguf_metadata(meta)
+    tokenizer = Tokenizer.from_gguf_metadata({**meta, "tokenizer.ggml.pre": golden["pre"]})
+    wrong = [(case["text"], case["ids"], got) for case in golden["cases"]
+             if (got := tokenizer.encode(case["text"], add_special=False)) != case["ids"]]
+    assert wrong == []
+    # the relabelling is seen: the two regexes split some of these texts differently
+    assert sum(as_qwen2.encode(case["text"], add_special=False) != case["ids"]
+               for case in golden["cases"]) >= 3
