@@ -122,6 +122,7 @@ class LoadedModel:
                 ) -> Iterator[tuple[str, dict[str, Any] | None]]:
         model = self.decoder
         opts = parse_options(options)
+        model.init_rope(opts.num_ctx)  # LongRoPE: the factors for this window, as the server
         detok = IncrementalDetokenizer(self.tokenizer)
         for event in generate(model, ids, opts, eos_ids=self.tokenizer.eos_ids,
                               detokenizer=detok, add_bos=self.tokenizer.add_bos):

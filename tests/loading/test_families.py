@@ -142,9 +142,15 @@ def test_longrope_takes_the_long_factors_beyond_the_original_context(
     m.model.init_rope(context=128)
     got = m.model(torch.tensor([ids]), all_logits=True)[0]
     torch.testing.assert_close(got, hf_logits(built, ids), atol=1e-4, rtol=1e-4)
+    long = m.model.inv_freq.clone()
     m.model.init_rope(context=0)  # the short factors: not what transformers does at 80
     assert (m.model(torch.tensor([ids]), all_logits=True)[0] - hf_logits(built, ids)
             ).abs().max() > 1e-2
+    # the notebook API picks the factors by num_ctx, as the server's runner does
+    list(m.generate(PROMPT, raw=True, num_predict=1, num_ctx=128))
+    assert torch.equal(m.model.inv_freq, long)
+    list(m.generate(PROMPT, raw=True, num_predict=1, num_ctx=32))
+    assert not torch.equal(m.model.inv_freq, long)
 
 
 @pytest.mark.parametrize(("arch", "layers", "wide"), [
