@@ -274,7 +274,7 @@ def decode_speed(model_path: str, engine: str, n_decode: int, rounds: int) -> di
 
     import ollamapy
     from ollamapy.engine.batch import Batch
-    from ollamapy.engine.fast import CompiledDecode
+    from ollamapy.engine.compiled import CompiledDecode
     from ollamapy.engine.options import Options
     from ollamapy.engine.seq import Seq
 

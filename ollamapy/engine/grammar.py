@@ -266,8 +266,8 @@ def _apply_(logits: torch.Tensor, bits: torch.Tensor) -> None:
     B, V = logits.shape
     if (logits.device.type == "cpu" and logits.dtype in _NUMPY_DTYPES
             and logits.is_contiguous() and not logits.requires_grad):
-        # numpy runs this 49k-element pass on one thread in ~35 µs; torch's would wait on
-        # its intra-op pool, which on a busy 2-core machine costs up to a millisecond
+        # numpy runs this pass on the calling thread; torch's would wait on its intra-op
+        # pool, which on a busy machine costs more than the pass (bench_constrained.py)
         allowed = np.unpackbits(bits.numpy().view(np.uint8), axis=1, count=V,
                                 bitorder="little")  # (B, V) of 0/1; x86 and arm are LE
         np.putmask(logits.numpy(), allowed == 0, -np.inf)

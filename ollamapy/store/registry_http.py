@@ -45,8 +45,9 @@ Body = Callable[[], bytes | Iterable[bytes]]  # called again for every (re)send
 
 @functools.cache
 def _tls() -> ssl.SSLContext:
-    """httpx's default verifying context, built once: loading the CA bundle costs ~16 ms, and
-    a pull opens a session per blob. An SSLContext may be shared between connections."""
+    """httpx's default verifying context, built once: loading the CA bundle costs more than a
+    small request, and a pull opens a session per blob. An SSLContext may be shared between
+    connections."""
     return httpx.create_ssl_context()
 
 
