@@ -9,18 +9,24 @@ Ollama's rules (../shared/reference/ollama-api.md §3.1, §3.2, §5.2):
   Jinja chat template, else the prompt alone (Ollama's `{{ .Prompt }}`);
 - when the rendered prompt is longer than num_ctx, the oldest messages are dropped, keeping
   every system message before the kept window and always the last message.
+
+A template is the model publisher's code: the renders one prompt takes run within
+RENDER_SECONDS together (`ollamapy.text.bounded`), then fail with a ValueError naming it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ollamapy.text.bounded import TooSlow, within
 from ollamapy.text.gotemplate import render_go_template
 from ollamapy.text.template import DEFAULT_TEMPLATE, render_chat_template
 
 Message = Mapping[str, Any]
+RENDER_SECONDS = 5.0  # for all the renders of one request's prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +67,24 @@ def generate_messages(model: ModelPrompt, prompt: str, system: str | None,
 
 def render(model: ModelPrompt, messages: Sequence[Message], *,
            tools: Sequence[Mapping[str, Any]] | None = None, go_template: str | None = None,
-           suffix: str | None = None) -> str:
+           suffix: str | None = None, seconds: float = RENDER_SECONDS) -> str:
     """Render messages with the request's Go template override, else the model's Go TEMPLATE,
-    else its Jinja chat template, else the contents alone."""
+    else its Jinja chat template, else the contents alone, within `seconds`."""
     template = go_template or model.go_template
-    if template is not None:
-        return render_go_template(template, messages, tools=tools, suffix=suffix)
-    return render_chat_template(model.jinja_template or DEFAULT_TEMPLATE, messages,
-                                add_generation_prompt=True, bos_token=model.bos_token,
-                                eos_token=model.eos_token, tools=tools or None)
+
+    def run() -> str:
+        if template is not None:
+            return render_go_template(template, messages, tools=tools, suffix=suffix)
+        return render_chat_template(model.jinja_template or DEFAULT_TEMPLATE, messages,
+                                    add_generation_prompt=True, bos_token=model.bos_token,
+                                    eos_token=model.eos_token, tools=tools or None)
+
+    try:
+        return within(seconds, run)
+    except TooSlow:
+        which = "template" if template is not None else "chat template"
+        raise ValueError(f"{which} did not finish rendering the prompt within "
+                         f"{RENDER_SECONDS:g} s") from None
 
 
 def fit_messages(model: ModelPrompt, messages: Sequence[Message], num_ctx: int,
@@ -77,14 +92,24 @@ def fit_messages(model: ModelPrompt, messages: Sequence[Message], num_ctx: int,
                  tools: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, int]:
     """Render the longest tail of messages that fits num_ctx tokens (system messages before
     the tail are always kept, the last message always). → (prompt, messages dropped)."""
+    spent = 0.0  # seconds spent rendering, not counting tokens
+
+    def render_within_budget(msgs: Sequence[Message]) -> str:
+        nonlocal spent
+        begin = time.monotonic()
+        try:
+            return render(model, msgs, tools=tools, seconds=RENDER_SECONDS - spent)
+        finally:
+            spent += time.monotonic() - begin
+
     last = len(messages) - 1
     start = last
     for i in range(last - 1, -1, -1):
         system = [m for m in messages[:i] if m.get("role") == "system"]
-        prompt = render(model, [*system, *messages[i:]], tools=tools)
+        prompt = render_within_budget([*system, *messages[i:]])
         if count_tokens(prompt) > num_ctx:
             break
         start = i
     kept = [*[m for m in messages[:start] if m.get("role") == "system"], *messages[start:]]
     dropped = len(messages) - len(kept)
-    return render(model, kept, tools=tools), dropped
+    return render_within_budget(kept), dropped

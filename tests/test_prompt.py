@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
+from ollamapy import prompt as prompt_module
 from ollamapy.prompt import ModelPrompt, chat_messages, fit_messages, generate_messages, render
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -56,3 +61,35 @@ def test_oldest_messages_are_dropped_to_fit_keeping_system_and_last() -> None:
     assert prompt.startswith("<|im_start|>system\nS")
     prompt, dropped = fit_messages(model, msgs, 10, count)  # nothing fits: the last stays
     assert dropped == 5 and "turn 5" in prompt and "system\nS" in prompt
+
+
+SPIN_JINJA = "{% for i in range(99999) %}{% for j in range(99999) %}{% endfor %}{% endfor %}"
+SPIN_GO = "{{ range $i := 99999 }}{{ range $j := 99999 }}{{ end }}{{ end }}"
+
+
+@pytest.mark.parametrize(("model", "which"), [
+    (ModelPrompt(jinja_template=SPIN_JINJA), "chat template"),
+    (ModelPrompt(go_template=SPIN_GO), "template")])
+def test_a_spinning_template_is_stopped_and_named(model: ModelPrompt, which: str,
+                                                   monkeypatch) -> None:
+    monkeypatch.setattr(prompt_module, "RENDER_SECONDS", 0.3)
+    msgs = [{"role": "user", "content": "hi"}]
+    with pytest.raises(ValueError, match=f"^{which} did not finish rendering the prompt "
+                                         "within 0.3 s$"):
+        render(model, msgs, seconds=0.3)
+    with pytest.raises(ValueError, match=f"^{which} did not finish"):
+        fit_messages(model, msgs * 3, 4096, len)
+
+
+def test_fitting_spends_the_budget_on_rendering_not_on_counting(monkeypatch) -> None:
+    """Counting tokens (the tokenizer's work, bounded by the body size) does not use up the
+    template's time: ten slow counts beside fast renders still fit."""
+    monkeypatch.setattr(prompt_module, "RENDER_SECONDS", 0.2)
+
+    def slow_count(text: str) -> int:
+        time.sleep(0.05)
+        return len(text)
+
+    msgs = [{"role": "user", "content": f"message {i}"} for i in range(10)]
+    prompt, dropped = fit_messages(ModelPrompt(), msgs, 10_000, slow_count)
+    assert dropped == 0 and prompt.startswith("message 0")

@@ -46,8 +46,8 @@ def gguf_tensor_name(hf: str, arch: str) -> str:
     return f"blk.{layer}.{stem_gguf}.{kind}"
 
 
-def write_tiny_gguf(hf, arch: str, path: Path, extra: dict[str, np.ndarray] | None = None
-                    ) -> None:
+def write_tiny_gguf(hf, arch: str, path: Path, extra: dict[str, np.ndarray] | None = None,
+                    chat_template: str | None = None) -> None:
     """extra: more tensors to store after the model's (a vision tower's, say)."""
     cfg = hf.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -79,6 +79,8 @@ def write_tiny_gguf(hf, arch: str, path: Path, extra: dict[str, np.ndarray] | No
     w.add_bos_token_id(0)
     w.add_eos_token_id(1)
     w.add_add_bos_token(True)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     for name, t in hf.state_dict().items():
         data = t.detach().float().numpy()
         if arch == "llama" and name.endswith("q_proj.weight"):

@@ -7,7 +7,7 @@ import datetime
 import pytest
 
 from ollamapy.text import template as template_module
-from ollamapy.text.template import DEFAULT_TEMPLATE, render_chat_template
+from ollamapy.text.template import DEFAULT_TEMPLATE, MAX_CHARS, render_chat_template
 
 CHAT = [{"role": "system", "content": "You are terse."},
         {"role": "user", "content": "What is 2+2?"}]
@@ -110,3 +110,35 @@ def test_compiled_templates_are_cached() -> None:
     assert render_chat_template(template, CHAT[1:]) == "1 cached"
     after = template_module._compile.cache_info()
     assert after.misses - before.misses <= 1 and after.hits - before.hits >= 1
+
+
+@pytest.mark.parametrize("template", [
+    '{{ "x" * 10**9 }}',
+    '{{ [0] * 10**9 }}',
+    '{{ 2 ** 100000 }}',
+    '{% set ns = namespace(s="xx") %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}'
+    '{% endfor %}',
+    '{% set ns = namespace(s=["x"]) %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}'
+    '{% endfor %}',
+    '{% set x %}{% for i in range(100) %}{{ "y" * 10**6 }}{% endfor %}{% endset %}{{ x }}',
+    '{{ "%999999999d" % 1 }}',
+    '{{ "%999999999d"|format(1) }}',
+    '{{ "{:>999999999}".format(1) }}',
+    '{{ "x"|center(10**9) }}',
+    '{{ "x".ljust(10**9) }}',
+    '{% for i in range(100000) %}{{ "x" * 1000 }}{% endfor %}',
+])
+def test_what_a_template_builds_is_bounded(template: str) -> None:
+    """Each of these would build a string or list of a gigabyte or more (one C call, which
+    a time limit cannot interrupt): refused before it is built."""
+    with pytest.raises(ValueError, match=f"larger than {MAX_CHARS} characters|4096 bits"):
+        render_chat_template(template, [{"role": "user", "content": "hi"}])
+
+
+def test_the_bounded_operators_still_compute() -> None:
+    out = render_chat_template(
+        '{{ "ab" * 3 }} {{ 3 * "c" }} {{ 2 ** 10 }} {{ "%5d" % 3 }} {{ [1, 2] + [3] }} '
+        '{{ 7 % 3 }} {{ "a" ~ 1 ~ "b" }} {{ "{}-{}".format(1, 2) }} {{ "x"|center(5) }}|'
+        '{% set y %}[{{ messages[0].content }}]{% endset %}{{ y }}',
+        [{"role": "user", "content": "hi"}])
+    assert out == "ababab ccc 1024     3 [1, 2, 3] 1 a1b 1-2   x  |[hi]"
