@@ -8,7 +8,7 @@ fn)` runs fn on the calling thread and, if it is still running when the time is 
 `TooSlow` inside it through CPython's `PyThreadState_SetAsyncExc`: the exception lands at the next
 bytecode boundary, so any loop of Python code (a compiled Jinja template, our Go template
 interpreter) stops there. One long C call (a huge string repetition) runs to its end first,
-which is why the Jinja environment also caps the size of what its operators build.
+which is why the templates also cap what they build at MAX_CHARS.
 
 TooSlow is a BaseException, so no `except Exception` on the way (the template runtime's, ours)
 swallows it.
@@ -22,6 +22,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# the most characters (or list items) a template may build: a long chat history is a few
+# MiB of text; the HTTP body cap (OLLAMAPY_MAX_BODY_BYTES) is 32 MiB by default
+MAX_CHARS = 64 * 2**20
 
 
 class TooSlow(BaseException):

@@ -96,6 +96,21 @@ class _Spec:
 _DIRECTIVE = re.compile(r"%([-+# 0]*)(\*|\d+)?(?:\.(\*|\d*))?(.)?", re.DOTALL)
 
 
+_MAX_SIZE = 1_000_000  # fmt's tooLarge: no width or precision beyond it
+
+
+def _overflows(digits: str | None) -> bool:
+    """Go's parsenum stops once the number read so far passes _MAX_SIZE and a digit follows."""
+    if not digits or digits == "*":
+        return False
+    num = 0
+    for d in digits:
+        if num > _MAX_SIZE:
+            return True
+        num = num * 10 + int(d)
+    return False
+
+
 def sprintf(fmt: str, args: Sequence[Any]) -> str:
     out: list[str] = []
     next_arg = 0
@@ -110,8 +125,8 @@ def sprintf(fmt: str, args: Sequence[Any]) -> str:
         assert match is not None  # every part of the pattern is optional
         flags, width, precision, verb = match.groups()
         i = match.end()
-        if verb is None:
-            out.append("%!(NOVERB)")
+        if verb is None or any(_overflows(size) for size in (width, precision)):
+            out.append("%!(NOVERB)")  # Go's parsenum gives up on a huge size: the rest is lost
             break
         if verb == "%":
             out.append("%")
@@ -121,7 +136,7 @@ def sprintf(fmt: str, args: Sequence[Any]) -> str:
             if size == "*":
                 star = args[next_arg] if next_arg < len(args) else None
                 next_arg += 1
-                if not isinstance(star, int) or isinstance(star, bool):
+                if not isinstance(star, int) or isinstance(star, bool) or abs(star) > _MAX_SIZE:
                     out.append("%!(BADWIDTH)" if size is width else "%!(BADPREC)")
                     star = None
                 sizes.append(star)

@@ -11,8 +11,10 @@ and visits maps in key order. Errors read `template: :LINE:COL: executing "" at 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NoReturn
 
+from ollamapy.text.bounded import MAX_CHARS
 from ollamapy.text.gofmt import format_value
 from ollamapy.text.gotemplate_funcs import FUNCS, ArgTypeError, FuncError
 from ollamapy.text.gotemplate_lex import GoTemplateError
@@ -62,8 +64,15 @@ class _State:
     def __init__(self, data: Any, source: str) -> None:
         self.source = source
         self.out: list[str] = []
+        self.size = 0  # characters in out
         self.vars: list[list[Any]] = [["$", data]]  # [name, value], innermost last
         self.node: Node | None = None  # where we are, for error messages
+
+    def write(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > MAX_CHARS:  # Go has no such cap; a template's output is bounded here
+            self.error(f"template output would be larger than {MAX_CHARS} characters")
+        self.out.append(text)
 
     def error(self, message: str) -> NoReturn:
         if self.node is None:
@@ -97,7 +106,7 @@ class _State:
 
     def walk(self, dot: Any, node: Node) -> None:
         if isinstance(node, TextNode):
-            self.out.append(node.text)
+            self.write(node.text)
         elif isinstance(node, ListNode):
             for child in node.nodes:
                 self.walk(dot, child)
@@ -106,7 +115,7 @@ class _State:
             value = self.pipeline(dot, node.pipe)
             if not node.pipe.decl:
                 # a missing value prints as Go's "<no value>"
-                self.out.append("<no value>" if value is None else format_value(value))
+                self.write("<no value>" if value is None else format_value(value))
         elif isinstance(node, IfNode | WithNode):
             self.if_or_with(dot, node)
         elif isinstance(node, RangeNode):
@@ -152,7 +161,7 @@ class _State:
         finally:
             del self.vars[scope:]
 
-    def iterate(self, value: Any, node: RangeNode) -> list[tuple[Any, Any]]:
+    def iterate(self, value: Any, node: RangeNode) -> Iterable[tuple[Any, Any]]:
         if value is None:
             return []  # nothing to visit: the else branch runs
         if isinstance(value, dict):
@@ -162,7 +171,7 @@ class _State:
         if isinstance(value, int) and not isinstance(value, bool):
             if len(node.pipe.decl) > 1:
                 self.error(f"can't use {value} to iterate over more than one variable")
-            return [(i, i) for i in range(value)]
+            return ((i, i) for i in range(value))  # lazily: `range 999999999` is legal
         self.node = node
         self.error(f"range can't iterate over {format_value(value)}")
 

@@ -33,6 +33,8 @@ from jinja2.parser import Parser
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from ollamapy.text.bounded import MAX_CHARS
+
 # For a model without a chat template (a base model such as gemma3-270m). Ollama then uses
 # `{{ .Prompt }}`, the bare prompt; here: each message's content as written, system messages
 # first, the rest in order, separated by a blank line. A single user message renders as its
@@ -68,9 +70,6 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
-# the most characters (or list items) a template may build: a long chat history is a few
-# MiB of text; the HTTP body cap (OLLAMAPY_MAX_BODY_BYTES) is 32 MiB by default
-MAX_CHARS = 64 * 2**20
 MAX_POWER_BITS = 4096  # an integer power that large is no prompt's business
 _WIDE_FORMAT = re.compile(r"%[-#0 +]*(\d{8,}|\*)|%[-#0 +]*\d*\.(\d{8,}|\*)")
 

@@ -96,3 +96,18 @@ def test_runtime_errors_through_ollamas_rendering() -> None:
                            [{"role": "user", "content": "hi"}])
     with pytest.raises(ValueError, match="message must be a JSON object"):
         render_go_template("{{ .Messages }}", ["not a message"])  # type: ignore[list-item]
+
+
+def test_the_output_is_bounded(monkeypatch) -> None:
+    """A range that would write a gigabyte stops at MAX_CHARS with an error (Go has no such
+    cap; a Modelfile TEMPLATE is the model publisher's code). The cap is lowered here so the
+    test writes kilobytes, not the real cap's 64 Mi characters."""
+    from ollamapy.text import gotemplate_exec
+    from ollamapy.text.gotemplate import render_go_template
+
+    monkeypatch.setattr(gotemplate_exec, "MAX_CHARS", 1000)
+    msgs = [{"role": "user", "content": "hi"}]
+    assert len(render_go_template("{{ range $i := 100 }}0123456789{{ end }}", msgs)) == 1000
+    with pytest.raises(GoTemplateError, match="template output would be larger than "
+                                              "1000 characters"):
+        render_go_template("{{ range $i := 99999999 }}0123456789{{ end }}", msgs)

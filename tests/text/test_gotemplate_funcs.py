@@ -69,6 +69,13 @@ def test_printf_verbs(template: str, expected: str) -> None:
     ('{{ printf "%d %s" .Nope .Nope }}', "%!d(<nil>) %!s(<nil>)"),
     ('{{ printf "%f" 3 }}', "%!f(int=3)"),
     ('{{ printf "end%" }}', "end%!(NOVERB)"),
+    # fmt's tooLarge: a width or precision past 1e6 is refused, not built (a template cannot
+    # ask for a gigabyte of padding); parsenum gives up on a literal one and the rest is lost
+    ('{{ printf "%999999999d" 1 }}', "%!(NOVERB)%!(EXTRA int=1)"),
+    ('{{ printf "a%.99999999fb" 1.0 }}', "a%!(NOVERB)%!(EXTRA float64=1)"),
+    ('{{ printf "%*d|" 2000000 1 }}', "%!(BADWIDTH)1|"),
+    ('{{ printf "%.*f" -2000000 1.5 }}', "%!(BADPREC)1.500000"),
+    ('{{ printf "%1000000d" 1 | len }}', "1000000"),
 ])
 def test_printf_reports_bad_verbs_and_arguments_like_go(template: str, expected: str) -> None:
     assert run(template, {}) == expected
