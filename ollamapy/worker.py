@@ -55,6 +55,7 @@ class Finished:
     context: list[int]  # prompt and generated ids (generate's deprecated `context`)
     prompt_tokens_dropped: int = 0
     messages_dropped: int = 0
+    prompt_tokens_cached: int = 0  # prompt tokens a slot already held (prefix reuse)
     tool_calls: tuple[dict[str, Any], ...] = ()
 
 
@@ -298,7 +299,8 @@ class DecodeWorker(Worker):
             context = [] if job.raw else list(seq.prompt) + job.generated
             job.put(Finished(done.done_reason, done.prompt_eval_count,
                              done.prompt_eval_duration, done.eval_count, done.eval_duration,
-                             context, done.prompt_tokens_dropped, job.messages_dropped))
+                             context, done.prompt_tokens_dropped, job.messages_dropped,
+                             done.prompt_tokens_cached))
             job.end()
 
     def _fail_running(self, error: BaseException) -> None:

@@ -7,6 +7,12 @@ row's logits go to that sequence's own sampler, options, seed and stop strings. 
 that finish or are cancelled leave at once; the last active slot moves into the hole, so the
 active sequences always fill slots [0, n) and a step reads the cache without copying it.
 
+Prefix reuse: what a sequence leaves in its slot stays there, idle, with the tokens it holds
+(`kept`). A new sequence takes the idle slot holding the longest prefix of its prompt (the
+next turn of a chat holds the whole previous turn; requests with one system prompt share it)
+and prefills only the rest; its tokens are the same as from a cold prefill, since the cached
+K/V are what that prefill would write.
+
     batch = Batch(model, slots=4, num_ctx=4096)
     batch.add(seq)                      # → the first Deltas of seq
     for seq, deltas in batch.step():    # one token for every active seq
@@ -15,7 +21,7 @@ active sequences always fill slots [0, n) and a step reads the cache without cop
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
@@ -27,12 +33,15 @@ from ollamapy.engine.step import decode_step, prefill
 
 
 class Batch:
-    def __init__(self, model: Transformer, slots: int, num_ctx: int, num_batch: int = 512
-                 ) -> None:
+    def __init__(self, model: Transformer, slots: int, num_ctx: int, num_batch: int = 512,
+                 reuse: bool = True) -> None:
         self.model, self.num_ctx, self.num_batch = model, num_ctx, max(1, num_batch)
         self.cache = KVCache(model.config, num_ctx, batch=slots, device=model.device,
                              dtype=model.dtype)
         self.active: list[Seq] = []  # active[i] lives in cache slot i
+        # idle slot i (i >= len(active)) holds the K/V of kept[i] at positions [0, len)
+        self.kept: list[list[int]] = [[] for _ in range(slots)]
+        self.reuse = reuse
         self.steps = 0  # batched forwards run so far
         # the batched decode step: the model itself, or a compiled twin (engine/compiled.py)
         self.decode: Callable[..., torch.Tensor] = partial(decode_step, model)
@@ -47,11 +56,42 @@ class Batch:
             raise RuntimeError("no free slot in the batch")
         if seq.num_ctx > self.num_ctx:
             raise ValueError(f"seq window {seq.num_ctx} exceeds the batch's {self.num_ctx}")
+        if self.reuse:
+            self._take_prefix(seq, len(self.active))
         self.active.append(seq)
         deltas = self._prefill(seq)
         if seq.done:
             self.remove(seq)
         return deltas
+
+    def _take_prefix(self, seq: Seq, slot: int) -> None:
+        """Bring to `slot` (the next one seq will take) an idle slot that starts with the
+        longest prefix of seq's prompt, and let seq feed only what follows it.
+
+        seq overwrites the rest of whatever it takes, so what the idle slots keep is given up
+        sparingly: the slot with the prefix is taken as it is only when it keeps nothing
+        more; otherwise its prefix is copied into the idle slot that keeps least."""
+        def shared(i: int) -> int:
+            return common_prefix(self.kept[i], seq.prompt)
+
+        def keeps(i: int) -> int:
+            return len(self.kept[i])
+
+        idle = range(slot, self.cache.slots)
+        best = max(idle, key=shared)  # ties: the first, `slot` itself, needs no copy
+        n = min(shared(best), len(seq.prompt) - 1)
+        others = [i for i in idle if i != best]
+        target = best
+        if (n == 0 or keeps(best) > n) and others:
+            target = min(others, key=keeps) if n else min(idle, key=keeps)
+            if n:
+                self.cache.copy(best, target, n)
+                self.kept[target] = self.kept[best][:n]
+        if target != slot:
+            self.cache.swap(slot, target, keeps(slot), keeps(target))
+            self.kept[slot], self.kept[target] = self.kept[target], self.kept[slot]
+        if n:
+            seq.reuse(n)
 
     def _prefill(self, seq: Seq) -> list[Delta]:
         tokens, start = seq.feed()
@@ -84,15 +124,28 @@ class Batch:
         return events
 
     def remove(self, seq: Seq) -> None:
-        """Free seq's slot now (finished or cancelled)."""
+        """Free seq's slot now (finished or cancelled); what it wrote stays for a later
+        prompt, in the slot just past the active ones."""
         i = self.active.index(seq)
         last = len(self.active) - 1
         if i != last:
             moved = self.active[last]
-            self.cache.move(last, i, moved.feed()[1])  # the positions it has cached so far
+            # what moved has written into the hole (it may be finishing too), seq's out
+            self.cache.swap(i, last, seq.written if self.reuse else 0, moved.written)
             self.active[i] = moved
+        self.kept[last] = seq.history[:seq.written] if self.reuse else []
         self.active.pop()
 
     def _compact(self) -> None:
         for seq in [s for s in self.active if s.done]:
             self.remove(seq)
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids a and b share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

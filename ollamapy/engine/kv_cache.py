@@ -9,8 +9,8 @@ its mask hides what a row must not see), so a step never reallocates. Positions 
 device: no host sync, and a compiled step never recompiles.
 
 `slot(i)` is slot i as a one-sequence cache of its own (views of the same buffers), for
-prefilling one sequence of a batch; `move` copies a slot into another when the batch is
-compacted.
+prefilling one sequence of a batch; `swap` exchanges two slots' contents when the batch is
+compacted or a prompt finds its prefix in another slot, and `copy` shares a prefix.
 
 On CPU the buffers are private anonymous memory maps (`zeros`): the kernel gives out pages on
 first write, and a read of a page never written maps its shared zero page. So the window is
@@ -63,11 +63,19 @@ class KVCache:
         view._hold([k[i:i + 1] for k in self.k], [v[i:i + 1] for v in self.v])
         return view
 
-    def move(self, src: int, dst: int, length: int) -> None:
-        """Copy slot src's first `length` positions into slot dst (batch compaction)."""
-        for k, v in zip(self.k, self.v, strict=True):
-            k[dst, :, :length] = k[src, :, :length]
-            v[dst, :, :length] = v[src, :, :length]
+    def copy(self, src: int, dst: int, length: int) -> None:
+        """Slot src's first `length` positions into slot dst (a shared prompt prefix)."""
+        for t in self.k + self.v:
+            t[dst, :, :length] = t[src, :, :length]
+
+    def swap(self, a: int, b: int, len_a: int, len_b: int) -> None:
+        """Exchange slot a's first len_a positions with slot b's first len_b (batch
+        compaction, which keeps what a finished sequence left for a later prompt)."""
+        for buffers in (self.k, self.v):
+            for t in buffers:
+                held = t[a, :, :len_a].clone()  # (n_kv_heads, len_a, head_dim)
+                t[a, :, :len_b] = t[b, :, :len_b]
+                t[b, :, :len_a] = held
 
     @property
     def nbytes(self) -> int:

@@ -68,6 +68,7 @@ class Done:
     eval_duration: int  # ns
     total_duration: int  # ns
     prompt_tokens_dropped: int  # how many prompt tokens truncation removed
+    prompt_tokens_cached: int = 0  # prompt tokens whose K/V a slot already held (not run)
 
 
 def window(opts: Options, context_length: int) -> int:
@@ -105,6 +106,7 @@ class Seq:
         self.t_end: int | None = None
         self._next: list[int] = list(self.prompt)  # tokens the model has not seen yet
         self._start = 0  # the position of _next[0]
+        self.cached = 0  # prompt tokens taken from a slot's cache (`reuse`)
 
     def feed(self) -> tuple[list[int], int]:
         """The tokens to run next and the position of the first: the whole prompt (or the
@@ -115,6 +117,21 @@ class Seq:
     def cache_len(self) -> int:
         """Positions of this seq's KV cache that hold entries once `feed()` has run."""
         return self._start + len(self._next)
+
+    @property
+    def written(self) -> int:
+        """Positions of its KV cache that hold this seq's history[:written] now: what was fed
+        (every advance follows the forward of feed(); a finished seq is fed nothing more),
+        none after a context shift rewrote the history."""
+        return self.cache_len if self.done else self._start
+
+    def reuse(self, n: int) -> None:
+        """The KV cache already holds the prompt's first n tokens: feed only the rest (at
+        least the last, whose logits sample the first token)."""
+        if self.eval_count or self._start or not 0 <= n < len(self.prompt):
+            raise ValueError(f"cannot reuse {n} of {len(self.prompt)} prompt tokens here")
+        self.cached = n
+        self._next, self._start = list(self.prompt[n:]), n
 
     def advance(self, logits: torch.Tensor) -> list[Delta]:
         """logits (vocab,) of the last fed position → the text the sampled token completes
@@ -170,4 +187,4 @@ class Seq:
         t_end = self.t_end or time.perf_counter_ns()
         t_prompt = self.t_prompt or t_end
         return Done(self.reason, len(self.prompt), t_prompt - self.t_start, self.eval_count,
-                    t_end - t_prompt, t_end - self.t_start, self.dropped)
+                    t_end - t_prompt, t_end - self.t_start, self.dropped, self.cached)

@@ -189,9 +189,15 @@ def _resolve(state: State, name: str, capability: str | None) -> ModelSpec:
     return spec
 
 
-def _usage(done: Finished) -> dict[str, int]:
-    return {"prompt_tokens": done.prompt_eval_count, "completion_tokens": done.eval_count,
-            "total_tokens": done.prompt_eval_count + done.eval_count}
+def _usage(done: Finished) -> dict[str, Any]:
+    """OpenAI's usage; prompt_tokens_details.cached_tokens (OpenAI's field, beyond Ollama)
+    when a slot already held part of the prompt."""
+    usage: dict[str, Any] = {"prompt_tokens": done.prompt_eval_count,
+                             "completion_tokens": done.eval_count,
+                             "total_tokens": done.prompt_eval_count + done.eval_count}
+    if done.prompt_tokens_cached:
+        usage["prompt_tokens_details"] = {"cached_tokens": done.prompt_tokens_cached}
+    return usage
 
 
 # -- messages -------------------------------------------------------------------------------

@@ -97,3 +97,62 @@ def test_a_removed_sequence_frees_its_slot_for_the_next() -> None:
     assert batch.active == [b] and batch.free == 1
     batch.add(c)
     assert batch.active == [b, c]
+
+
+def run_to_end(batch: Batch, seqs: list[Seq]) -> dict[int, list[int]]:
+    """Add seqs (one per step) and step until every one has finished → tokens by id(seq)."""
+    out: dict[int, list[int]] = {id(s): [] for s in seqs}
+    waiting = list(seqs)
+    while waiting or batch.active:
+        if waiting and batch.free:
+            seq = waiting.pop(0)
+            out[id(seq)] += [d.token for d in batch.add(seq) if d.token >= 0]
+        for seq, deltas in batch.step():
+            out[id(seq)] += [d.token for d in deltas if d.token >= 0]
+    return out
+
+
+def test_next_turns_reuse_what_their_slots_kept(smollm2) -> None:
+    """Three conversations run and finish together (finishing out of order moves slots
+    around); each one's next turn (its history and a new message) then finds the slot
+    holding its history, prefills only the new tokens, and decodes exactly what a cold
+    prefill of the whole prompt decodes. A prompt sharing only a system prefix reuses that."""
+    eos, num_ctx = smollm2.tokenizer.eos_ids, 256
+    system = smollm2.tokenize("You are a helpful assistant who answers in one line.\n")
+    firsts = [system + smollm2.tokenize(q) for q in
+              ("What is the capital of France?", "Name a prime number.", "Say hello.")]
+    opts = [Options(temperature=0, num_predict=n, num_ctx=num_ctx) for n in (9, 4, 6)]
+    batch = Batch(smollm2.model, slots=3, num_ctx=num_ctx)
+    turn1 = [Seq(p, o, num_ctx=num_ctx, eos_ids=eos, detokenizer=Silent())
+             for p, o in zip(firsts, opts, strict=True)]
+    run_to_end(batch, turn1)
+    assert not batch.active and sorted(map(len, batch.kept)) == sorted(
+        s.written for s in turn1)
+
+    more = smollm2.tokenize("\nAnd why?")
+    seconds = [s.history[:s.written] + more for s in reversed(turn1)]
+    turn2 = [Seq(p, Options(temperature=0, num_predict=8, num_ctx=num_ctx), num_ctx=num_ctx,
+                 eos_ids=eos, detokenizer=Silent()) for p in seconds]
+    got = run_to_end(batch, turn2)
+    for seq, first in zip(turn2, reversed(turn1), strict=True):
+        assert seq.cached == first.written  # everything but the new message came from cache
+        assert got[id(seq)] == alone(smollm2.model, seq.prompt, seq.opts, eos)
+
+    other = Seq(system + smollm2.tokenize("Count to three."),
+                Options(temperature=0, num_predict=6, num_ctx=num_ctx), num_ctx=num_ctx,
+                eos_ids=eos, detokenizer=Silent())
+    got = run_to_end(batch, [other])
+    assert len(system) <= other.cached < len(other.prompt)
+    assert got[id(other)] == alone(smollm2.model, other.prompt, other.opts, eos)
+
+
+def test_without_reuse_nothing_is_kept(smollm2) -> None:
+    eos = smollm2.tokenizer.eos_ids
+    batch = Batch(smollm2.model, slots=2, num_ctx=128, reuse=False)
+    first = Seq(smollm2.tokenize("Paris is"), Options(temperature=0, num_predict=4),
+                num_ctx=128, eos_ids=eos, detokenizer=Silent())
+    run_to_end(batch, [first])
+    again = Seq(first.history[:first.written], Options(temperature=0, num_predict=4),
+                num_ctx=128, eos_ids=eos, detokenizer=Silent())
+    run_to_end(batch, [again])
+    assert batch.kept == [[], []] and again.cached == 0

@@ -90,3 +90,16 @@ def test_writing_past_the_window_is_refused() -> None:
     cache.check(8)
     with pytest.raises(ValueError, match="KV cache overflow: position 9 > num_ctx 8"):
         cache.check(9)
+
+
+def test_swap_exchanges_what_two_slots_hold_and_copy_shares_a_prefix() -> None:
+    cache = KVCache(config(n_layers=2), max_len=8, batch=3)
+    for t in cache.k + cache.v:
+        t[0, :, :5] = 1.0  # slot 0 holds 5 positions, slot 1 holds 3
+        t[1, :, :3] = 2.0
+    cache.swap(0, 1, 5, 3)
+    for t in cache.k + cache.v:
+        assert (t[1, :, :5] == 1).all() and (t[0, :, :3] == 2).all()
+    cache.copy(1, 2, 4)
+    for t in cache.k + cache.v:
+        assert (t[2, :, :4] == 1).all() and not t[2, :, 4:].any()
