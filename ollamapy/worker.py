@@ -208,7 +208,7 @@ class DecodeWorker(Worker):
         super().__init__(name, max_queue)
 
     def _busy(self) -> bool:
-        return bool(self.batch.active or self.embedding)
+        return bool(self.batch.active or self.batch.queued or self.embedding)
 
     def _admit(self) -> list[Job]:
         """Decode jobs in order while slots are free; embedding jobs need none, so they are
@@ -278,7 +278,7 @@ class DecodeWorker(Worker):
             job.end()
         for job in gone:
             assert job.seq is not None
-            if job.seq in self.batch.active:
+            if self.batch.holds(job.seq):
                 self.batch.remove(job.seq)
             del self.running[id(job.seq)]
             self.cancellations.append((job.cancel_step, self.steps))
@@ -305,7 +305,7 @@ class DecodeWorker(Worker):
 
     def _fail_running(self, error: BaseException) -> None:
         for job in list(self.running.values()):
-            if job.seq is not None and job.seq in self.batch.active:
+            if job.seq is not None and self.batch.holds(job.seq):
                 self.batch.remove(job.seq)
             job.end(error)
         self.running.clear()

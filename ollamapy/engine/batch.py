@@ -1,11 +1,16 @@
 """Continuous batching: many `Seq`s decoded together, one forward per step for all of them.
 
-The batch owns a KV cache with one slot per sequence. `add` prefills a new sequence into the
-next free slot while the others wait for the step to come; `step` feeds every active
-sequence its last sampled token in one batched forward (row i at its own position), and each
-row's logits go to that sequence's own sampler, options, seed and stop strings. Sequences
-that finish or are cancelled leave at once; the last active slot moves into the hole, so the
-active sequences always fill slots [0, n) and a step reads the cache without copying it.
+The batch owns a KV cache with one slot per sequence. `step` feeds every decoding sequence
+its last sampled token in one batched forward (row i at its own position), and each row's
+logits go to that sequence's own sampler, options, seed and stop strings. Sequences that
+finish or are cancelled leave at once and the slots are compacted, so the decoding sequences
+always fill slots [0, d) and a step reads the cache without copying it.
+
+Chunked prefill: `add` gives a new sequence the slot after the decoding ones, and each step
+first runs one chunk of its prompt (num_batch tokens) before the decode, so a long prompt
+arriving never stops the running streams for longer than one chunk. One sequence prefills at
+a time; others added meanwhile wait in order (`free` counts them) and take their slot when
+it is done.
 
 Prefix reuse: what a sequence leaves in its slot stays there, idle, with the tokens it holds
 (`kept`). A new sequence takes the idle slot holding the longest prefix of its prompt (the
@@ -14,13 +19,14 @@ and prefills only the rest; its tokens are the same as from a cold prefill, sinc
 K/V are what that prefill would write.
 
     batch = Batch(model, slots=4, num_ctx=4096)
-    batch.add(seq)                      # → the first Deltas of seq
-    for seq, deltas in batch.step():    # one token for every active seq
+    batch.add(seq)                      # seq prefills over the next steps
+    for seq, deltas in batch.step():    # a prompt chunk, then one token for every decoder
         ...
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -38,7 +44,9 @@ class Batch:
         self.model, self.num_ctx, self.num_batch = model, num_ctx, max(1, num_batch)
         self.cache = KVCache(model.config, num_ctx, batch=slots, device=model.device,
                              dtype=model.dtype)
-        self.active: list[Seq] = []  # active[i] lives in cache slot i
+        # active[i] lives in cache slot i: the decoding seqs, then at most one prefilling
+        self.active: list[Seq] = []
+        self.queued: deque[Seq] = deque()  # added while another prefills: slots to come
         # idle slot i (i >= len(active)) holds the K/V of kept[i] at positions [0, len)
         self.kept: list[list[int]] = [[] for _ in range(slots)]
         self.reuse = reuse
@@ -48,21 +56,34 @@ class Batch:
 
     @property
     def free(self) -> int:
-        return self.cache.slots - len(self.active)
+        return self.cache.slots - len(self.active) - len(self.queued)
+
+    def holds(self, seq: Seq) -> bool:
+        return seq in self.active or seq in self.queued
+
+    @property
+    def prefilling(self) -> Seq | None:
+        """The seq whose prompt is being run, a chunk a step (always the last active)."""
+        return self.active[-1] if self.active and not self.active[-1].sampled else None
 
     def add(self, seq: Seq) -> list[Delta]:
-        """Prefill seq into the next free slot and sample its first token."""
+        """Take seq into the batch: its prompt runs over the next steps, and its first
+        tokens come out of `step` (this returns none)."""
         if not self.free:
             raise RuntimeError("no free slot in the batch")
         if seq.num_ctx > self.num_ctx:
             raise ValueError(f"seq window {seq.num_ctx} exceeds the batch's {self.num_ctx}")
-        if self.reuse:
-            self._take_prefix(seq, len(self.active))
-        self.active.append(seq)
-        deltas = self._prefill(seq)
-        if seq.done:
-            self.remove(seq)
-        return deltas
+        self.queued.append(seq)
+        self._place()
+        return []
+
+    def _place(self) -> None:
+        """The next queued seq into the slot after the decoding ones, once none prefills."""
+        if self.queued and self.prefilling is None:
+            seq = self.queued.popleft()
+            if self.reuse:
+                self._take_prefix(seq, len(self.active))
+            self.active.append(seq)
 
     def _take_prefix(self, seq: Seq, slot: int) -> None:
         """Bring to `slot` (the next one seq will take) an idle slot that starts with the
@@ -94,21 +115,34 @@ class Batch:
             seq.reuse(n)
 
     def _prefill(self, seq: Seq) -> list[Delta]:
+        """All of seq's feed at once (a history fed again after a context shift)."""
         tokens, start = seq.feed()
         slot = self.cache.slot(self.active.index(seq))
         return seq.advance(prefill(self.model, tokens, slot, start, self.num_batch))
 
+    def _prefill_chunk(self, seq: Seq) -> list[Delta]:
+        """The next num_batch tokens of seq's prompt; its first token once the last ran."""
+        tokens, start = seq.feed()
+        chunk = tokens[:self.num_batch]
+        slot = self.cache.slot(self.active.index(seq))
+        logits = prefill(self.model, chunk, slot, start, self.num_batch)
+        if len(chunk) < len(tokens):
+            seq.fed(len(chunk))
+            return []
+        return seq.advance(logits)
+
     def step(self) -> list[tuple[Seq, list[Delta]]]:
-        """One token for every active seq. A seq whose window just shifted is fed its whole
-        history again (alone) first; the rest go through one forward together."""
+        """One chunk of the prefilling seq's prompt, then one token for every decoding seq.
+        A seq whose window just shifted is fed its whole history again (alone) first; the
+        rest go through one forward together."""
         events: list[tuple[Seq, list[Delta]]] = []
-        for seq in [s for s in self.active if len(s.feed()[0]) > 1]:
+        for seq in [s for s in self.active if s.sampled and len(s.feed()[0]) > 1]:
             events.append((seq, self._prefill(seq)))
-        rows = [s for s in self.active if not s.done]
+        if (seq := self.prefilling) is not None:
+            events.append((seq, self._prefill_chunk(seq)))
+        self._compact()
+        rows = [s for s in self.active if s.sampled]  # active[0:len(rows)]
         if rows:
-            # rows are active[0:len(rows)] unless a shifted seq just finished: re-compact
-            self._compact()
-            rows = list(self.active)
             feeds = [s.feed() for s in rows]
             device = self.cache.k[0].device
             tokens = torch.tensor([f[0] for f in feeds], device=device)  # (B, 1)
@@ -121,20 +155,33 @@ class Batch:
             self.steps += 1
             events.extend((seq, seq.advance(logits[i])) for i, seq in enumerate(rows))
         self._compact()
+        self._place()
         return events
 
     def remove(self, seq: Seq) -> None:
-        """Free seq's slot now (finished or cancelled); what it wrote stays for a later
+        """Free seq's place now (finished or cancelled); what it wrote stays for a later
         prompt, in the slot just past the active ones."""
+        if seq in self.queued:
+            self.queued.remove(seq)
+            return
         i = self.active.index(seq)
         last = len(self.active) - 1
-        if i != last:
-            moved = self.active[last]
-            # what moved has written into the hole (it may be finishing too), seq's out
-            self.cache.swap(i, last, seq.written if self.reuse else 0, moved.written)
-            self.active[i] = moved
+        pending = self.prefilling
+        # the last decoding slot takes the hole; a prefilling seq moves down behind it
+        last_decoder = last - 1 if pending is not None and pending is not seq else last
+        if i != last_decoder:
+            self._exchange(i, last_decoder)
+        if last_decoder != last:
+            self._exchange(last_decoder, last)
         self.kept[last] = seq.history[:seq.written] if self.reuse else []
         self.active.pop()
+        self._place()
+
+    def _exchange(self, i: int, j: int) -> None:
+        """Swap the seqs in slots i and j, with what each has written."""
+        a, b = self.active[i], self.active[j]
+        self.cache.swap(i, j, a.written, b.written)
+        self.active[i], self.active[j] = b, a
 
     def _compact(self) -> None:
         for seq in [s for s in self.active if s.done]:

@@ -125,6 +125,15 @@ class Seq:
         none after a context shift rewrote the history."""
         return self.cache_len if self.done else self._start
 
+    @property
+    def sampled(self) -> bool:
+        """Its prompt has run and its first token is sampled: it decodes one token a step."""
+        return self.t_prompt is not None
+
+    def fed(self, n: int) -> None:
+        """The first n tokens of feed() have run (a chunk of the prompt); the rest come next."""
+        self._next, self._start = self._next[n:], self._start + n
+
     def reuse(self, n: int) -> None:
         """The KV cache already holds the prompt's first n tokens: feed only the rest (at
         least the last, whose logits sample the first token)."""

@@ -92,11 +92,14 @@ def test_a_removed_sequence_frees_its_slot_for_the_next() -> None:
     assert batch.free == 0
     with pytest.raises(RuntimeError, match="no free slot"):
         batch.add(c)
-    batch.step()
+    batch.step()  # a prefills and samples; b takes the slot after it
+    assert batch.active == [a, b] and a.sampled and not b.sampled
     batch.remove(a)  # a cancelled request
     assert batch.active == [b] and batch.free == 1
-    batch.add(c)
-    assert batch.active == [b, c]
+    batch.add(c)  # b is still prefilling: c waits for its slot
+    assert batch.active == [b] and list(batch.queued) == [c] and batch.free == 0
+    batch.step()
+    assert batch.active == [b, c] and b.sampled
 
 
 def run_to_end(batch: Batch, seqs: list[Seq]) -> dict[int, list[int]]:
@@ -156,3 +159,38 @@ def test_without_reuse_nothing_is_kept(smollm2) -> None:
                 num_ctx=128, eos_ids=eos, detokenizer=Silent())
     run_to_end(batch, [again])
     assert batch.kept == [[], []] and again.cached == 0
+
+
+def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(smollm2) -> None:
+    """With num_batch 16, a 100-token prompt joining a running stream runs a chunk a step:
+    the stream gets its token in every one of those steps, and both decode exactly what
+    they decode alone (one-shot prefill)."""
+    eos = smollm2.tokenizer.eos_ids
+    running = smollm2.tokenize("Once upon a time")
+    long = smollm2.tokenize("The history of the city goes back a long way. " * 10)
+    assert 96 < len(long) < 112
+    opts = Options(temperature=0, num_predict=12, num_ctx=256)
+    batch = Batch(smollm2.model, slots=2, num_ctx=256, num_batch=16)
+    r = Seq(running, opts, num_ctx=256, eos_ids=eos, detokenizer=Silent())
+    lng = Seq(long, opts, num_ctx=256, eos_ids=eos, detokenizer=Silent())
+    out: dict[int, list[int]] = {id(r): [], id(lng): []}
+
+    def step() -> set[int]:
+        advanced = set()
+        for seq, deltas in batch.step():
+            out[id(seq)] += [d.token for d in deltas if d.token >= 0]
+            advanced |= {id(seq)} if any(d.token >= 0 for d in deltas) else set()
+        return advanced
+
+    batch.add(r)
+    step()
+    batch.add(lng)
+    chunks = 0
+    while not lng.sampled:
+        assert id(r) in step()  # the stream advanced while the prompt was still running
+        chunks += 1
+    assert chunks == -(-len(long) // 16)
+    while batch.active:
+        step()
+    assert out[id(lng)] == alone(smollm2.model, long, opts, eos)
+    assert out[id(r)] == alone(smollm2.model, running, opts, eos)
