@@ -23,13 +23,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-import gguf
 import llama_cpp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "scripts"), str(REPO)]
 from fetch_models import cache_dir  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.llama_cpp import rewrite_gguf  # noqa: E402
+
 OUT = REPO / "tests" / "text" / "data" / "tokens_gpt4o.json"
 VOCAB = cache_dir() / "llama.cpp" / "models" / "ggml-vocab-qwen2.gguf"
 SEPARATOR = "\n__ggml_vocab_test__\n"  # test-tokenizer-0.cpp's
@@ -51,29 +52,12 @@ EXTRA = [
 ]
 
 
-def relabelled(src: Path, dst: Path, pre: str) -> Path:
-    """A copy of a vocabulary-only GGUF with another `tokenizer.ggml.pre`."""
-    reader = gguf.GGUFReader(src)
-    writer = gguf.GGUFWriter(dst, reader.fields["general.architecture"].contents())
-    for field in reader.fields.values():
-        if field.name == "general.architecture" or field.name.startswith("GGUF."):
-            continue  # written by the writer itself
-        kind = field.types[0]
-        value = pre if field.name == "tokenizer.ggml.pre" else field.contents()
-        writer.add_key_value(field.name, value, kind,
-                             sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return dst
-
-
 def main() -> None:
     texts = Path(f"{VOCAB}.inp").read_text(encoding="utf-8").split(SEPARATOR)
     texts = [t for t in texts if t] + EXTRA
     with tempfile.TemporaryDirectory() as tmp:
-        path = relabelled(VOCAB, Path(tmp) / "gpt4o.gguf", "gpt-4o")
+        path = rewrite_gguf(VOCAB, Path(tmp) / "gpt4o.gguf",
+                            metadata={"tokenizer.ggml.pre": "gpt-4o"})
         llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
         cases = [{"text": text, "ids": llm.tokenize(text.encode(), add_bos=False,
                                                     special=False)} for text in texts]

@@ -22,6 +22,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -183,16 +184,19 @@ def convert(folder: Path, out: Path, outtype: str = "f32") -> Path:
     return out
 
 
-def requantize(src: Path, dst: Path, types: dict[str, str]) -> Path:
+def rewrite_gguf(src: Path, dst: Path, *, types: dict[str, str] | None = None,
+                 metadata: dict[str, Any] | None = None) -> Path:
     """A copy of the GGUF `src` with the tensors named in `types` stored in another ggml type
-    (gguf-py's quantizer; e.g. gpt-oss's experts in MXFP4, as Ollama's files hold them)."""
+    (gguf-py's quantizer; e.g. gpt-oss's experts in MXFP4, as Ollama's files hold them) and
+    the metadata keys in `metadata` given other values of the same kind."""
+    types, metadata = types or {}, metadata or {}
     reader = gguf.GGUFReader(src)
     writer = gguf.GGUFWriter(dst, reader.fields["general.architecture"].contents())
     for field in reader.fields.values():
         if field.name == "general.architecture" or field.name.startswith("GGUF."):
             continue  # written by the writer itself
         kind = field.types[0]
-        writer.add_key_value(field.name, field.contents(), kind,
+        writer.add_key_value(field.name, metadata.get(field.name, field.contents()), kind,
                              sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
     for t in reader.tensors:
         if t.name in types:

@@ -107,6 +107,8 @@ class Seq:
         self._next: list[int] = list(self.prompt)  # tokens the model has not seen yet
         self._start = 0  # the position of _next[0]
         self.cached = 0  # prompt tokens taken from a slot's cache (`reuse`)
+        # positions of its KV cache that hold history[:written]: what has run (or was reused)
+        self.written = 0
 
     def feed(self) -> tuple[list[int], int]:
         """The tokens to run next and the position of the first: the whole prompt (or the
@@ -119,13 +121,6 @@ class Seq:
         return self._start + len(self._next)
 
     @property
-    def written(self) -> int:
-        """Positions of its KV cache that hold this seq's history[:written] now: what was fed
-        (every advance follows the forward of feed(); a finished seq is fed nothing more),
-        none after a context shift rewrote the history."""
-        return self.cache_len if self.done else self._start
-
-    @property
     def sampled(self) -> bool:
         """Its prompt has run and its first token is sampled: it decodes one token a step."""
         return self.t_prompt is not None
@@ -133,13 +128,14 @@ class Seq:
     def fed(self, n: int) -> None:
         """The first n tokens of feed() have run (a chunk of the prompt); the rest come next."""
         self._next, self._start = self._next[n:], self._start + n
+        self.written = self._start
 
     def reuse(self, n: int) -> None:
         """The KV cache already holds the prompt's first n tokens: feed only the rest (at
         least the last, whose logits sample the first token)."""
         if self.eval_count or self._start or not 0 <= n < len(self.prompt):
             raise ValueError(f"cannot reuse {n} of {len(self.prompt)} prompt tokens here")
-        self.cached = n
+        self.cached = self.written = n
         self._next, self._start = list(self.prompt[n:]), n
 
     def advance(self, logits: torch.Tensor) -> list[Delta]:
@@ -147,6 +143,7 @@ class Seq:
         (and, when the seq ends here, whatever was held back)."""
         if self.t_prompt is None:
             self.t_prompt = time.perf_counter_ns()
+        self.written = self.cache_len  # feed() has run
         scores = penalized(logits, self.history, self.opts, self.num_ctx)  # (vocab,) float32
         if self.constraint is not None:
             self.constraint.mask_(scores)
@@ -175,6 +172,7 @@ class Seq:
         else:  # drop the middle and feed it all again, as Ollama's context shift does
             self.history = context_shift(self.history, self.num_ctx, self.keep)
             self._next, self._start = list(self.history), 0
+            self.written = 0  # the cache holds positions of the history before the shift
         return out
 
     def _logprobs(self, scores: torch.Tensor, token: int) -> TokenLogprobs:

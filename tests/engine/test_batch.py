@@ -194,3 +194,23 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(smollm2) -> N
         step()
     assert out[id(lng)] == alone(smollm2.model, long, opts, eos)
     assert out[id(r)] == alone(smollm2.model, running, opts, eos)
+
+
+def test_a_prompt_cancelled_mid_prefill_leaves_only_what_ran() -> None:
+    """Cancelled after two of its chunks, a prompt's slot keeps those 16 positions; the same
+    prompt sent again reuses exactly them and decodes what it decodes alone."""
+    model = ours_from_hf(tiny_hf_model("llama", seed=4))
+    opts = Options(temperature=0, num_predict=6, num_ctx=64)
+    prompt = [(7 * i) % (VOCAB - 2) + 2 for i in range(30)]
+    batch = Batch(model, slots=2, num_ctx=64, num_batch=8)
+    first = Seq(prompt, opts, num_ctx=64, eos_ids=frozenset(), detokenizer=Silent())
+    batch.add(first)
+    batch.step()
+    batch.step()
+    assert not first.sampled and first.written == 16
+    batch.remove(first)  # cancelled
+    assert batch.kept[0] == prompt[:16]
+    again = Seq(prompt, opts, num_ctx=64, eos_ids=frozenset(), detokenizer=Silent())
+    got = run_to_end(batch, [again])
+    assert again.cached == 16
+    assert got[id(again)] == alone(model, prompt, opts, frozenset())

@@ -87,7 +87,7 @@ def test_parts_of_different_forms_are_read_side_by_side(tmp_path: Path) -> None:
     keep v in Q6_K: the fused projection's parts stay in their own forms, one layer each, and
     the model still computes what the reference does on the same file."""
     from ollamapy.loading.fast_model import SideBySide
-    from tests.llama_cpp import requantize
+    from tests.llama_cpp import rewrite_gguf
 
     path = tmp_path / "tiny.gguf"
     hf = tiny_hf_model("llama", seed=9)
@@ -96,7 +96,7 @@ def test_parts_of_different_forms_are_read_side_by_side(tmp_path: Path) -> None:
              "ffn_up": "Q8_0"}
     types = {f"blk.{i}.{part}.weight": kind for i in range(hf.config.num_hidden_layers)
              for part, kind in kinds.items()}
-    mixed = requantize(path, tmp_path / "mixed.gguf", types)
+    mixed = rewrite_gguf(path, tmp_path / "mixed.gguf", types=types)
     reference = ollamapy.load(mixed, device="cpu")
     fast = ollamapy.load(mixed, device="cpu", fast=True)
     for block in fast.model.layers:

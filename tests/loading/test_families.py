@@ -31,7 +31,7 @@ from ollamapy.loading.weights import build_transformer, fuse_projections
 from tests.engine.hf_tiny import tiny_hf_model
 from tests.engine.test_fast import NEAR_TIE, greedy
 from tests.families import CASES, PROMPT, Built, build, hf_logits
-from tests.llama_cpp import convert, requantize, write_gpt2_tokenizer
+from tests.llama_cpp import convert, rewrite_gguf, write_gpt2_tokenizer
 from tests.loading.test_tiny_gguf import write_tiny_gguf
 
 MXFP4 = gguf.GGMLQuantizationType.MXFP4
@@ -223,7 +223,7 @@ def test_gpt_oss_with_mxfp4_experts(tmp_path: Path) -> None:
     f32 = convert(folder, tmp_path / "f32.gguf")
     with read_gguf(f32) as file:
         experts = {n: "MXFP4" for n in file.tensors if "_exps.weight" in n}
-    path = requantize(f32, tmp_path / "mxfp4.gguf", experts)
+    path = rewrite_gguf(f32, tmp_path / "mxfp4.gguf", types=experts)
     with read_gguf(path) as file:
         assert {file.tensors[n].type_name for n in experts} == {"MXFP4"}
 
