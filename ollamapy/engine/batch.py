@@ -7,10 +7,12 @@ finish or are cancelled leave at once and the slots are compacted, so the decodi
 always fill slots [0, d) and a step reads the cache without copying it.
 
 Chunked prefill: `add` gives a new sequence the slot after the decoding ones, and each step
-first runs one chunk of its prompt (num_batch tokens) before the decode, so a long prompt
-arriving never stops the running streams for longer than one chunk. One sequence prefills at
-a time; others added meanwhile wait in order (`free` counts them) and take their slot when
-it is done.
+first runs one chunk of its prompt before the decode, so a long prompt arriving never stops
+the running streams for longer than one chunk. Alone, a prompt runs num_batch tokens a
+chunk; beside decoding sequences, a chunk is sized to take about as long as one decode step
+(from the prefill rate and step time measured so far), so their time between tokens stays
+near twice its steady value. One sequence prefills at a time; others added meanwhile wait
+in order (`free` counts them) and take their slot when it is done.
 
 Prefix reuse: what a sequence leaves in its slot stays there, idle, with the tokens it holds
 (`kept`). A new sequence takes the idle slot holding the longest prefix of its prompt (the
@@ -26,6 +28,7 @@ K/V are what that prefill would write.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -36,6 +39,8 @@ from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.seq import Delta, Seq
 from ollamapy.engine.step import decode_step, prefill
+
+MIN_CHUNK = 16  # the smallest prompt chunk, and the first beside decoding seqs (a probe)
 
 
 class Batch:
@@ -51,6 +56,9 @@ class Batch:
         self.kept: list[list[int]] = [[] for _ in range(slots)]
         self.reuse = reuse
         self.steps = 0  # batched forwards run so far
+        # measured: prompt tokens a second in chunks, seconds a decode step takes
+        self.prefill_rate: float | None = None
+        self.step_seconds: float | None = None
         # the batched decode step: the model itself, or a compiled twin (engine/compiled.py)
         self.decode: Callable[..., torch.Tensor] = partial(decode_step, model)
 
@@ -120,12 +128,26 @@ class Batch:
         slot = self.cache.slot(self.active.index(seq))
         return seq.advance(prefill(self.model, tokens, slot, start, self.num_batch))
 
+    def chunk_size(self) -> int:
+        """Prompt tokens for this step's chunk: num_batch alone; beside decoding seqs about
+        one decode step's worth (MIN_CHUNK to learn the rate first)."""
+        if not any(s.sampled for s in self.active):
+            return self.num_batch
+        if self.prefill_rate is None or self.step_seconds is None:
+            return min(MIN_CHUNK, self.num_batch)
+        return max(MIN_CHUNK, min(self.num_batch, int(self.prefill_rate * self.step_seconds)))
+
     def _prefill_chunk(self, seq: Seq) -> list[Delta]:
-        """The next num_batch tokens of seq's prompt; its first token once the last ran."""
+        """The next chunk of seq's prompt; its first token once the last ran."""
         tokens, start = seq.feed()
-        chunk = tokens[:self.num_batch]
+        chunk = tokens[:self.chunk_size()]
         slot = self.cache.slot(self.active.index(seq))
+        began = time.perf_counter()
         logits = prefill(self.model, chunk, slot, start, self.num_batch)
+        synchronize(self.cache.k[0].device)
+        rate = len(chunk) / max(time.perf_counter() - began, 1e-6)
+        self.prefill_rate = rate if self.prefill_rate is None else \
+            0.5 * (self.prefill_rate + rate)
         if len(chunk) < len(tokens):
             seq.fed(len(chunk))
             return []
@@ -150,8 +172,13 @@ class Batch:
             span = max(positions) + 1
             if span > self.num_ctx:
                 raise ValueError(f"KV cache overflow: position {span} > num_ctx {self.num_ctx}")
+            began = time.perf_counter()
             logits = self.decode(tokens, torch.tensor(positions, device=device),  # (B, vocab)
                                  torch.arange(span, device=device), self.cache)
+            synchronize(device)
+            took = time.perf_counter() - began
+            self.step_seconds = took if self.step_seconds is None else \
+                0.9 * self.step_seconds + 0.1 * took
             self.steps += 1
             events.extend((seq, seq.advance(logits[i])) for i, seq in enumerate(rows))
         self._compact()
@@ -186,6 +213,14 @@ class Batch:
     def _compact(self) -> None:
         for seq in [s for s in self.active if s.done]:
             self.remove(seq)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a CPU runs it before returning)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ollamapy.engine.batch import Batch
+from ollamapy.engine.batch import MIN_CHUNK, Batch
 from ollamapy.engine.generate import Delta, generate
 from ollamapy.engine.options import Options
 from ollamapy.engine.seq import Seq
@@ -162,15 +162,16 @@ def test_without_reuse_nothing_is_kept(smollm2) -> None:
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(smollm2) -> None:
-    """With num_batch 16, a 100-token prompt joining a running stream runs a chunk a step:
-    the stream gets its token in every one of those steps, and both decode exactly what
-    they decode alone (one-shot prefill)."""
+    """A 100-token prompt joining a running stream runs a chunk a step, at most num_batch
+    (32) tokens and at least MIN_CHUNK (sized to a decode step's time): the stream gets its
+    token in every one of those steps, and both decode exactly what they decode alone
+    (one-shot prefill)."""
     eos = smollm2.tokenizer.eos_ids
     running = smollm2.tokenize("Once upon a time")
     long = smollm2.tokenize("The history of the city goes back a long way. " * 10)
     assert 96 < len(long) < 112
     opts = Options(temperature=0, num_predict=12, num_ctx=256)
-    batch = Batch(smollm2.model, slots=2, num_ctx=256, num_batch=16)
+    batch = Batch(smollm2.model, slots=2, num_ctx=256, num_batch=32)
     r = Seq(running, opts, num_ctx=256, eos_ids=eos, detokenizer=Silent())
     lng = Seq(long, opts, num_ctx=256, eos_ids=eos, detokenizer=Silent())
     out: dict[int, list[int]] = {id(r): [], id(lng): []}
@@ -185,15 +186,27 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(smollm2) -> N
     batch.add(r)
     step()
     batch.add(lng)
-    chunks = 0
+    sizes = []
     while not lng.sampled:
+        before = lng.written
         assert id(r) in step()  # the stream advanced while the prompt was still running
-        chunks += 1
-    assert chunks == -(-len(long) // 16)
+        sizes.append((lng.written if not lng.sampled else len(long)) - before)
+    assert sizes[0] == MIN_CHUNK and all(MIN_CHUNK <= n <= 32 for n in sizes[:-1])
+    assert sum(sizes) == len(long) and batch.prefill_rate and batch.step_seconds
     while batch.active:
         step()
     assert out[id(lng)] == alone(smollm2.model, long, opts, eos)
     assert out[id(r)] == alone(smollm2.model, running, opts, eos)
+
+
+def test_alone_a_prompt_runs_num_batch_tokens_a_chunk() -> None:
+    model = ours_from_hf(tiny_hf_model("llama", seed=4))
+    batch = Batch(model, slots=2, num_ctx=64, num_batch=8)
+    seq = Seq(list(range(2, 30)), Options(temperature=0, num_predict=2, num_ctx=64),
+              num_ctx=64, eos_ids=frozenset(), detokenizer=Silent())
+    batch.add(seq)
+    batch.step()
+    assert batch.chunk_size() == 8 and seq.written == 8
 
 
 def test_a_prompt_cancelled_mid_prefill_leaves_only_what_ran() -> None:
