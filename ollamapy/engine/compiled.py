@@ -35,7 +35,9 @@ def configure_inductor(device: torch.device) -> None:
     """Where compiled artifacts live and how CPU code is wrapped; before the first compile."""
     cache = os.environ.get("OLLAMAPY_COMPILE_CACHE") or str(
         Path(os.environ.get("OLLAMAPY_CACHE", Path.home() / ".cache" / "ollamapy")) / "inductor")
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", cache)
+    # set, not defaulted: torch writes its own default (/tmp/torchinductor_$USER) into this
+    # variable the first time it asks, which loading a model may already have done
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache
     import torch._inductor.config as inductor
 
     inductor.fx_graph_cache = True

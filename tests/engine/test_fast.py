@@ -4,6 +4,7 @@ the float reference path."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,8 @@ def test_parts_of_different_forms_are_read_side_by_side(tmp_path: Path) -> None:
 
 
 def test_compiled_step_never_recompiles_as_sequences_grow(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    monkeypatch.setenv("OLLAMAPY_COMPILE_CACHE", str(tmp_path / "inductor"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/nonexistent/torch-default")
     hf = tiny_hf_model("llama", seed=9)
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(hf, "llama", path)
@@ -138,3 +140,6 @@ def test_compiled_step_never_recompiles_as_sequences_grow(tmp_path: Path, monkey
     assert results[0] == results[1]  # compiled decodes the same tokens
     assert counters["stats"]["unique_graphs"] == 2  # one graph per batch bucket (1, 2)
     assert not counters["recompiles"]
+    # the compiled code went where OLLAMAPY_COMPILE_CACHE says, whatever torch had set
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
+    assert any((tmp_path / "inductor").iterdir())
