@@ -136,7 +136,7 @@ class _ChatTemplateEnvironment(ImmutableSandboxedEnvironment):
         elif operator == "+" and _sized(left) + _sized(right) > MAX_CHARS:
             raise _too_big("a concatenation")
         elif (operator == "**" and isinstance(left, int) and isinstance(right, int)
-              and right * max(abs(left), 1).bit_length() > MAX_POWER_BITS):
+              and abs(left) > 1 and right * abs(left).bit_length() > MAX_POWER_BITS):
             raise SecurityError(f"a power of more than {MAX_POWER_BITS} bits")
         elif operator == "%" and isinstance(left, str) and _WIDE_FORMAT.search(left):
             raise _too_big("a %-format")

@@ -138,7 +138,8 @@ def test_what_a_template_builds_is_bounded(template: str) -> None:
 def test_the_bounded_operators_still_compute() -> None:
     out = render_chat_template(
         '{{ "ab" * 3 }} {{ 3 * "c" }} {{ 2 ** 10 }} {{ "%5d" % 3 }} {{ [1, 2] + [3] }} '
-        '{{ 7 % 3 }} {{ "a" ~ 1 ~ "b" }} {{ "{}-{}".format(1, 2) }} {{ "x"|center(5) }}|'
+        '{{ 7 % 3 }} {{ "a" ~ 1 ~ "b" }} {{ "{}-{}".format(1, 2) }} {{ "x"|center(5) }} '
+        '{{ 1 ** 5000 }}|'
         '{% set y %}[{{ messages[0].content }}]{% endset %}{{ y }}',
         [{"role": "user", "content": "hi"}])
-    assert out == "ababab ccc 1024     3 [1, 2, 3] 1 a1b 1-2   x  |[hi]"
+    assert out == "ababab ccc 1024     3 [1, 2, 3] 1 a1b 1-2   x   1|[hi]"
