@@ -49,17 +49,24 @@ def start(models: Path, port: int, num_parallel: int, threads: int, num_ctx: int
            "OMP_NUM_THREADS": str(threads)}
     proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            httpx.get(f"http://127.0.0.1:{port}", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.2)
+    wait_up(f"http://127.0.0.1:{port}/")
     modelfile = models / "Modelfile"
     modelfile.write_text(f"FROM {MODEL_FILE}\n")
     subprocess.run([sys.executable, "-m", "ollamapy.cli", "create", "smollm2:135m", "-f",
                     str(modelfile)], env=env, check=True, capture_output=True)
     return proc
+
+
+def wait_up(url: str) -> None:
+    """Until url answers 200 (a server starting: seconds; a hang guard at two minutes)."""
+    for _ in range(600):
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} never answered")
 
 
 async def one_request(http: httpx.AsyncClient, prompt: str, seed: int, n: int) -> dict:

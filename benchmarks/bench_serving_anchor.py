@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -37,26 +36,12 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_serving import MODEL_FILE, free_port  # noqa: E402
+from bench_serving import MODEL_FILE, free_port, start, wait_up  # noqa: E402
 
 SLOT_CTX = 4096
 SYSTEM = "You are a helpful assistant. Answer briefly and clearly."
 LONG = ("The history of the old harbour town goes back many centuries, to the first fishermen "
         "who settled by the river mouth and traded salt with the inland villages. ") * 60
-
-
-def start_ollamapy(models: Path, port: int, slots: int, threads: int) -> subprocess.Popen:
-    env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_MODELS": str(models),
-           "OLLAMA_NUM_PARALLEL": str(slots), "OLLAMA_CONTEXT_LENGTH": str(SLOT_CTX),
-           "OMP_NUM_THREADS": str(threads)}
-    with open(models / "server.log", "w") as log:  # the child keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    wait_up(f"http://127.0.0.1:{port}/")
-    (models / "Modelfile").write_text(f"FROM {MODEL_FILE}\n")
-    subprocess.run([sys.executable, "-m", "ollamapy.cli", "create", "smollm2:135m", "-f",
-                    str(models / "Modelfile")], env=env, check=True, capture_output=True)
-    return proc
 
 
 def start_llama_server(binary: str, port: int, slots: int, threads: int, log: Path
@@ -68,17 +53,6 @@ def start_llama_server(binary: str, port: int, slots: int, threads: int, log: Pa
                                 stdout=out, stderr=subprocess.STDOUT)
     wait_up(f"http://127.0.0.1:{port}/health")
     return proc
-
-
-def wait_up(url: str) -> None:
-    for _ in range(600):
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} never answered")
 
 
 async def chat(http: httpx.AsyncClient, messages: list[dict], max_tokens: int,
@@ -183,8 +157,8 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         ports = {"ollamapy": free_port(), "llama-server": free_port()}
-        procs = {"ollamapy": start_ollamapy(Path(tmp), ports["ollamapy"], args.num_parallel,
-                                            args.threads),
+        procs = {"ollamapy": start(Path(tmp), ports["ollamapy"], args.num_parallel,
+                                   args.threads, num_ctx=SLOT_CTX),
                  "llama-server": start_llama_server(args.llama_server, ports["llama-server"],
                                                     args.num_parallel, args.threads,
                                                     Path(tmp) / "llama-server.log")}
@@ -208,8 +182,8 @@ def main() -> None:
             for proc in procs.values():
                 proc.terminate()
                 proc.wait(timeout=60)
-            for log in ("server.log", "llama-server.log"):
-                print(log, "".join((Path(tmp) / log).read_text().splitlines(True)[-12:]))
+            log = (Path(tmp) / "llama-server.log").read_text().splitlines(True)
+            print("llama-server's log, last lines:", "".join(log[-12:]), sep="\n")
 
     summary = {}
     for name, r in results.items():
