@@ -116,11 +116,6 @@ class Seq:
         return self._next, self._start
 
     @property
-    def cache_len(self) -> int:
-        """Positions of this seq's KV cache that hold entries once `feed()` has run."""
-        return self._start + len(self._next)
-
-    @property
     def sampled(self) -> bool:
         """Its prompt has run and its first token is sampled: it decodes one token a step."""
         return self.t_prompt is not None
@@ -143,7 +138,7 @@ class Seq:
         (and, when the seq ends here, whatever was held back)."""
         if self.t_prompt is None:
             self.t_prompt = time.perf_counter_ns()
-        self.written = self.cache_len  # feed() has run
+        self.written = self._start + len(self._next)  # feed() has run
         scores = penalized(logits, self.history, self.opts, self.num_ctx)  # (vocab,) float32
         if self.constraint is not None:
             self.constraint.mask_(scores)
