@@ -41,11 +41,12 @@ from ollamapy.worker import (
     ServerBusy,
     ShuttingDown,
     Text,
+    TokenLogprob,
     Worker,
 )
 
 __all__ = ["Embeddings", "Finished", "ModelSpec", "RequestError", "Runner", "ServerBusy",
-           "ShuttingDown", "Text"]
+           "ShuttingDown", "Text", "TokenLogprob"]
 
 
 class RequestError(ValueError):
@@ -125,9 +126,17 @@ class Runner:
     def on_gpu(self) -> bool:
         return self.model.device.type != "cpu"
 
+    @property
+    def alive(self) -> bool:
+        """False once the engine thread has stopped (the scheduler then loads afresh)."""
+        return self.worker.thread.is_alive()
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's counters (`Worker.stats`)."""
+        return self.worker.stats()
+
     def options(self, request: Mapping[str, Any] | None) -> Options:
-        """Defaults < Modelfile parameters < the request's options; num_ctx is the runner's."""
-        return parse_options(request, self.base_options).replace(num_ctx=self.num_ctx)
+        return request_options(self.base_options, request, self.num_ctx)
 
     # -- text generation --------------------------------------------------------------------
     def chat(self, messages: Sequence[Mapping[str, Any]], options: Options, *,
@@ -193,15 +202,10 @@ class Runner:
         if self.is_encoder:
             raise RequestError(f'"{self.spec.name}" does not support {what}')
 
-    def _describe(self, lp: TokenLogprobs) -> dict[str, Any]:
-        """Ollama's logprob entry: the token's text and bytes, and the top alternatives."""
-        def entry(token: int, logprob: float) -> dict[str, Any]:
-            raw = self.model.tokenizer.token_bytes(token)
-            return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob,
-                    "bytes": list(raw)}
-
-        return entry(lp.token, lp.logprob) | {
-            "top_logprobs": [entry(t, p) for t, p in lp.top]}
+    def _describe(self, lp: TokenLogprobs) -> TokenLogprob:
+        """Token ids → their bytes (the server writes them as Ollama's or OpenAI's JSON)."""
+        raw = self.model.tokenizer.token_bytes
+        return TokenLogprob(raw(lp.token), lp.logprob, tuple((raw(t), p) for t, p in lp.top))
 
     async def _generate(self, make_prompt: Callable[[], tuple[list[int], int]],
                         options: Options, *, truncate: bool, shift: bool, raw: bool = False,
@@ -263,6 +267,13 @@ class Runner:
                 result = Embeddings([_renormalize(v[:dimensions]) for v in result.vectors],
                                     result.prompt_eval_count)
             yield result
+
+
+def request_options(base: Options, request: Mapping[str, Any] | None, num_ctx: int
+                    ) -> Options:
+    """Defaults < Modelfile parameters (base) < the request's options; num_ctx is the
+    runner's, whatever the request says (a different one reloads the model first)."""
+    return parse_options(request, base).replace(num_ctx=num_ctx)
 
 
 async def _with_tool_calls(events: AsyncIterator[Text | Finished], fmt: ToolCallFormat

@@ -5,13 +5,16 @@ keep_alive overwrites the loaded model's; one that omits it leaves it (a fresh l
 `OLLAMA_KEEP_ALIVE`); the idle timer starts when the last request using the model finishes;
 0 unloads then, a negative value never. A changed `num_ctx` (after clamping to the trained
 context) or a changed model reloads it. At most `OLLAMA_MAX_LOADED_MODELS` stay loaded: the
-least recently used idle one makes room. Only one model loads at a time.
+least recently used idle one makes room. Only one model loads at a time. Each runner's
+engine runs in its own process (`runner_process`) unless OLLAMAPY_ENGINE_PROCESS=0; one whose
+process died is loaded afresh by the next request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -20,6 +23,7 @@ from functools import partial
 from typing import Any
 
 from ollamapy.runner import ModelSpec, Runner
+from ollamapy.runner_process import AnyRunner, RunnerProcess, start_fork_server
 from ollamapy.settings import FOREVER, Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +34,7 @@ DEFAULT_NUM_CTX = 4096  # Ollama's default below 24 GiB of VRAM
 @dataclass(eq=False)
 class Loaded:
     spec: ModelSpec
-    runner: Runner
+    runner: AnyRunner
     keep_alive: float  # seconds, FOREVER for never
     refs: int = 0
     last_used: float = 0.0  # monotonic
@@ -40,13 +44,21 @@ class Loaded:
 
 class Scheduler:
     def __init__(self, settings: Settings,
-                 make_runner: Callable[[ModelSpec, int], Runner] | None = None) -> None:
+                 make_runner: Callable[[ModelSpec, int], AnyRunner] | None = None) -> None:
         self.settings = settings
         self.make_runner = make_runner or partial(
-            Runner, num_parallel=settings.num_parallel, max_queue=settings.max_queue,
+            RunnerProcess if settings.engine_process else Runner,
+            num_parallel=settings.num_parallel, max_queue=settings.max_queue,
             fast=settings.fast, compile=settings.fast and settings.compile)
+        self._processes = make_runner is None and settings.engine_process
         self.loaded: dict[str, Loaded] = {}  # by model name
         self._load_lock = asyncio.Lock()
+
+    def start(self) -> None:
+        """At server start: the fork server that engine processes come from starts in the
+        background, so the first load does not wait for its imports."""
+        if self._processes:
+            threading.Thread(target=start_fork_server, name="fork-server", daemon=True).start()
 
     def wanted_num_ctx(self, spec: ModelSpec, options: Mapping[str, Any] | None) -> int:
         """request options > Modelfile parameter > OLLAMA_CONTEXT_LENGTH > 4096."""
@@ -57,7 +69,7 @@ class Scheduler:
 
     @asynccontextmanager
     async def use(self, spec: ModelSpec, options: Mapping[str, Any] | None = None,
-                  keep_alive: float | None = None) -> AsyncIterator[Runner]:
+                  keep_alive: float | None = None) -> AsyncIterator[AnyRunner]:
         """The runner for spec, loaded if needed, held for the duration of the block."""
         loaded = await self._acquire(spec, self.wanted_num_ctx(spec, options), keep_alive)
         try:
@@ -90,7 +102,7 @@ class Scheduler:
     def _needs_reload(loaded: Loaded, spec: ModelSpec, num_ctx: int) -> bool:
         runner = loaded.runner
         clamped = max(4, min(num_ctx, runner.context_length))
-        return loaded.spec.digest != spec.digest or (
+        return not runner.alive or loaded.spec.digest != spec.digest or (
             not runner.is_encoder and clamped != runner.num_ctx)
 
     async def _wait_idle(self, loaded: Loaded) -> None:

@@ -187,6 +187,9 @@ class Settings:
     noprune: bool
     fast: bool = True  # OLLAMAPY_FAST: GGUF weights stay quantized (int4/int8 kernels)
     compile: bool = True  # OLLAMAPY_COMPILE: the batched decode step is torch.compile'd
+    # OLLAMAPY_ENGINE_PROCESS: each loaded model's engine runs in its own process (0: on a
+    # thread of the server's, for debugging and for tests that reach into the engine)
+    engine_process: bool = True
     # the HTTP guards (server/security.py, server/limits.py); the key stays out of repr()
     api_key: str = field(default="", repr=False)  # OLLAMAPY_API_KEY; "" = no authentication
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # OLLAMAPY_MAX_BODY_BYTES; 0 = no cap
@@ -209,6 +212,7 @@ class Settings:
             noprune=env("OLLAMA_NOPRUNE", environ).lower() in ("1", "true", "yes"),
             fast=_flag("OLLAMAPY_FAST", True, environ),
             compile=_flag("OLLAMAPY_COMPILE", True, environ),
+            engine_process=_flag("OLLAMAPY_ENGINE_PROCESS", True, environ),
             api_key=env("OLLAMAPY_API_KEY", environ),
             max_body_bytes=max(0, _int("OLLAMAPY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES,
                                        environ)),

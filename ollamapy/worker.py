@@ -40,9 +40,18 @@ class ShuttingDown(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """A generated token's bytes and log probability, and the likeliest alternatives'."""
+
+    raw: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()  # (bytes, logprob), most likely first
+
+
+@dataclass(frozen=True, slots=True)
 class Text:
     text: str  # "" when the token's text is held back (part of a character or a stop)
-    logprobs: tuple[dict[str, Any], ...] = ()  # Ollama's logprob entries, when asked for
+    logprobs: tuple[TokenLogprob, ...] = ()  # when asked for: the token(s) this text ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +95,24 @@ class Job:
             self.finished = True
             self.put(_END, error)
 
+    async def items(self) -> AsyncIterator[Any]:
+        """What was put, on the caller's loop, until the end (raising its error if any)."""
+        while True:
+            item, error = await self.queue.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+
 
 class DecodeJob(Job):
     def __init__(self, loop: asyncio.AbstractEventLoop, make_seq: Callable[[], Seq], *,
                  raw: bool = False, messages_dropped: int = 0,
-                 describe: Callable[[TokenLogprobs], dict[str, Any]] | None = None) -> None:
+                 describe: Callable[[TokenLogprobs], TokenLogprob] | None = None) -> None:
         super().__init__(loop)
         self.make_seq, self.raw, self.messages_dropped = make_seq, raw, messages_dropped
-        self.describe = describe  # token logprobs → Ollama's JSON entry (token text, bytes)
+        self.describe = describe  # token ids → bytes, for the caller's logprobs
         self.seq: Seq | None = None  # made when admitted (its timings start then)
         self.generated: list[int] = []
 
@@ -149,15 +168,17 @@ class Worker:
     async def results(self, job: Job) -> AsyncIterator[Any]:
         """The job's items on the caller's loop; leaving early cancels the job."""
         try:
-            while True:
-                item, error = await job.queue.get()
-                if item is _END:
-                    if error is not None:
-                        raise error
-                    return
+            async for item in job.items():
                 yield item
         finally:
             self.cancel(job)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for tests: steps run, jobs waiting and running, slots in use, and
+        (step at which a client left, step at which its slot was free) per cancellation."""
+        with self.cond:
+            return {"steps": self.steps, "waiting": len(self.waiting), "running": 0,
+                    "active": 0, "cancellations": list(self.cancellations)}
 
     def stop(self) -> None:
         with self.cond:
@@ -209,6 +230,11 @@ class DecodeWorker(Worker):
 
     def _busy(self) -> bool:
         return bool(self.batch.active or self.batch.queued or self.embedding)
+
+    def stats(self) -> dict[str, Any]:
+        with self.cond:
+            return super().stats() | {"running": len(self.running),
+                                      "active": len(self.batch.active)}
 
     def _admit(self) -> list[Job]:
         """Decode jobs in order while slots are free; embedding jobs need none, so they are

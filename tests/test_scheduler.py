@@ -16,6 +16,7 @@ class StandIn:
         self.spec, self.is_encoder, self.context_length = spec, False, 8192
         self.num_ctx = max(4, min(num_ctx, 8192))
         self.closed = False
+        self.alive = True  # a real runner's turns False when its engine process dies
 
     def close(self) -> None:
         self.closed = True
@@ -85,6 +86,19 @@ def test_num_ctx_or_model_change_reloads() -> None:
         async with s.use(spec("a", digest="d2", num_ctx=512)) as r4:
             pass
         assert r1.closed and r2 is r3 and r3.closed and not r4.closed
+    run(go())
+
+
+def test_a_runner_whose_engine_died_is_loaded_afresh() -> None:
+    async def go():
+        s = scheduler()
+        async with s.use(spec("a")) as r1:
+            pass
+        r1.alive = False  # its engine process died
+        async with s.use(spec("a")) as r2:
+            pass
+        assert r2 is not r1 and r1.closed and not r2.closed
+        assert [m.runner for m in s.running()] == [r2]
     run(go())
 
 

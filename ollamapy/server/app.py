@@ -117,6 +117,7 @@ def create_app(settings: Settings, scheduler: Scheduler | None = None) -> Starle
         removed = store.clean_temporary()  # leftovers of a writer killed mid-write
         if removed:
             log.info("removed %d stale temporary files from %s", removed, settings.models)
+        state.scheduler.start()
         try:
             yield
         finally:

@@ -21,6 +21,7 @@ from ollamapy.server.errors import APIError, bad_request, model_not_found, model
 from ollamapy.server.running import (
     check_options,
     keep_alive_of,
+    logprob_entries,
     metrics,
     run_model,
     with_call_ids,
@@ -51,7 +52,7 @@ def _truncation(done: Finished) -> dict[str, Any]:
 
 
 def _with_logprobs(chunk: Chunk, event: Text) -> Chunk:
-    return chunk | {"logprobs": list(event.logprobs)} if event.logprobs else chunk
+    return chunk | {"logprobs": logprob_entries(event.logprobs)} if event.logprobs else chunk
 
 
 def _merge_logprobs(chunks: list[Chunk]) -> dict[str, Any]:

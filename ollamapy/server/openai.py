@@ -32,7 +32,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ollamapy.engine.options import Options
 from ollamapy.runner import Embeddings, Finished, ModelSpec, Runner
 from ollamapy.server.errors import APIError, bad_request, error_headers
-from ollamapy.server.running import check_options, keep_alive_of, run_model, with_call_ids
+from ollamapy.server.running import (
+    check_options,
+    keep_alive_of,
+    logprob_entries,
+    run_model,
+    with_call_ids,
+)
 from ollamapy.server.schemas import parse_json_body
 from ollamapy.server.state import State
 from ollamapy.server.streaming import dumps
@@ -376,8 +382,9 @@ async def _text_request(request: Request, kind: str) -> Response:
                 return out + [choice(**end, finish_reason=reason)]
             extra: dict[str, Any] = {}
             if event.logprobs:
-                extra["logprobs"] = _chat_logprobs(event.logprobs) if chat else \
-                    _completion_logprobs(event.logprobs, text_offset)
+                these = logprob_entries(event.logprobs)
+                extra["logprobs"] = _chat_logprobs(these) if chat else \
+                    _completion_logprobs(these, text_offset)
             if not chat:
                 text_offset += len(event.text)
                 return [choice(text=event.text, finish_reason=None, **extra)]
@@ -399,7 +406,7 @@ async def _text_request(request: Request, kind: str) -> Response:
                 final = event
             else:
                 text.append(event.text)
-                entries.extend(event.logprobs)
+                entries.extend(logprob_entries(event.logprobs))
     assert final is not None
     reason = "tool_calls" if final.tool_calls else final.done_reason
     if chat:

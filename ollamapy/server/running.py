@@ -16,7 +16,8 @@ from contextlib import aclosing
 from typing import Any
 
 from ollamapy.engine.options import Options, OptionsError, parse_options
-from ollamapy.runner import Finished, ModelSpec, Runner, ServerBusy, ShuttingDown
+from ollamapy.runner import Finished, ModelSpec, ServerBusy, ShuttingDown, TokenLogprob
+from ollamapy.runner_process import AnyRunner, RunnerStopped
 from ollamapy.server.errors import APIError, bad_request
 from ollamapy.server.schemas import check_option_ranges
 from ollamapy.server.state import State
@@ -58,23 +59,37 @@ def metrics(done: Finished, t_start: int, load_ns: int) -> dict[str, Any]:
 
 
 async def run_model(state: State, spec: ModelSpec, options: Mapping[str, Any],
-               keep_alive: float | None, start: Callable[[Runner], AsyncIterator[Any]]
+               keep_alive: float | None, start: Callable[[AnyRunner], AsyncIterator[Any]]
                     ) -> AsyncIterator[tuple[Any, int]]:
     """Hold the model's runner while `start(runner)` streams; → (event, load_ns) pairs.
     Request problems found by the runner become 400s."""
     t_start = time.perf_counter_ns()
-    async with state.scheduler.use(spec, options, keep_alive) as runner:
-        load_ns = time.perf_counter_ns() - t_start
-        try:
-            async with aclosing(start(runner)) as events:
-                async for event in events:
-                    yield event, load_ns
-        except ServerBusy:
-            raise APIError(503, BUSY) from None
-        except ShuttingDown as e:
-            raise APIError(503, str(e)) from None
-        except ValueError as e:  # RequestError, OptionsError, an empty prompt …
-            raise bad_request(str(e)) from None
+    try:
+        async with state.scheduler.use(spec, options, keep_alive) as runner:
+            load_ns = time.perf_counter_ns() - t_start
+            try:
+                async with aclosing(start(runner)) as events:
+                    async for event in events:
+                        yield event, load_ns
+            except ServerBusy:
+                raise APIError(503, BUSY) from None
+            except ShuttingDown as e:
+                raise APIError(503, str(e)) from None
+            except ValueError as e:  # RequestError, OptionsError, an empty prompt …
+                raise bad_request(str(e)) from None
+    except RunnerStopped as e:  # the engine process died (loading, or under the request)
+        raise APIError(500, str(e)) from None
+
+
+def logprob_entries(logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """Ollama's logprob entries: each token's text (invalid UTF-8 replaced) and bytes, with
+    its alternatives'."""
+    def entry(raw: bytes, logprob: float) -> dict[str, Any]:
+        return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob,
+                "bytes": list(raw)}
+
+    return [entry(lp.raw, lp.logprob) | {"top_logprobs": [entry(r, p) for r, p in lp.top]}
+            for lp in logprobs]
 
 
 def with_call_ids(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -2,8 +2,8 @@
 bound, eviction and graceful shutdown.
 
 Most tests run the server in this process (uvicorn on a thread, over the store the session
-server imported) so they can read the runner's counters; the shutdown test signals a real
-`ollamapy serve` process."""
+server imported) so they can read the engine's counters (`stats()`, from the engine process);
+the shutdown test signals a real `ollamapy serve` process."""
 
 from __future__ import annotations
 
@@ -80,11 +80,11 @@ def test_eight_concurrent_streams_finish_and_match_their_solo_answers(server) ->
             async with ollama.AsyncClient(host=url) as client:
                 return await asyncio.gather(*(one(client, p) for p in PROMPTS))
 
-        worker = state.scheduler.loaded["smollm2:135m"].runner.worker
-        before = worker.steps
+        runner = state.scheduler.loaded["smollm2:135m"].runner
+        before = runner.stats()["steps"]
         together = asyncio.run(all_at_once())
         # alone, 8 requests x 15 decode steps; batched 4 at a time, about a quarter of that
-        assert worker.steps - before <= len(PROMPTS) * 15 // 2
+        assert runner.stats()["steps"] - before <= len(PROMPTS) * 15 // 2
     assert together == [solo[p] for p in PROMPTS]
 
 
@@ -134,11 +134,12 @@ def test_a_disconnected_client_frees_its_slot_within_one_step(server) -> None:
             first = json.loads(next(r.iter_lines()))
             assert first["done"] is False
         # the stream is closed: the client is gone
-        worker = state.scheduler.loaded["smollm2:135m"].runner.worker
-        wait_for(lambda: worker.cancellations)
-        (left_at, freed_at), = worker.cancellations
+        runner = state.scheduler.loaded["smollm2:135m"].runner
+        wait_for(lambda: runner.stats()["cancellations"])
+        stats = runner.stats()
+        (left_at, freed_at), = stats["cancellations"]
         assert freed_at - left_at <= 1
-        assert worker.batch.active == [] and worker.running == {}
+        assert stats["active"] == stats["running"] == 0
         # and the freed slot serves the next request
         assert http.post("/api/generate", json={**greedy(PROMPTS[1]), "stream": False}
                          ).json()["eval_count"] == 16
@@ -156,11 +157,11 @@ def test_the_queue_bound_answers_503(server) -> None:
         running = threading.Thread(target=long_request, args=("running",))
         running.start()
         wait_for(lambda: "smollm2:135m" in state.scheduler.loaded
-                 and state.scheduler.loaded["smollm2:135m"].runner.worker.running)
+                 and state.scheduler.loaded["smollm2:135m"].runner.stats()["running"])
         queued = threading.Thread(target=long_request, args=("queued",))
         queued.start()
-        worker = state.scheduler.loaded["smollm2:135m"].runner.worker
-        wait_for(lambda: len(worker.waiting) == 1)
+        runner = state.scheduler.loaded["smollm2:135m"].runner
+        wait_for(lambda: runner.stats()["waiting"] == 1)
         r = httpx.post(f"{url}/api/generate", json=greedy(PROMPTS[1]), timeout=60)
         assert r.status_code == 503
         assert r.json() == {
@@ -191,7 +192,7 @@ def test_n_plus_10_calls_on_two_busy_models_get_503_with_retry_after(server) -> 
             t.start()
         for model in models:
             wait_for(lambda m=model: m in state.scheduler.loaded
-                     and state.scheduler.loaded[m].runner.worker.running)
+                     and state.scheduler.loaded[m].runner.stats()["running"])
         burst: list[tuple[str, int, str | None, dict]] = []
         errors: list[BaseException] = []
 
@@ -241,8 +242,8 @@ def test_concurrent_embeddings_share_forwards(server) -> None:
         texts = [f"sentence number {i}" for i in range(12)]
         with ollama.Client(host=url) as client:
             solo = [client.embed(model="all-minilm", input=t).embeddings[0] for t in texts]
-        worker = state.scheduler.loaded["all-minilm:latest"].runner.worker
-        before = worker.steps
+        runner = state.scheduler.loaded["all-minilm:latest"].runner
+        before = runner.stats()["steps"]
 
         async def all_at_once():
             async with ollama.AsyncClient(host=url) as client:
@@ -252,7 +253,7 @@ def test_concurrent_embeddings_share_forwards(server) -> None:
         together = [r.embeddings[0] for r in asyncio.run(all_at_once())]
         for a, b in zip(together, solo, strict=True):
             assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 1e-5
-        assert worker.steps - before < len(texts)  # some requests shared a forward
+        assert runner.stats()["steps"] - before < len(texts)  # some requests shared a forward
 
 
 def refused(url: str) -> bool:

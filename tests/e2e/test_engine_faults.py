@@ -26,9 +26,9 @@ def test_18_clients_that_leave_before_the_first_token_cost_nothing(server) -> No
         for _ in range(4):
             with contextlib.suppress(httpx.TimeoutException):
                 http.post("/api/generate", json=LONG, timeout=0.2)
-        worker = state.scheduler.loaded["smollm2:135m"].runner.worker
-        wait_for(lambda: not worker.running and not worker.waiting)
-        assert not worker.batch.active
+        runner = state.scheduler.loaded["smollm2:135m"].runner
+        wait_for(lambda: runner.stats()["running"] == runner.stats()["waiting"] == 0)
+        assert runner.stats()["active"] == 0
         r = http.post("/api/generate", json={
             "model": "smollm2:135m", "prompt": "Hi", "stream": False,
             "options": {"num_predict": 2}})
@@ -36,7 +36,9 @@ def test_18_clients_that_leave_before_the_first_token_cost_nothing(server) -> No
 
 
 def test_24_a_step_that_fails_mid_stream_does_not_wedge_the_model(server) -> None:
-    with inprocess(server.models) as (url, state), httpx.Client(base_url=url, timeout=60) as http:
+    # the engine on a thread of this process, so that the test can break its decode step
+    with inprocess(server.models, OLLAMAPY_ENGINE_PROCESS="0") as (url, state), \
+            httpx.Client(base_url=url, timeout=60) as http:
         http.post("/api/generate", json={"model": "smollm2:135m"})
         batch = state.scheduler.loaded["smollm2:135m"].runner.worker.batch
         real, calls = batch.decode, 0

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.runner import Finished, ModelSpec, RequestError, Text
+from ollamapy.runner_process import STOPPED, RunnerStopped
 from ollamapy.scheduler import Scheduler
 from ollamapy.server.app import create_app
 from ollamapy.settings import Settings
@@ -28,6 +29,7 @@ class FakeRunner:
     def __init__(self, spec: ModelSpec, num_ctx: int) -> None:
         self.spec, self.num_ctx = spec, min(num_ctx, 2048)
         self.is_encoder, self.context_length, self.size, self.on_gpu = False, 2048, 1000, False
+        self.alive = True
         self.closed = False
         self.seen: list[tuple[str, Options]] = []
         FakeRunner.instances.append(self)
@@ -41,6 +43,8 @@ class FakeRunner:
         yield Text("Hel")
         if FakeRunner.mode == "during":
             raise RuntimeError("an error was encountered while running the model")
+        if FakeRunner.mode == "stopped":  # the engine process died under the request
+            raise RunnerStopped(STOPPED)
         yield Text("lo")
         yield Finished("stop", 3, 1000, 2, 2000, [1, 2, 3, 4, 5])
 
@@ -179,3 +183,11 @@ def test_openai_models_list_is_never_null(tmp_path) -> None:
     settings = Settings.from_env({"OLLAMA_MODELS": str(tmp_path / "empty")})
     with TestClient(create_app(settings)) as c:
         assert c.get("/v1/models").json() == {"object": "list", "data": []}
+
+
+def test_a_dead_engine_is_a_500_with_ollamas_text(client) -> None:
+    FakeRunner.mode = "stopped"
+    r = client.post("/api/generate", json={"model": "fake", "prompt": "hi", "stream": False})
+    assert r.status_code == 500 and r.json() == {"error": STOPPED}
+    r = client.post("/api/generate", json={"model": "fake", "prompt": "hi"})
+    assert r.status_code == 200 and lines(r)[-1] == {"error": STOPPED}

@@ -43,6 +43,7 @@ class GatedRunner:
     def __init__(self, spec: ModelSpec, num_ctx: int) -> None:
         self.spec, self.num_ctx = spec, min(num_ctx, 2048)
         self.is_encoder, self.context_length, self.size, self.on_gpu = False, 2048, 1000, False
+        self.alive = True
         self.closed = False
         GatedRunner.instances.append(self)
 

@@ -1,0 +1,90 @@
+"""Each loaded model's engine runs in its own process (issue 14 item 1), on the session's
+real `ollamapy serve`: killing one mid-stream ends its requests with Ollama's error, the
+other models keep serving, and the next request loads the killed model afresh."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ollamapy.runner_process import COMM_PREFIX, STOPPED
+from tests.e2e.test_concurrency import HANG_GUARD_S, wait_for
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
+                                reason="finds engine processes through Linux's /proc")
+
+
+def comm(model: str) -> str:
+    """The process name of a model's engine: COMM_PREFIX and the model, in Linux's 15 bytes."""
+    return (COMM_PREFIX + model)[:15]
+
+
+def engines(server_pid: int) -> dict[str, int]:
+    """The server's engine processes (its descendants named by `comm`): name → pid."""
+    parents: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process exited while we looked
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+        pid = int(stat.parent.name)
+        parents[pid], names[pid] = int(rest.split()[1]), name
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == server_pid:
+                return True
+        return False
+
+    return {names[p]: p for p in names if names[p].startswith(COMM_PREFIX) and descends(p)}
+
+
+def gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"  # exited, not yet reaped
+
+
+def test_killing_an_engine_mid_stream_ends_its_requests_and_the_next_one_reloads(server
+                                                                                ) -> None:
+    long = {"model": "smollm2:135m", "prompt": "Tell me a very long story.",
+            "options": {"temperature": 0, "num_predict": 2000}}
+    with httpx.Client(base_url=server.url, timeout=HANG_GUARD_S) as http:
+        assert http.post("/api/embed", json={"model": "all-minilm", "input": "x"}
+                         ).status_code == 200
+        assert http.post("/api/generate", json={"model": "smollm2:135m"}).status_code == 200
+        before = engines(server.process.pid)
+        victim, bystander = before[comm("smollm2:135m")], before[comm("all-minilm")]
+        with http.stream("POST", "/api/generate", json=long) as a, \
+                http.stream("POST", "/api/chat", json={
+                    **long, "messages": [{"role": "user", "content": long["prompt"]}]}) as b:
+            streams = [a.iter_lines(), b.iter_lines()]
+            firsts = [json.loads(next(s)) for s in streams]  # both are generating
+            assert [f["done"] for f in firsts] == [False, False]
+            os.kill(victim, signal.SIGKILL)
+            rests = [[json.loads(line) for line in s] for s in streams]
+        for rest in rests:  # each stream ends with Ollama's error line, and nothing is done
+            assert rest[-1] == {"error": STOPPED}
+            assert not any(chunk.get("done") for chunk in rest)
+        wait_for(lambda: gone(victim))
+        # the other model's engine never noticed
+        r = http.post("/api/embed", json={"model": "all-minilm", "input": "still here"})
+        assert r.status_code == 200 and len(r.json()["embeddings"][0]) == 384
+        assert engines(server.process.pid)[comm("all-minilm")] == bystander
+        # the next request to the killed model loads it again, in a new engine process
+        r = http.post("/api/generate", json={**long, "stream": False,
+                                             "options": {"temperature": 0, "num_predict": 3}})
+        assert r.status_code == 200 and r.json()["eval_count"] == 3
+        after = engines(server.process.pid)
+        assert after[comm("smollm2:135m")] != victim and victim not in after.values()
+        assert "smollm2:135m" in [m["name"] for m in http.get("/api/ps").json()["models"]]
