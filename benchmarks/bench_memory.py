@@ -11,8 +11,9 @@ that checkout, e.g. `cd /tmp/before && /path/to/.venv/bin/python /path/to/bench_
 
 The server runs with the settings `make serve` uses (fast path and compile on,
 OLLAMA_NUM_PARALLEL=4, OLLAMA_CONTEXT_LENGTH=4096) over a temporary store into which the model
-is imported. Measured from /proc: RSS before any model, after the first request (model loaded,
-decode step compiled), and the peak (VmHWM) after `--clients` concurrent streaming requests.
+is imported. Measured from /proc over the server and its descendants (the engine process and
+the fork server): RSS before any model, after the first request (model loaded, decode step
+compiled), and the peak (VmHWM, summed) after `--clients` concurrent streaming requests.
 The KV cache's size is its capacity (slots x window x layers x 2 x kv heads x head dim x 4
 bytes), whatever part of it is resident. Prints a table; merges the row into
 benchmarks/results/bench_memory.json (one row per label) and plots them to its .png.
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_serving import MODEL_FILE, PROMPTS, free_port, one_request, start  # noqa: E402
@@ -38,10 +40,14 @@ NUM_PARALLEL, NUM_CTX = 4, 4096
 
 
 def proc_mb(pid: int, field: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field}")
+    """field (VmRSS, VmHWM) summed over the server and its descendants: its engine processes
+    and the fork server they come from. A sum of peaks bounds the peak of the sum."""
+    total = 0.0
+    for p in [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                total += int(line.split()[1]) / 1024
+    return total
 
 
 def kv_capacity_mb() -> float:

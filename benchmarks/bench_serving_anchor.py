@@ -5,7 +5,11 @@
    first token, warm (a slot holds the first turn) and, for ollamapy, cold (after an unload);
 3. a ~2,000-token prompt arriving while another request streams: the streaming request's
    p95 time between tokens while the prompt is being prefilled, against its steady p95;
-4. resident memory of each server after the scenarios.
+4. resident memory of each server after the scenarios: RSS summed over the server and its
+   child processes (ollamapy: the HTTP process, the fork server, the engine), and PSS, which
+   counts pages the processes share once;
+5. the engine alone: the same decode through a `Runner` in one process, no HTTP (the
+   denominator of the issue's "client-seen decode >= 0.95x the engine's own").
 
     .venv/bin/python benchmarks/bench_serving_anchor.py --llama-server PATH [--threads 2]
         [--rounds 3] [--num-parallel 4]
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -135,9 +140,45 @@ async def long_prompt_beside_a_stream(url: str, round_: int) -> dict:
             "long_ttft_ms": 1e3 * (t_first - t_sent), "gaps_during": len(during)}
 
 
-def rss_mb(proc: subprocess.Popen) -> float:
+def memory_mb(proc: subprocess.Popen) -> tuple[float, float]:
+    """(RSS, PSS) of the process and its descendants."""
     p = psutil.Process(proc.pid)
-    return sum(q.memory_info().rss for q in [p, *p.children(recursive=True)]) / 2**20
+    infos = [q.memory_full_info() for q in [p, *p.children(recursive=True)]]
+    return sum(i.rss for i in infos) / 2**20, sum(i.pss for i in infos) / 2**20
+
+
+# the engine's own decode: a Runner (fast path, compiled, the server's slots and window) fed
+# one streaming chat in this process's event loop, timed as a client times its chunks
+ENGINE_ALONE = """
+import asyncio, statistics, sys, time
+from pathlib import Path
+from ollamapy.contract import ModelSpec
+from ollamapy.runner import Runner
+
+path, slots, ctx, rounds = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+runner = Runner(ModelSpec("smollm2:135m", path), ctx, num_parallel=slots, fast=True, compile=True)
+messages = [{"role": "user", "content": "Tell me a story about a dragon."}]
+
+async def one():
+    times = []
+    async for event in runner.chat(messages, runner.options({"temperature": 0,
+                                                            "num_predict": 128})):
+        if getattr(event, "text", ""):
+            times.append(time.perf_counter())
+    return (len(times) - 1) / (times[-1] - times[0])
+
+asyncio.run(one())  # warm up
+print(statistics.median(asyncio.run(one()) for _ in range(rounds)))
+runner.close()
+"""
+
+
+def engine_alone(threads: int, slots: int, rounds: int) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    out = subprocess.run([sys.executable, "-c", ENGINE_ALONE, str(MODEL_FILE), str(slots),
+                          str(SLOT_CTX), str(rounds)], env=env, check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def median(rows: list[dict], key: str) -> float:
@@ -175,7 +216,7 @@ def main() -> None:
                     r["long_prompt"].append(asyncio.run(long_prompt_beside_a_stream(url,
                                                                                     round_)))
             for name, proc in procs.items():
-                results[name]["rss_mb"] = rss_mb(proc)
+                results[name]["rss_mb"], results[name]["pss_mb"] = memory_mb(proc)
             cold = [asyncio.run(cold_turn(urls["ollamapy"], t["second"]))
                     for t in results["ollamapy"]["next_turn"]]
         finally:
@@ -196,20 +237,25 @@ def main() -> None:
             "gap_p95_during_long_prefill_ms": median(r["long_prompt"], "during_prefill_p95_ms"),
             "gap_max_during_long_prefill_ms": median(r["long_prompt"], "during_prefill_max_ms"),
             "long_prompt_ttft_ms": median(r["long_prompt"], "long_ttft_ms"),
-            "rss_mb": r["rss_mb"]}
+            "rss_mb": r["rss_mb"], "pss_mb": r["pss_mb"]}
         for t in r["next_turn"]:
             t.pop("second")
     summary["ollamapy"]["second_turn_ttft_cold_ms"] = statistics.median(cold)
+    summary["ollamapy"]["engine_alone_decode_tok_s"] = engine_alone(
+        args.threads, args.num_parallel, args.rounds)
     ours, anchor = summary["ollamapy"], summary["llama-server"]
     print(f"smollm2-135m, {args.num_parallel} slots of {SLOT_CTX}, {args.threads} threads, "
           f"{args.rounds} rounds, medians")
     print(f"{'':34} {'ollamapy':>10} {'llama-server':>12} {'ratio':>6}")
     for key in ("decode_tok_s", "ttft_ms", "first_turn_ttft_ms", "second_turn_ttft_ms",
                 "steady_gap_p95_ms", "gap_p95_during_long_prefill_ms",
-                "gap_max_during_long_prefill_ms", "long_prompt_ttft_ms", "rss_mb"):
+                "gap_max_during_long_prefill_ms", "long_prompt_ttft_ms", "rss_mb", "pss_mb"):
         print(f"{key:34} {ours[key]:>10.1f} {anchor[key]:>12.1f} "
               f"{ours[key] / anchor[key]:>6.2f}")
     print(f"{'second_turn_ttft_cold_ms':34} {ours['second_turn_ttft_cold_ms']:>10.1f}")
+    alone = ours["engine_alone_decode_tok_s"]
+    print(f"{'engine_alone_decode_tok_s':34} {alone:>10.1f}   client-seen / engine alone: "
+          f"{ours['decode_tok_s'] / alone:.2f}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"threads": args.threads, "slots": args.num_parallel,

@@ -16,11 +16,19 @@ import gc
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
+from ollamapy.contract import (
+    Embeddings,
+    Finished,
+    ModelSpec,
+    RequestError,
+    Text,
+    TokenLogprob,
+    request_options,
+)
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.device import release_cached_memory
@@ -31,40 +39,7 @@ from ollamapy.loaded import LoadedModel, load
 from ollamapy.prompt import ModelPrompt, chat_messages, fit_messages, generate_messages, render
 from ollamapy.text.detokenize import IncrementalDetokenizer
 from ollamapy.text.toolcalls import ToolCallFormat, ToolCallParser
-from ollamapy.worker import (
-    DecodeJob,
-    DecodeWorker,
-    Embeddings,
-    EmbedJob,
-    EmbedWorker,
-    Finished,
-    ServerBusy,
-    ShuttingDown,
-    Text,
-    TokenLogprob,
-    Worker,
-)
-
-__all__ = ["Embeddings", "Finished", "ModelSpec", "RequestError", "Runner", "ServerBusy",
-           "ShuttingDown", "Text", "TokenLogprob"]
-
-
-class RequestError(ValueError):
-    """A request the model cannot serve (HTTP 400), with Ollama's message."""
-
-
-@dataclass(frozen=True, slots=True)
-class ModelSpec:
-    """What a runner needs from the store: files and the prompt-side layers."""
-
-    name: str  # display name, e.g. "smollm2:135m"
-    path: Path  # a .gguf file or a Hugging Face folder
-    template: str | None = None
-    system: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
-    messages: tuple[Mapping[str, Any], ...] = ()
-    digest: str = ""  # the manifest's, to tell a changed model from a loaded one
-    capabilities: tuple[str, ...] = ("completion",)  # Ollama's: completion, embedding, tools…
+from ollamapy.worker import DecodeJob, DecodeWorker, EmbedJob, EmbedWorker, Worker
 
 
 class Runner:
@@ -267,13 +242,6 @@ class Runner:
                 result = Embeddings([_renormalize(v[:dimensions]) for v in result.vectors],
                                     result.prompt_eval_count)
             yield result
-
-
-def request_options(base: Options, request: Mapping[str, Any] | None, num_ctx: int
-                    ) -> Options:
-    """Defaults < Modelfile parameters (base) < the request's options; num_ctx is the
-    runner's, whatever the request says (a different one reloads the model first)."""
-    return parse_options(request, base).replace(num_ctx=num_ctx)
 
 
 async def _with_tool_calls(events: AsyncIterator[Text | Finished], fmt: ToolCallFormat

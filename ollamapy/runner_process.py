@@ -35,11 +35,13 @@ from dataclasses import dataclass
 from multiprocessing import forkserver
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ollamapy.contract import Job, ModelSpec, ShuttingDown, request_options
 from ollamapy.engine.options import Options
-from ollamapy.runner import ModelSpec, Runner, request_options
-from ollamapy.worker import Job, ShuttingDown
+
+if TYPE_CHECKING:
+    from ollamapy.runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +73,15 @@ class Facts:
 
 
 def start_fork_server() -> None:
-    """Start the fork server now (it imports torch and ollamapy once, ~2 s), so the first
-    load does not wait for it."""
+    """Start the fork server now (it imports torch and the engine once), so the first load
+    does not wait for it."""
     _context()
     forkserver.ensure_running()
 
 
 def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    ctx.set_forkserver_preload(["ollamapy.runner", __name__])  # torch, the engine, …
     return ctx
 
 
@@ -254,9 +256,6 @@ class RunnerProcess:
         self.conn.close()
 
 
-AnyRunner = Runner | RunnerProcess  # what the scheduler hands the handlers
-
-
 # -- the engine's side ------------------------------------------------------------------------
 
 
@@ -269,6 +268,8 @@ def _engine_main(conn: Connection, spec: ModelSpec, num_ctx: int,
         Path("/proc/self/comm").write_text(f"{COMM_PREFIX}{spec.name}"[:15])
     logging.basicConfig(level=logging.WARNING,
                         format=f"%(levelname)s engine:{spec.name} %(name)s: %(message)s")
+    from ollamapy.runner import Runner  # the engine: torch and all (already in the preload)
+
     try:
         runner = Runner(spec, num_ctx, **runner_args)
     except Exception as e:

@@ -20,11 +20,16 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ollamapy.runner import ModelSpec, Runner
-from ollamapy.runner_process import AnyRunner, RunnerProcess, start_fork_server
+from ollamapy.contract import ModelSpec
+from ollamapy.runner_process import RunnerProcess, start_fork_server
 from ollamapy.settings import FOREVER, Settings
+
+if TYPE_CHECKING:
+    from ollamapy.runner import Runner
+
+    AnyRunner = Runner | RunnerProcess  # what the scheduler hands the handlers
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ class Scheduler:
                  make_runner: Callable[[ModelSpec, int], AnyRunner] | None = None) -> None:
         self.settings = settings
         self.make_runner = make_runner or partial(
-            RunnerProcess if settings.engine_process else Runner,
+            RunnerProcess if settings.engine_process else _runner_class(),
             num_parallel=settings.num_parallel, max_queue=settings.max_queue,
             fast=settings.fast, compile=settings.fast and settings.compile)
         self._processes = make_runner is None and settings.engine_process
@@ -163,6 +168,13 @@ class Scheduler:
     def shutdown(self) -> None:
         for loaded in list(self.loaded.values()):
             self._unload(loaded)
+
+
+def _runner_class() -> type[Runner]:
+    """The engine on a thread of this process: only then does the server import torch."""
+    from ollamapy.runner import Runner
+
+    return Runner
 
 
 def _deadline(keep_alive: float) -> float:

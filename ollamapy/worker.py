@@ -20,91 +20,21 @@ import math
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from ollamapy.contract import (
+    Embeddings,
+    Finished,
+    Job,
+    ServerBusy,
+    ShuttingDown,
+    Text,
+    TokenLogprob,
+)
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.seq import Delta, Done, Seq, TokenLogprobs
 
 log = logging.getLogger(__name__)
-
-_END = object()
-
-
-class ServerBusy(Exception):
-    """The queue is full (Ollama's 503)."""
-
-
-class ShuttingDown(Exception):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLogprob:
-    """A generated token's bytes and log probability, and the likeliest alternatives'."""
-
-    raw: bytes
-    logprob: float
-    top: tuple[tuple[bytes, float], ...] = ()  # (bytes, logprob), most likely first
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    text: str  # "" when the token's text is held back (part of a character or a stop)
-    logprobs: tuple[TokenLogprob, ...] = ()  # when asked for: the token(s) this text ends
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    done_reason: str
-    prompt_eval_count: int
-    prompt_eval_duration: int  # ns
-    eval_count: int
-    eval_duration: int  # ns
-    context: list[int]  # prompt and generated ids (generate's deprecated `context`)
-    prompt_tokens_dropped: int = 0
-    messages_dropped: int = 0
-    prompt_tokens_cached: int = 0  # prompt tokens a slot already held (prefix reuse)
-    tool_calls: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Embeddings:
-    vectors: list[list[float]]
-    prompt_eval_count: int
-
-
-class Job:
-    """One request inside a worker: the worker puts results, the caller iterates them."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
-        self.cancelled = False  # set by the caller's side, read by the worker under its lock
-        self.cancel_step = -1  # the worker's step count when the caller went away
-        self.finished = False
-
-    def put(self, item: Any, error: BaseException | None = None) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, (item, error))
-        except RuntimeError:  # the caller's loop is closed: nobody is listening
-            self.cancelled = True
-
-    def end(self, error: BaseException | None = None) -> None:
-        if not self.finished:
-            self.finished = True
-            self.put(_END, error)
-
-    async def items(self) -> AsyncIterator[Any]:
-        """What was put, on the caller's loop, until the end (raising its error if any)."""
-        while True:
-            item, error = await self.queue.get()
-            if item is _END:
-                if error is not None:
-                    raise error
-                return
-            yield item
-
 
 class DecodeJob(Job):
     def __init__(self, loop: asyncio.AbstractEventLoop, make_seq: Callable[[], Seq], *,

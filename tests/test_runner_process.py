@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ollamapy.runner import ModelSpec, RequestError
+from ollamapy.contract import ModelSpec, RequestError
 from ollamapy.runner_process import RunnerProcess, _portable
 
 

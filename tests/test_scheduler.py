@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from ollamapy.runner import ModelSpec
+from ollamapy.contract import ModelSpec
 from ollamapy.scheduler import Scheduler
 from ollamapy.settings import FOREVER, Settings
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ollamapy.runner import Finished, ModelSpec, Runner, Text
+from ollamapy.contract import Finished, ModelSpec, Text
 from ollamapy.server import schemas
 from ollamapy.server.errors import APIError, bad_request, model_not_found, model_not_found_pull
 from ollamapy.server.running import (
@@ -28,6 +28,9 @@ from ollamapy.server.running import (
 )
 from ollamapy.server.state import State
 from ollamapy.server.streaming import Chunk, OllamaJSON, created_at, respond
+
+if TYPE_CHECKING:
+    from ollamapy.scheduler import AnyRunner
 
 
 def _check_common(fields: Mapping[str, Any], name: str) -> None:
@@ -97,7 +100,7 @@ async def generate(request: Request) -> Response:
         return await _load_only(state, spec, keep_alive, {"model": name, "response": ""})
     raw = fields.get("raw", False)
 
-    def start(runner: Runner) -> AsyncIterator[Any]:
+    def start(runner: AnyRunner) -> AsyncIterator[Any]:
         return runner.generate(fields.get("prompt", ""), runner.options(options),
                                system=fields.get("system"), raw=raw,
                                template=fields.get("template"), suffix=fields.get("suffix"),
@@ -152,7 +155,7 @@ async def chat(request: Request) -> Response:
     if not messages:
         return await _load_only(state, spec, keep_alive, {"model": name, "message": empty})
 
-    def start(runner: Runner) -> AsyncIterator[Any]:
+    def start(runner: AnyRunner) -> AsyncIterator[Any]:
         return runner.chat(messages, runner.options(options), tools=tools or None,
                            truncate=fields.get("truncate", True),
                            shift=fields.get("shift", True), logprobs=_logprobs(fields),
@@ -274,7 +277,7 @@ async def _one(result: Any) -> AsyncIterator[Any]:
 
 async def tokenize(request: Request) -> Response:
     """{model, content[, add_special, parse_special]} → {model, tokens}."""
-    async def work(runner: Runner, fields: Mapping[str, Any]) -> dict[str, Any]:
+    async def work(runner: AnyRunner, fields: Mapping[str, Any]) -> dict[str, Any]:
         tokens = await runner.tokenize(fields.get("content", ""),
                                        add_special=fields.get("add_special", False),
                                        parse_special=fields.get("parse_special", True))
@@ -285,7 +288,7 @@ async def tokenize(request: Request) -> Response:
 
 async def detokenize(request: Request) -> Response:
     """{model, tokens} → {model, content}."""
-    async def work(runner: Runner, fields: Mapping[str, Any]) -> dict[str, Any]:
+    async def work(runner: AnyRunner, fields: Mapping[str, Any]) -> dict[str, Any]:
         return {"content": await runner.detokenize(fields.get("tokens", []))}
 
     return await _tokens(request, schemas.DETOKENIZE, "DetokenizeRequest", work)

@@ -23,14 +23,14 @@ import struct
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from ollamapy.contract import Embeddings, Finished, ModelSpec
 from ollamapy.engine.options import Options
-from ollamapy.runner import Embeddings, Finished, ModelSpec, Runner
 from ollamapy.server.errors import APIError, bad_request, error_headers
 from ollamapy.server.running import (
     check_options,
@@ -43,6 +43,9 @@ from ollamapy.server.schemas import parse_json_body
 from ollamapy.server.state import State
 from ollamapy.server.streaming import dumps
 from ollamapy.store import StoreError
+
+if TYPE_CHECKING:
+    from ollamapy.scheduler import AnyRunner
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +346,7 @@ async def _text_request(request: Request, kind: str) -> Response:
 
     logprobs = _logprobs(body, chat)
 
-    def start(runner: Runner) -> AsyncIterator[Any]:
+    def start(runner: AnyRunner) -> AsyncIterator[Any]:
         opts = runner.options(options)
         if chat:
             return runner.chat(messages, opts, tools=tools or None, logprobs=logprobs,

@@ -13,15 +13,18 @@ import string
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ollamapy.contract import Finished, ModelSpec, ServerBusy, ShuttingDown, TokenLogprob
 from ollamapy.engine.options import Options, OptionsError, parse_options
-from ollamapy.runner import Finished, ModelSpec, ServerBusy, ShuttingDown, TokenLogprob
-from ollamapy.runner_process import AnyRunner, RunnerStopped
+from ollamapy.runner_process import RunnerStopped
 from ollamapy.server.errors import APIError, bad_request
 from ollamapy.server.schemas import check_option_ranges
 from ollamapy.server.state import State
 from ollamapy.settings import parse_keep_alive
+
+if TYPE_CHECKING:
+    from ollamapy.scheduler import AnyRunner
 
 # Ollama's text, two spaces included (server/sched.go ErrMaxQueue)
 BUSY = "server busy, please try again.  maximum pending requests exceeded"

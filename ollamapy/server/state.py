@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ollamapy.runner import ModelSpec
+from ollamapy.contract import ModelSpec
 from ollamapy.scheduler import Scheduler
 from ollamapy.server.describe import model_facts
 from ollamapy.settings import Settings

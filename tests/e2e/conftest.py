@@ -81,6 +81,31 @@ def stop_server(server: Server, sig: int = signal.SIGTERM) -> None:
         server.process.stderr.close()
 
 
+def processes() -> dict[int, tuple[int, str]]:
+    """Linux's /proc: every process → (its parent, its name)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # it exited while we looked
+            continue
+        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+        found[int(stat.parent.name)] = (int(rest.split()[1]), name)
+    return found
+
+
+def process_tree(pid: int) -> dict[int, str]:
+    """pid and its descendants (a server's fork server and engine processes) → name."""
+    table = processes()
+
+    def descends(p: int) -> bool:
+        while p > 1 and p != pid:
+            p = table.get(p, (0, ""))[0]
+        return p == pid
+
+    return {p: name for p, (_, name) in table.items() if descends(p)}
+
+
 def import_model(server: Server, name: str, source: Path, tmp: Path) -> None:
     modelfile = tmp / f"Modelfile.{name.replace(':', '_')}"
     modelfile.write_text(f"FROM {source}\n")

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from ollamapy.runner_process import COMM_PREFIX, STOPPED
+from tests.e2e.conftest import process_tree
 from tests.e2e.test_concurrency import HANG_GUARD_S, wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
@@ -26,25 +27,8 @@ def comm(model: str) -> str:
 
 def engines(server_pid: int) -> dict[str, int]:
     """The server's engine processes (its descendants named by `comm`): name → pid."""
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:  # the process exited while we looked
-            continue
-        name, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
-        pid = int(stat.parent.name)
-        parents[pid], names[pid] = int(rest.split()[1]), name
-
-    def descends(pid: int) -> bool:
-        while pid > 1:
-            pid = parents.get(pid, 0)
-            if pid == server_pid:
-                return True
-        return False
-
-    return {names[p]: p for p in names if names[p].startswith(COMM_PREFIX) and descends(p)}
+    return {name: pid for pid, name in process_tree(server_pid).items()
+            if name.startswith(COMM_PREFIX)}
 
 
 def gone(pid: int) -> bool:

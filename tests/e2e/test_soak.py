@@ -1,8 +1,9 @@
 """A bounded soak: 2,000 requests mixing every kind of endpoint from 16 concurrent clients,
 some of which hang up mid-stream, against a live fast-path server on the real models.
 
-Asserts zero 5xx answers and RSS growth under 100 MB from the end of the warm-up to the end
-(both printed, both measured in the same settled state: see `settled_rss`), that the
+Asserts zero 5xx answers and RSS growth (the server's and its engine processes') under
+100 MB from the end of the warm-up to the end (both printed, both measured in the same
+settled state: see `settled_rss`), that the
 server still answers correctly at the end, that its open file descriptors come back to their
 count before the soak (no leaked socket or file), that no temporary file is left in the store,
 and that the disk invariant holds (hardening.md §7 item 29).
@@ -11,6 +12,7 @@ and that the disk invariant holds (hardening.md §7 item 29).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.conftest import start_server, stop_server
+from tests.e2e.conftest import process_tree, start_server, stop_server
 from tests.store.invariant import assert_disk_invariant
 
 REQUESTS = 2_000
@@ -34,6 +36,15 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """The server's RSS and its engine processes' (and their fork server's)."""
+    total = 0.0
+    for p in process_tree(pid):
+        with contextlib.suppress(OSError):  # an unloaded engine that exited meanwhile
+            total += rss_mb(p)
+    return total
 
 
 def open_fds(pid: int) -> int:
@@ -107,7 +118,7 @@ def settled_rss(url: str, pid: int) -> float:
                                                 "options": {"num_predict": 1}}).status_code == 200
         assert http.post("/api/embed", json={"model": "all-minilm", "input": "x"}
                          ).status_code == 200
-    return rss_mb(pid)
+    return tree_rss_mb(pid)
 
 
 def soak(url: str, pid: int) -> tuple[Counter, float, float]:

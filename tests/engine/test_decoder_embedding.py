@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 
 import ollamapy
+from ollamapy.contract import ModelSpec
 from ollamapy.engine.pooling import decoder_embedding
 from ollamapy.loading.gguf_config import UnsupportedModelError, decoder_pooling
-from ollamapy.runner import ModelSpec, Runner
+from ollamapy.runner import Runner
 from tests.engine.hf_tiny import VOCAB, tiny_hf_model
 from tests.engine.test_model_vs_hf import ARCHS, ours_from_hf
 from tests.loading import test_families

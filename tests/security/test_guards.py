@@ -25,7 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from ollamapy.runner import ServerBusy
+from ollamapy.contract import ServerBusy
 from ollamapy.scheduler import Scheduler
 from ollamapy.server import security
 from ollamapy.server.app import create_app

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from ollamapy.contract import Finished, ModelSpec, RequestError, Text
 from ollamapy.engine.options import Options, parse_options
-from ollamapy.runner import Finished, ModelSpec, RequestError, Text
 from ollamapy.runner_process import STOPPED, RunnerStopped
 from ollamapy.scheduler import Scheduler
 from ollamapy.server.app import create_app

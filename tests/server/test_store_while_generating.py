@@ -24,8 +24,8 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from ollamapy.contract import Finished, ModelSpec, Text
 from ollamapy.engine.options import Options, parse_options
-from ollamapy.runner import Finished, ModelSpec, Text
 from ollamapy.scheduler import Scheduler
 from ollamapy.server.app import create_app
 from ollamapy.settings import Settings
