@@ -282,7 +282,7 @@ def decode_speed(model_path: str, engine: str, n_decode: int, rounds: int) -> di
     num_ctx = PREFILL + n_decode + 8
     batch = Batch(m.model, slots=1, num_ctx=num_ctx)
     if engine == "fast":
-        batch.decode = CompiledDecode(batch.decode, 1, m.device)
+        batch.decode = CompiledDecode(m.model, 1, m.device)
         batch.decode.warm_up(batch.cache)
     ids = prompt_ids(m.model.config.vocab_size, PREFILL)
     opts = Options(temperature=0.0, num_predict=n_decode, num_ctx=num_ctx)

@@ -60,7 +60,7 @@ def run_ollamapy(model_path: str, n_prompt: int, n_decode: int, fast: bool,
     num_ctx = n_prompt + n_decode + 8
     batch = Batch(m.model, slots=1, num_ctx=num_ctx)
     if fast:
-        batch.decode = CompiledDecode(batch.decode, 1, m.device)
+        batch.decode = CompiledDecode(m.model, 1, m.device)
         batch.decode.warm_up(batch.cache)
     load_s = time.perf_counter() - t0
     ids = prompt_ids(m.model.config.vocab_size, n_prompt)

@@ -119,12 +119,14 @@ class TransferProgress:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ollamapy.engine.device import tune_heap_for_serving
     from ollamapy.server.app import create_app
     from ollamapy.settings import Settings
 
-    tune_heap_for_serving()  # before any model is loaded
     settings = Settings.from_env()
+    if not settings.engine_process:  # engines on threads of this process (else: theirs)
+        from ollamapy.engine.device import tune_heap_for_serving
+
+        tune_heap_for_serving()  # before any model is loaded
     host = settings.host.host or "0.0.0.0"
     # uvicorn handles SIGTERM/SIGINT (stop accepting, let streams in flight finish for up to
     # 10 s, unload), then re-raises the signal to the handler it found: make that a no-op so

@@ -70,7 +70,8 @@ class Runner:
             batch = Batch(self.model.decoder, num_parallel, self.num_ctx,
                           self.base_options.num_batch)
             if compile:
-                batch.decode = CompiledDecode(batch.decode, num_parallel, self.model.device)
+                batch.decode = CompiledDecode(self.model.decoder, num_parallel,
+                                              self.model.device)
                 batch.decode.warm_up(batch.cache)
             num_batch = self.base_options.num_batch
             self.worker = DecodeWorker(

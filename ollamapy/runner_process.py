@@ -79,9 +79,15 @@ def start_fork_server() -> None:
     forkserver.ensure_running()
 
 
+# what an engine process imports, once in the fork server: the runner (torch, the engine,
+# the loader) and the compiler parts that loading a saved decode step needs (engine/compiled.py)
+PRELOAD = ["ollamapy.runner", "torch._dynamo.aot_compile", "torch._inductor.compile_fx",
+           "torch._inductor.codecache", "torch._functorch.aot_autograd", __name__]
+
+
 def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["ollamapy.runner", __name__])  # torch, the engine, …
+    ctx.set_forkserver_preload(PRELOAD)
     return ctx
 
 
@@ -268,8 +274,10 @@ def _engine_main(conn: Connection, spec: ModelSpec, num_ctx: int,
         Path("/proc/self/comm").write_text(f"{COMM_PREFIX}{spec.name}"[:15])
     logging.basicConfig(level=logging.WARNING,
                         format=f"%(levelname)s engine:{spec.name} %(name)s: %(message)s")
+    from ollamapy.engine.device import tune_heap_for_serving
     from ollamapy.runner import Runner  # the engine: torch and all (already in the preload)
 
+    tune_heap_for_serving()
     try:
         runner = Runner(spec, num_ctx, **runner_args)
     except Exception as e:

@@ -48,6 +48,10 @@ def test_killing_an_engine_mid_stream_ends_its_requests_and_the_next_one_reloads
                          ).status_code == 200
         assert http.post("/api/generate", json={"model": "smollm2:135m"}).status_code == 200
         before = engines(server.process.pid)
+        # the HTTP process itself never loads torch: the engines do
+        maps = Path(f"/proc/{server.process.pid}/maps").read_text()
+        assert "libtorch" not in maps and "libtorch" in Path(
+            f"/proc/{before[comm('smollm2:135m')]}/maps").read_text()
         victim, bystander = before[comm("smollm2:135m")], before[comm("all-minilm")]
         with http.stream("POST", "/api/generate", json=long) as a, \
                 http.stream("POST", "/api/chat", json={

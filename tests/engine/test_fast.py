@@ -36,7 +36,7 @@ def greedy(model, ids: list[int], n: int, eos: frozenset[int], compiled: bool = 
     server's is, if `compiled`)."""
     batch = Batch(model, slots=1, num_ctx=len(ids) + n + 1)
     if compiled:
-        batch.decode = CompiledDecode(batch.decode, 1, model.device)
+        batch.decode = CompiledDecode(model, 1, model.device)
     seq = Seq(ids, Options(temperature=0, num_predict=n, num_ctx=len(ids) + n + 1),
               num_ctx=len(ids) + n + 1, eos_ids=eos, detokenizer=Silent())
     batch.add(seq)
@@ -120,7 +120,7 @@ def test_compiled_step_never_recompiles_as_sequences_grow(tmp_path: Path, monkey
     m = ollamapy.load(path, device="cpu", fast=True)
     eager = Batch(m.model, slots=2, num_ctx=64)
     compiled = Batch(m.model, slots=2, num_ctx=64)
-    compiled.decode = CompiledDecode(compiled.decode, 2, m.device)
+    compiled.decode = CompiledDecode(m.model, 2, m.device)
     torch._dynamo.reset()
     from torch._dynamo.utils import counters
 
@@ -140,6 +140,38 @@ def test_compiled_step_never_recompiles_as_sequences_grow(tmp_path: Path, monkey
     assert results[0] == results[1]  # compiled decodes the same tokens
     assert counters["stats"]["unique_graphs"] == 2  # one graph per batch bucket (1, 2)
     assert not counters["recompiles"]
+    assert compiled.decode.origin == {1: "aot", 2: "aot"}  # compiled ahead, and saved
     # the compiled code went where OLLAMAPY_COMPILE_CACHE says, whatever torch had set
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "inductor")
     assert any((tmp_path / "inductor").iterdir())
+
+
+def test_the_next_load_of_a_model_reads_its_saved_steps(tmp_path: Path, monkeypatch) -> None:
+    """A second process (here: a second model object from the same file) loads each bucket's
+    step from disk instead of tracing it; it decodes what the eager step decodes; a saved
+    step that is damaged is compiled again; another model never reads this one's."""
+    monkeypatch.setenv("OLLAMAPY_COMPILE_CACHE", str(tmp_path / "inductor"))
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(tiny_hf_model("llama", seed=9), "llama", path)
+    first = ollamapy.load(path, device="cpu", fast=True)
+    eos: frozenset[int] = frozenset()
+    want = greedy(first.model, [3, 4, 5, 6], 12, eos)
+    assert greedy(first.model, [3, 4, 5, 6], 12, eos, compiled=True) == want
+    again = ollamapy.load(path, device="cpu", fast=True)
+    batch = Batch(again.model, slots=1, num_ctx=17)
+    decode = CompiledDecode(again.model, 1, again.device)
+    decode.warm_up(batch.cache)
+    assert decode.origin == {1: "saved"}
+    (saved,) = (tmp_path / "inductor" / "ollamapy-steps").glob("*/decode-1.bin")
+    assert greedy(again.model, [3, 4, 5, 6], 12, eos, compiled=True) == want
+    saved.write_bytes(b"not a saved step")
+    damaged = CompiledDecode(again.model, 1, again.device)
+    damaged.warm_up(batch.cache)
+    assert damaged.origin == {1: "aot"} and saved.read_bytes() != b"not a saved step"
+    write_tiny_gguf(tiny_hf_model("llama", seed=9, num_hidden_layers=2), "llama",
+                    tmp_path / "other.gguf")
+    other = ollamapy.load(tmp_path / "other.gguf", device="cpu", fast=True)
+    decode = CompiledDecode(other.model, 1, other.device)
+    decode.warm_up(Batch(other.model, slots=1, num_ctx=17).cache)
+    assert decode.origin == {1: "aot"}
+    assert len(list((tmp_path / "inductor" / "ollamapy-steps").iterdir())) == 2
