@@ -9,7 +9,9 @@
    child processes (ollamapy: the HTTP process, the fork server, the engine), and PSS, which
    counts pages the processes share once;
 5. the engine alone: the same decode through a `Runner` in one process, no HTTP (the
-   denominator of the issue's "client-seen decode >= 0.95x the engine's own").
+   denominator of the issue's "client-seen decode >= 0.95x the engine's own");
+6. concurrency: 1 and 8 clients, each sending two 64-token chats one after the other;
+   aggregate tokens/s is every streamed token over the wall time of the level.
 
     .venv/bin/python benchmarks/bench_serving_anchor.py --llama-server PATH [--threads 2]
         [--rounds 3] [--num-parallel 4]
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -60,10 +63,23 @@ def start_llama_server(binary: str, port: int, slots: int, threads: int, log: Pa
     return proc
 
 
+# requests a server dropped before answering (counted, reported, sent once more), by URL
+DISCONNECTS: Counter[str] = Counter()
+
+
 async def chat(http: httpx.AsyncClient, messages: list[dict], max_tokens: int,
                started: asyncio.Event | None = None) -> dict:
     """One streaming chat completion → its text, time to first token and the times at which
     each content chunk arrived."""
+    try:
+        return await _chat(http, messages, max_tokens, started)
+    except httpx.RemoteProtocolError:
+        DISCONNECTS[str(http.base_url).rstrip("/")] += 1
+        return await _chat(http, messages, max_tokens, started)
+
+
+async def _chat(http: httpx.AsyncClient, messages: list[dict], max_tokens: int,
+                started: asyncio.Event | None) -> dict:
     body = {"model": "smollm2:135m", "messages": messages, "max_tokens": max_tokens,
             "temperature": 0, "stream": True}
     t0 = time.perf_counter()
@@ -140,6 +156,23 @@ async def long_prompt_beside_a_stream(url: str, round_: int) -> dict:
             "long_ttft_ms": 1e3 * (t_first - t_sent), "gaps_during": len(during)}
 
 
+async def clients(url: str, n: int, round_: int) -> float:
+    """Aggregate tokens/s of n concurrent clients, two 64-token chats each."""
+    async def client(http: httpx.AsyncClient, c: int) -> int:
+        tokens = 0
+        for r in range(2):
+            out = await chat(http, [{"role": "user", "content": (
+                f"Client {c}, request {r}, round {round_}: tell me a story about a dragon.")}],
+                64)
+            tokens += len(out["times"])
+        return tokens
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as http:
+        t0 = time.perf_counter()
+        tokens = await asyncio.gather(*(client(http, c) for c in range(n)))
+        return sum(tokens) / (time.perf_counter() - t0)
+
+
 def memory_mb(proc: subprocess.Popen) -> tuple[float, float]:
     """(RSS, PSS) of the process and its descendants."""
     p = psutil.Process(proc.pid)
@@ -207,7 +240,8 @@ def main() -> None:
         try:
             for name, url in urls.items():  # load and warm up
                 asyncio.run(one_stream(url))
-                results[name] = {"one_stream": [], "next_turn": [], "long_prompt": []}
+                results[name] = {"one_stream": [], "next_turn": [], "long_prompt": [],
+                                 "clients_1": [], "clients_8": []}
             for round_ in range(args.rounds):
                 for name, url in urls.items():
                     r = results[name]
@@ -215,6 +249,8 @@ def main() -> None:
                     r["next_turn"].append(asyncio.run(next_turn(url, round_)))
                     r["long_prompt"].append(asyncio.run(long_prompt_beside_a_stream(url,
                                                                                     round_)))
+                    for n in (1, 8):
+                        r[f"clients_{n}"].append(asyncio.run(clients(url, n, round_)))
             for name, proc in procs.items():
                 results[name]["rss_mb"], results[name]["pss_mb"] = memory_mb(proc)
             cold = [asyncio.run(cold_turn(urls["ollamapy"], t["second"]))
@@ -237,7 +273,10 @@ def main() -> None:
             "gap_p95_during_long_prefill_ms": median(r["long_prompt"], "during_prefill_p95_ms"),
             "gap_max_during_long_prefill_ms": median(r["long_prompt"], "during_prefill_max_ms"),
             "long_prompt_ttft_ms": median(r["long_prompt"], "long_ttft_ms"),
-            "rss_mb": r["rss_mb"], "pss_mb": r["pss_mb"]}
+            "clients_1_tok_s": statistics.median(r["clients_1"]),
+            "clients_8_tok_s": statistics.median(r["clients_8"]),
+            "rss_mb": r["rss_mb"], "pss_mb": r["pss_mb"],
+            "dropped_requests": DISCONNECTS[urls[name]]}
         for t in r["next_turn"]:
             t.pop("second")
     summary["ollamapy"]["second_turn_ttft_cold_ms"] = statistics.median(cold)
@@ -249,10 +288,15 @@ def main() -> None:
     print(f"{'':34} {'ollamapy':>10} {'llama-server':>12} {'ratio':>6}")
     for key in ("decode_tok_s", "ttft_ms", "first_turn_ttft_ms", "second_turn_ttft_ms",
                 "steady_gap_p95_ms", "gap_p95_during_long_prefill_ms",
-                "gap_max_during_long_prefill_ms", "long_prompt_ttft_ms", "rss_mb", "pss_mb"):
+                "gap_max_during_long_prefill_ms", "long_prompt_ttft_ms", "clients_1_tok_s",
+                "clients_8_tok_s", "rss_mb", "pss_mb"):
         print(f"{key:34} {ours[key]:>10.1f} {anchor[key]:>12.1f} "
               f"{ours[key] / anchor[key]:>6.2f}")
     print(f"{'second_turn_ttft_cold_ms':34} {ours['second_turn_ttft_cold_ms']:>10.1f}")
+    print(f"{'requests dropped (sent again)':34} {ours['dropped_requests']:>10} "
+          f"{anchor['dropped_requests']:>12}")
+    print(f"{'8 clients / 1 client':34} {ours['clients_8_tok_s'] / ours['clients_1_tok_s']:>10.2f} "
+          f"{anchor['clients_8_tok_s'] / anchor['clients_1_tok_s']:>12.2f}")
     alone = ours["engine_alone_decode_tok_s"]
     print(f"{'engine_alone_decode_tok_s':34} {alone:>10.1f}   client-seen / engine alone: "
           f"{ours['decode_tok_s'] / alone:.2f}")
@@ -274,8 +318,9 @@ def plot(summary: dict, path: Path) -> None:
     panels = [("decode_tok_s", "one stream: decode tok/s"),
               ("second_turn_ttft_ms", "next chat turn: TTFT (ms)"),
               ("gap_p95_during_long_prefill_ms", "stream gap p95 while a\n2k prompt prefills (ms)"),
+              ("clients_8_tok_s", "8 clients: aggregate tok/s"),
               ("rss_mb", "resident memory (MB)")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.4))
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.4))
     names = list(summary)
     for ax, (key, title) in zip(axes, panels, strict=True):
         ax.bar(names, [summary[n][key] for n in names], color=["tab:blue", "tab:gray"])

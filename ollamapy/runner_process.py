@@ -54,6 +54,10 @@ STATS_TIMEOUT_S = 60.0  # hang guard for a counters request
 # the Runner methods a request may call: async iterators (chat, generate, embed) and
 # coroutines (tokenize, detokenize)
 CALLS = frozenset({"chat", "generate", "embed", "tokenize", "detokenize"})
+# what an engine process imports, once in the fork server: the runner (torch, the engine,
+# the loader) and the compiler parts that loading a saved decode step needs (engine/compiled.py)
+PRELOAD = ["ollamapy.runner", "torch._dynamo.aot_compile", "torch._inductor.compile_fx",
+           "torch._inductor.codecache", "torch._functorch.aot_autograd", __name__]
 
 
 class RunnerStopped(Exception):
@@ -79,12 +83,6 @@ def start_fork_server() -> None:
     forkserver.ensure_running()
 
 
-# what an engine process imports, once in the fork server: the runner (torch, the engine,
-# the loader) and the compiler parts that loading a saved decode step needs (engine/compiled.py)
-PRELOAD = ["ollamapy.runner", "torch._dynamo.aot_compile", "torch._inductor.compile_fx",
-           "torch._inductor.codecache", "torch._functorch.aot_autograd", __name__]
-
-
 def _context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
@@ -101,13 +99,12 @@ class _Reply:
         self.done = threading.Event()
         self.item: Any = None
         self.error: BaseException | None = None
-        self.finished = False
 
     def put(self, item: Any) -> None:
         self.item = item
 
     def end(self, error: BaseException | None = None) -> None:
-        self.error, self.finished = error, True
+        self.error = error
         self.done.set()
 
 

@@ -62,7 +62,7 @@ def wait_for(condition: Callable[[], bool], timeout: float = HANG_GUARD_S) -> No
 
 def greedy(prompt: str, n: int = 16) -> dict:
     return {"model": "smollm2:135m", "prompt": prompt,
-            "options": {"temperature": 0, "num_predict": n, "num_ctx": 1024}}
+            "options": {"temperature": 0, "num_predict": n}}
 
 
 def test_eight_concurrent_streams_finish_and_match_their_solo_answers(server) -> None:
