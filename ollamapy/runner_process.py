@@ -137,6 +137,7 @@ class RunnerProcess:
         self._next_rid = 0
         self._lock = threading.Lock()  # _pending, _next_rid, the pipe's sending end
         self._alive, self._closing = True, False
+        self._exited = threading.Event()  # set by the reaper once the process is gone
         self._reader = threading.Thread(target=self._read, name=f"engine-reader:{spec.name}",
                                         daemon=True)
         self._reader.start()
@@ -247,6 +248,11 @@ class RunnerProcess:
         threading.Thread(target=self._reap, name=f"engine-reaper:{self.spec.name}",
                          daemon=True).start()
 
+    def wait_exited(self) -> None:
+        """Block until close()'s reaper has seen the process exit (CLOSE_GRACE_S at most,
+        then it is killed)."""
+        self._exited.wait()
+
     def _reap(self) -> None:
         self.process.join(CLOSE_GRACE_S)
         if self.process.is_alive():
@@ -255,6 +261,7 @@ class RunnerProcess:
             self.process.join()
         log.info("the engine process of %s exited (status %s)", self.spec.name,
                  self.process.exitcode)
+        self._exited.set()
         self._reader.join()
         self.conn.close()
 

@@ -57,6 +57,7 @@ class Scheduler:
             fast=settings.fast, compile=settings.fast and settings.compile)
         self._processes = make_runner is None and settings.engine_process
         self.loaded: dict[str, Loaded] = {}  # by model name
+        self._exiting: list[RunnerProcess] = []  # unloaded, perhaps not exited yet
         self._load_lock = asyncio.Lock()
 
     def start(self) -> None:
@@ -92,6 +93,7 @@ class Scheduler:
                 current = None
             if current is None:
                 await self._make_room()
+                await asyncio.to_thread(self._wait_exits)
                 runner = await asyncio.to_thread(self.make_runner, spec, num_ctx)
                 current = Loaded(spec, runner, self.settings.keep_alive)
                 self.loaded[spec.name] = current
@@ -150,6 +152,14 @@ class Scheduler:
         if self.loaded.get(loaded.spec.name) is loaded:
             del self.loaded[loaded.spec.name]
         loaded.runner.close()
+        if isinstance(loaded.runner, RunnerProcess):
+            self._exiting.append(loaded.runner)
+
+    def _wait_exits(self) -> None:
+        """Before a load: unloaded engine processes have exited (their memory, a GPU's
+        included, is free again), as Ollama waits for a runner's memory to come back."""
+        while self._exiting:
+            self._exiting.pop().wait_exited()
 
     def unload(self, name: str) -> bool:
         """Unload as soon as idle (keep_alive 0 with an empty prompt); False if not loaded."""

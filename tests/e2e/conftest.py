@@ -106,6 +106,15 @@ def process_tree(pid: int) -> dict[int, str]:
     return {p: name for p, (_, name) in table.items() if descends(p)}
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (reaped, or a zombie not yet reaped)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
 def import_model(server: Server, name: str, source: Path, tmp: Path) -> None:
     modelfile = tmp / f"Modelfile.{name.replace(':', '_')}"
     modelfile.write_text(f"FROM {source}\n")

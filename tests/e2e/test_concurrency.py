@@ -23,7 +23,7 @@ import uvicorn
 
 from ollamapy.server.app import create_app
 from ollamapy.settings import Settings
-from tests.e2e.conftest import free_port, start_server, stop_server
+from tests.e2e.conftest import free_port, gone, start_server, stop_server
 
 PROMPTS = ["Why is the sky blue?", "Tell me a story about a dragon.",
            "What is the capital of France?", "List three fruits.", "Explain gravity simply.",
@@ -227,14 +227,26 @@ def test_n_plus_10_calls_on_two_busy_models_get_503_with_retry_after(server) -> 
 
 
 def test_one_loaded_model_at_most_evicts_the_idle_one(server) -> None:
+    """…and the evicted model's engine process has exited before the next one loads (its
+    memory is back first, as Ollama waits for a runner's)."""
     with inprocess(server.models, OLLAMA_MAX_LOADED_MODELS="1") as (url, state), \
             ollama.Client(host=url) as client:
+        made, still_running = [], []
+        real_make = state.scheduler.make_runner
+
+        def make(spec, num_ctx):
+            still_running.extend(r.pid for r in made if not gone(r.pid))
+            made.append(real_make(spec, num_ctx))
+            return made[-1]
+
+        state.scheduler.make_runner = make
         client.generate(**greedy("Hi", 2))
         assert [m.model for m in client.ps().models] == ["smollm2:135m"]
         client.generate(model="gemma3:270m", prompt="Hi", options={"num_predict": 2})
         assert [m.model for m in client.ps().models] == ["gemma3:270m"]
         client.embed(model="all-minilm", input="hello")
         assert [m.model for m in client.ps().models] == ["all-minilm:latest"]
+        assert len(made) == 3 and still_running == []
 
 
 def test_concurrent_embeddings_share_forwards(server) -> None:

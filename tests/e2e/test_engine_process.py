@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ollamapy.runner_process import COMM_PREFIX, STOPPED
-from tests.e2e.conftest import process_tree
+from tests.e2e.conftest import gone, process_tree
 from tests.e2e.test_concurrency import HANG_GUARD_S, wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
@@ -29,14 +29,6 @@ def engines(server_pid: int) -> dict[str, int]:
     """The server's engine processes (its descendants named by `comm`): name → pid."""
     return {name: pid for pid, name in process_tree(server_pid).items()
             if name.startswith(COMM_PREFIX)}
-
-
-def gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"  # exited, not yet reaped
 
 
 def test_killing_an_engine_mid_stream_ends_its_requests_and_the_next_one_reloads(server
