@@ -31,7 +31,7 @@ from ollamapy.contract import (
 )
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.compiled import CompiledDecode
-from ollamapy.engine.device import release_cached_memory
+from ollamapy.engine.device import release_cached_memory, release_openmp_threads
 from ollamapy.engine.grammar import Grammars, constrains
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.seq import Seq, TokenLogprobs
@@ -78,6 +78,9 @@ class Runner:
                 spec.name, batch, max_queue,
                 embed=lambda ids, limit, normalize: self.model.embed_ids(
                     ids, limit, normalize, num_batch=num_batch))
+        # from here the engine thread does the compute; this thread's OpenMP team would slow
+        # every step down (engine/device.py)
+        release_openmp_threads()
 
     def close(self) -> None:
         """Stop the engine thread (failing what it still holds) and release the weights."""

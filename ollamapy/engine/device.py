@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ctypes
+import os
+from pathlib import Path
 
 import torch
 
@@ -86,3 +88,19 @@ def tune_heap_for_serving() -> bool:
         return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
                 and libc.mallopt(M_ARENA_MAX, ARENA_MAX))
+
+
+def release_openmp_threads() -> bool:
+    """Free the calling thread's OpenMP worker threads (libgomp's omp_pause_resource_all,
+    OpenMP 5.0), once it is done with torch: the thread that loads a model and compiles its
+    step is not the engine thread that then runs every step, and while the loader's idle team
+    lingers, each of the step's many small parallel regions on the engine thread's own team
+    runs several times slower on a small machine (the engine-alone decode of
+    benchmarks/bench_serving_anchor.py shows it). False where torch's OpenMP is not a loaded
+    libgomp."""
+    path = Path(torch.__file__).parent / "lib" / "libgomp.so.1"
+    try:
+        gomp = ctypes.CDLL(str(path), mode=getattr(os, "RTLD_NOLOAD", 0))
+    except OSError:  # another OpenMP (or none): nothing to release this way
+        return False
+    return gomp.omp_pause_resource_all(1) == 0  # omp_pause_soft

@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -87,3 +89,19 @@ def test_serving_heap_keeps_large_blocks_in_maps_of_their_own() -> None:
 
     assert probe("default") == "False"
     assert probe("tuned") == "True"
+
+
+def test_a_thread_done_with_torch_releases_its_openmp_team() -> None:
+    """The loading thread gives its OpenMP threads back (libgomp, as torch's Linux CPU wheel
+    ships it), and torch keeps computing afterwards, on that thread and on another."""
+    if not (Path(torch.__file__).parent / "lib" / "libgomp.so.1").exists():
+        pytest.skip("torch here does not use its own libgomp")
+    a = torch.randn(256, 256)
+    want = a @ a  # a parallel region: this thread's team exists
+    assert dev.release_openmp_threads()
+    torch.testing.assert_close(a @ a, want)
+    got: list[torch.Tensor] = []
+    worker = threading.Thread(target=lambda: got.append(a @ a))
+    worker.start()
+    worker.join()
+    torch.testing.assert_close(got[0], want)
