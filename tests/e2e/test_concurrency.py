@@ -128,7 +128,7 @@ def test_num_parallel_plus_one_concurrent_chats_do_not_cross_talk(server) -> Non
 
 
 def test_a_disconnected_client_frees_its_slot_within_one_step(server) -> None:
-    with inprocess(server.models, OLLAMA_NUM_PARALLEL="2") as (url, state), \
+    with inprocess(server.models) as (url, state), \
             httpx.Client(base_url=url, timeout=60) as http:
         with http.stream("POST", "/api/generate", json=greedy(PROMPTS[0], 500)) as r:
             first = json.loads(next(r.iter_lines()))

@@ -18,7 +18,7 @@ LONG = {"model": "smollm2:135m", "prompt": "Tell me a long story. " * 60,
 
 
 def test_18_clients_that_leave_before_the_first_token_cost_nothing(server) -> None:
-    with inprocess(server.models, OLLAMA_NUM_PARALLEL="2") as (url, state), \
+    with inprocess(server.models) as (url, state), \
             httpx.Client(base_url=url, timeout=HANG_GUARD_S) as http:
         http.post("/api/generate", json={"model": "smollm2:135m"})  # loaded
         # give up after 0.2 s (the client's choice, not a guard): mid prompt processing or

@@ -1,4 +1,4 @@
-"""A bounded soak: 2,000 requests mixing every kind of endpoint from 16 concurrent clients,
+"""A bounded soak: 1,200 requests mixing every kind of endpoint from 16 concurrent clients,
 some of which hang up mid-stream, against a live fast-path server on the real models.
 
 Asserts zero 5xx answers and RSS growth (the server's and its engine processes') under
@@ -24,9 +24,9 @@ import httpx
 from tests.e2e.conftest import process_tree, start_server, stop_server
 from tests.store.invariant import assert_disk_invariant
 
-REQUESTS = 2_000
+REQUESTS = 1_200  # CI's bounded soak; hardening.md §7 item 29 asks 30–60 min locally
 CLIENTS = 16
-WARM_UP = 200
+WARM_UP = 150
 # the timeouts are hang guards: a request waits at most a few reloads (seconds each)
 HANG_GUARD_S = 600
 
@@ -56,8 +56,8 @@ def request_for(i: int, rng: random.Random) -> tuple[str, str, dict | None, str]
     kind = rng.choices(["generate", "chat", "embed", "tags", "show", "ps", "version",
                         "tokenize", "v1chat", "copy"], weights=[6, 6, 3, 2, 2, 1, 1, 1, 2, 1])[0]
     opts = {"num_predict": rng.randint(1, 8), "seed": i}
-    if rng.random() < 0.02:  # now and then a client that wants another window: a reload
-        opts["num_ctx"] = 1024
+    if rng.random() < 0.004:  # now and then a client that wants another window: a reload
+        opts["num_ctx"] = 1024  # (each costs two reloads: rare, or they are most of the run)
     how = "abort" if rng.random() < 0.15 else "read"
     if kind == "generate":
         return "POST", "/api/generate", {"model": "smollm2:135m", "prompt": f"Count to {i % 9}",
