@@ -172,27 +172,36 @@ def test_the_queue_bound_answers_503(server) -> None:
 
 
 def test_n_plus_10_calls_on_two_busy_models_get_503_with_retry_after(server) -> None:
-    """Checklist item 26: one slot and a queue of N per model, both models busy; N + 10
+    """Checklist item 26: a queue of N per model, both models busy in every slot; N + 10
     concurrent calls to each → the N that fit are answered 200, the 10 others 503 with Ollama's
-    text and a Retry-After; no connection reset, no 500, no spurious cancellation."""
-    queue, extra = 2, 10
+    text and a Retry-After; no connection reset, no 500, no spurious cancellation. (Four slots,
+    the session server's: their compiled steps are saved, none is compiled here. The streams
+    holding the slots leave once the refusals are in, so the queued calls then run.)"""
+    queue, extra, slots = 2, 10, 4
     models = ("smollm2:135m", "gemma3:270m")
-    with inprocess(server.models, OLLAMA_NUM_PARALLEL="1", OLLAMA_MAX_QUEUE=str(queue)) \
-            as (url, state):
-        busy: dict[str, int] = {}
+    with inprocess(server.models, OLLAMA_NUM_PARALLEL=str(slots),
+                   OLLAMA_MAX_QUEUE=str(queue)) as (url, state):
+        busy: list[tuple[str, int]] = []
+        leave = threading.Event()
 
         def long_request(model: str) -> None:
-            with httpx.Client(base_url=url, timeout=300) as http:
-                busy[model] = http.post("/api/generate", json={
-                    "model": model, "prompt": PROMPTS[1], "stream": False,
-                    "options": {"temperature": 0, "num_predict": 400}}).status_code
+            with httpx.Client(base_url=url, timeout=300) as http, http.stream(
+                    "POST", "/api/generate", json={
+                        "model": model, "prompt": PROMPTS[1],
+                        "options": {"temperature": 0, "num_predict": 1000}}) as r:
+                for line in r.iter_lines():
+                    assert not json.loads(line)["done"], "a holder ended before the burst"
+                    if leave.is_set():
+                        break
+                busy.append((model, r.status_code))
 
-        holders = [threading.Thread(target=long_request, args=(m,)) for m in models]
-        for t in holders:
-            t.start()
-        for model in models:
-            wait_for(lambda m=model: m in state.scheduler.loaded
-                     and state.scheduler.loaded[m].runner.stats()["running"])
+        holders = []
+        for model in models:  # one at a time: N + 1 arriving at once would overflow the queue
+            for n in range(1, slots + 1):
+                holders.append(threading.Thread(target=long_request, args=(model,)))
+                holders[-1].start()
+                wait_for(lambda m=model, n=n: m in state.scheduler.loaded
+                         and state.scheduler.loaded[m].runner.stats()["running"] == n)
         burst: list[tuple[str, int, str | None, dict]] = []
         errors: list[BaseException] = []
 
@@ -209,11 +218,14 @@ def test_n_plus_10_calls_on_two_busy_models_get_503_with_retry_after(server) -> 
                    for m in models for _ in range(queue + extra)]
         for t in callers:
             t.start()
+        wait_for(lambda: len(burst) + len(errors) >= len(models) * extra)  # the refusals
+        leave.set()
         for t in callers:
             t.join()
         for t in holders:
             t.join()
-        assert errors == [] and busy == dict.fromkeys(models, 200)
+        assert errors == [] and sorted(busy) == sorted((m, 200) for m in models
+                                                       for _ in range(slots))
         for model in models:
             answers = [(status, retry, body) for m, status, retry, body in burst if m == model]
             refused = [a for a in answers if a[0] == 503]
