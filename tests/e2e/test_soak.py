@@ -57,7 +57,7 @@ def request_for(i: int, rng: random.Random) -> tuple[str, str, dict | None, str]
                         "tokenize", "v1chat", "copy"], weights=[6, 6, 3, 2, 2, 1, 1, 1, 2, 1])[0]
     opts = {"num_predict": rng.randint(1, 8), "seed": i}
     if rng.random() < 0.004:  # now and then a client that wants another window: a reload
-        opts["num_ctx"] = 1024  # (each costs two reloads: rare, or they are most of the run)
+        opts["num_ctx"] = 1024  # (a reload there, and one back)
     how = "abort" if rng.random() < 0.15 else "read"
     if kind == "generate":
         return "POST", "/api/generate", {"model": "smollm2:135m", "prompt": f"Count to {i % 9}",
