@@ -278,7 +278,7 @@ def decode_speed(model_path: str, engine: str, n_decode: int, rounds: int) -> di
     from ollamapy.engine.options import Options
     from ollamapy.engine.seq import Seq
 
-    m = ollamapy.load(model_path, device="cpu", fast=engine == "fast")
+    m = ollamapy.load(model_path, device="cpu", fast=engine == "fast", compile=False)
     num_ctx = PREFILL + n_decode + 8
     batch = Batch(m.model, slots=1, num_ctx=num_ctx)
     if engine == "fast":
@@ -287,7 +287,7 @@ def decode_speed(model_path: str, engine: str, n_decode: int, rounds: int) -> di
     ids = prompt_ids(m.model.config.vocab_size, PREFILL)
     opts = Options(temperature=0.0, num_predict=n_decode, num_ctx=num_ctx)
     speeds = []
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode: the compiled step takes no inference tensors
         for _ in range(1 + rounds):  # the first a warm-up, not counted
             seq = Seq(ids, opts, num_ctx=num_ctx, eos_ids=frozenset(), detokenizer=Silent(),
                       device=m.device)
@@ -305,7 +305,7 @@ def fast_logits(path: Path, prompts: list[list[int]]) -> list[Any]:
 
     import ollamapy
 
-    fast = ollamapy.load(path, device="cpu", fast=True)
+    fast = ollamapy.load(path, device="cpu", fast=True, compile=False)
     with torch.no_grad():
         return [fast.model(torch.tensor([ids]), all_logits=True)[0].float() for ids in prompts]
 

@@ -15,12 +15,12 @@ if TYPE_CHECKING:
     from ollamapy.loaded import LoadedModel
 
 
-def load(path: Any, device: Any = None, dtype: Any = None, *, fast: bool = False
-         ) -> LoadedModel:
+def load(path: Any, device: Any = None, dtype: Any = None, *, fast: bool = False,
+         compile: bool | None = None) -> LoadedModel:
     """Load a .gguf file or a Hugging Face safetensors folder; see `ollamapy.loaded.load`."""
     from ollamapy.loaded import load as _load  # torch is imported on first use, not on import
 
-    return _load(path, device=device, dtype=dtype, fast=fast)
+    return _load(path, device=device, dtype=dtype, fast=fast, compile=compile)
 
 
 __all__ = ["load", "__version__"]

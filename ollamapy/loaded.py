@@ -5,6 +5,10 @@
         print(chunk.get("response", ""), end="")
 
 Chunks are dicts shaped like Ollama's /api/generate stream (chat chunks like /api/chat).
+
+`ollamapy.load(path, fast=True)` runs what the server runs: quantized weights and the compiled
+decode step (compiled, or loaded from the compile cache, when the model loads, for the default
+window; another `num_ctx` gets its own step on first use).
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.device import pick_device, pick_dtype
 from ollamapy.engine.generate import Delta, generate
+from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.model import Transformer
-from ollamapy.engine.options import parse_options
+from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.pooling import decoder_embedding
+from ollamapy.engine.seq import window
 from ollamapy.loading.gguf_config import decoder_pooling
 from ollamapy.loading.load import Checkpoint, load_checkpoint
 from ollamapy.text.detokenize import IncrementalDetokenizer
@@ -28,7 +35,9 @@ from ollamapy.text.template import DEFAULT_TEMPLATE, render_chat_template
 
 
 class LoadedModel:
-    def __init__(self, checkpoint: Checkpoint, path: Path) -> None:
+    def __init__(self, checkpoint: Checkpoint, path: Path, compile: bool = False) -> None:
+        """compile: a decoder decodes through a compiled step (engine/compiled.py), one per
+        window, the default window's compiled now."""
         self.checkpoint = checkpoint
         self.path = path
         self.model = checkpoint.model
@@ -36,6 +45,10 @@ class LoadedModel:
         first = next(iter(self.model.parameters()))
         self.device = self.model.device if isinstance(self.model, Transformer) else first.device
         self.dtype = self.model.dtype if isinstance(self.model, Transformer) else first.dtype
+        self.compile = compile and isinstance(self.model, Transformer)
+        self.compiled: dict[int, CompiledDecode] = {}  # window (num_ctx) → its decode step
+        if self.compile:
+            self.compiled_decode(window(Options(), self.context_length))
 
     def __repr__(self) -> str:
         return (f"LoadedModel({self.path.name!r}, {self.checkpoint.kind}, {self.device}, "
@@ -86,6 +99,18 @@ class LoadedModel:
             raise ValueError(f"{self.path.name} is an embedding model: it does not generate")
         return self.model
 
+    def compiled_decode(self, num_ctx: int) -> CompiledDecode | None:
+        """The compiled decode step for a window of num_ctx (None when not compiling): made
+        on first use, loaded from the compile cache when a process before made it."""
+        if not self.compile:
+            return None
+        if num_ctx not in self.compiled:
+            step = CompiledDecode(self.decoder, 1, self.device)
+            step.warm_up(KVCache(self.decoder.config, num_ctx, device=self.device,
+                                 dtype=self.dtype))
+            self.compiled[num_ctx] = step
+        return self.compiled[num_ctx]
+
     def kv_bytes(self, num_ctx: int) -> int:
         """Bytes of a KV cache of num_ctx positions (keys and values, every layer)."""
         c = self.decoder.config
@@ -122,10 +147,19 @@ class LoadedModel:
                 ) -> Iterator[tuple[str, dict[str, Any] | None]]:
         model = self.decoder
         opts = parse_options(options)
-        model.init_rope(opts.num_ctx)  # LongRoPE: the factors for this window, as the server
+        # the model's tensors and each step's are made outside inference mode, even when the
+        # caller is in it: the compiled step takes no inference tensors (a guard refuses them)
+        with torch.inference_mode(False):
+            model.init_rope(opts.num_ctx)  # LongRoPE: this window's factors, as the server
+            decode = self.compiled_decode(window(opts, self.context_length))
         detok = IncrementalDetokenizer(self.tokenizer)
-        for event in generate(model, ids, opts, eos_ids=self.tokenizer.eos_ids,
-                              detokenizer=detok, add_bos=self.tokenizer.add_bos):
+        events = generate(model, ids, opts, eos_ids=self.tokenizer.eos_ids, detokenizer=detok,
+                          add_bos=self.tokenizer.add_bos, decode=decode)
+        while True:
+            with torch.inference_mode(False):
+                event = next(events, None)
+            if event is None:
+                return
             if isinstance(event, Delta):
                 if event.text:
                     yield event.text, None
@@ -164,10 +198,12 @@ class LoadedModel:
 
 
 def load(path: str | Path, device: str | torch.device | None = None,
-         dtype: str | torch.dtype | None = None, *, fast: bool = False) -> LoadedModel:
+         dtype: str | torch.dtype | None = None, *, fast: bool = False,
+         compile: bool | None = None) -> LoadedModel:
     """Load a .gguf file or a Hugging Face safetensors folder onto device (auto: cuda, mps,
     cpu) in dtype (auto: bf16 on cuda, fp16 on mps, fp32 on cpu). fast: keep a GGUF's
-    weights quantized (int4/int8 kernels) instead of the float reference."""
+    weights quantized (int4/int8 kernels) instead of the float reference. compile (default:
+    fast): decode through the compiled step the server runs, compiled now."""
     dev = pick_device(device)
     checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype), fast)
-    return LoadedModel(checkpoint, Path(path))
+    return LoadedModel(checkpoint, Path(path), fast if compile is None else compile)

@@ -49,7 +49,8 @@ class Runner:
         """fast: GGUF weights stay quantized (int4/int8 kernels); compile: the batched
         decode step is compiled (and compiled now, before the first request waits on it)."""
         self.spec = spec
-        self.model: LoadedModel = load(spec.path, device=device, fast=fast)
+        # compile=False: the batch below gets its own compiled step, one per bucket
+        self.model: LoadedModel = load(spec.path, device=device, fast=fast, compile=False)
         self.is_encoder = self.model.checkpoint.kind == "encoder"
         self.context_length = self.model.context_length
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one

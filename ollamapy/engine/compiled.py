@@ -80,6 +80,10 @@ class CompiledDecode:
         self.origin: dict[int, str] = {}  # bucket → "saved" (loaded), "aot" or "jit"
         self._saved: Path | None = None  # the folder of this model's saved steps
 
+    # every step is compiled and run with gradients off, whatever the caller's mode: a step
+    # traced with them on is refused (a guard on grad mode) when called under no_grad or
+    # inference_mode, as a notebook or a benchmark may call it
+    @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor,
                  key_positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         B = tokens.shape[0]
@@ -99,6 +103,7 @@ class CompiledDecode:
             logits = decode_step(self.model, tokens, positions, key_positions, cache)
         return logits[:B]
 
+    @torch.no_grad()
     def warm_up(self, cache: KVCache) -> None:
         """Every bucket's step now, loaded or compiled, each run once (a jit step compiles
         then) with dummy rows at the start of the cache, which real sequences overwrite when
@@ -107,6 +112,7 @@ class CompiledDecode:
             self.steps[bucket] = step = self._step(bucket, cache)
             step(self.model, *_dummy_inputs(bucket, cache))
 
+    @torch.no_grad()
     def _step(self, bucket: int, cache: KVCache) -> Step:
         """The bucket's step: saved, else compiled ahead and saved, else compiled in this
         process on its first call. Nothing runs here: the cache is untouched."""

@@ -14,7 +14,8 @@ import ollamapy
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.options import Options
-from ollamapy.engine.seq import Seq
+from ollamapy.engine.seq import Seq, window
+from ollamapy.loaded import LoadedModel
 from tests.conftest import DATA, model_path
 from tests.engine.hf_tiny import tiny_hf_model
 from tests.loading.test_tiny_gguf import write_tiny_gguf
@@ -47,7 +48,7 @@ def greedy(model, ids: list[int], n: int, eos: frozenset[int], compiled: bool = 
 
 @pytest.fixture(scope="module")
 def fast_smollm2():
-    return ollamapy.load(model_path("smollm2-135m.gguf"), device="cpu", fast=True)
+    return ollamapy.load(model_path("smollm2-135m.gguf"), device="cpu", fast=True, compile=False)
 
 
 def test_fast_model_keeps_weights_quantized(fast_smollm2) -> None:
@@ -99,7 +100,7 @@ def test_parts_of_different_forms_are_read_side_by_side(tmp_path: Path) -> None:
              for part, kind in kinds.items()}
     mixed = rewrite_gguf(path, tmp_path / "mixed.gguf", types=types)
     reference = ollamapy.load(mixed, device="cpu")
-    fast = ollamapy.load(mixed, device="cpu", fast=True)
+    fast = ollamapy.load(mixed, device="cpu", fast=True, compile=False)
     for block in fast.model.layers:
         assert isinstance(block.attn.wqkv, SideBySide) and len(block.attn.wqkv.parts) == 3
         assert isinstance(block.ffn.w_gate_up, SideBySide)
@@ -117,7 +118,7 @@ def test_compiled_step_never_recompiles_as_sequences_grow(tmp_path: Path, monkey
     hf = tiny_hf_model("llama", seed=9)
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(hf, "llama", path)
-    m = ollamapy.load(path, device="cpu", fast=True)
+    m = ollamapy.load(path, device="cpu", fast=True, compile=False)
     eager = Batch(m.model, slots=2, num_ctx=64)
     compiled = Batch(m.model, slots=2, num_ctx=64)
     compiled.decode = CompiledDecode(m.model, 2, m.device)
@@ -153,11 +154,11 @@ def test_the_next_load_of_a_model_reads_its_saved_steps(tmp_path: Path, monkeypa
     monkeypatch.setenv("OLLAMAPY_COMPILE_CACHE", str(tmp_path / "inductor"))
     path = tmp_path / "tiny.gguf"
     write_tiny_gguf(tiny_hf_model("llama", seed=9), "llama", path)
-    first = ollamapy.load(path, device="cpu", fast=True)
+    first = ollamapy.load(path, device="cpu", fast=True, compile=False)
     eos: frozenset[int] = frozenset()
     want = greedy(first.model, [3, 4, 5, 6], 12, eos)
     assert greedy(first.model, [3, 4, 5, 6], 12, eos, compiled=True) == want
-    again = ollamapy.load(path, device="cpu", fast=True)
+    again = ollamapy.load(path, device="cpu", fast=True, compile=False)
     batch = Batch(again.model, slots=1, num_ctx=17)
     decode = CompiledDecode(again.model, 1, again.device)
     decode.warm_up(batch.cache)
@@ -170,8 +171,45 @@ def test_the_next_load_of_a_model_reads_its_saved_steps(tmp_path: Path, monkeypa
     assert damaged.origin == {1: "aot"} and saved.read_bytes() != b"not a saved step"
     write_tiny_gguf(tiny_hf_model("llama", seed=9, num_hidden_layers=2), "llama",
                     tmp_path / "other.gguf")
-    other = ollamapy.load(tmp_path / "other.gguf", device="cpu", fast=True)
+    other = ollamapy.load(tmp_path / "other.gguf", device="cpu", fast=True, compile=False)
     decode = CompiledDecode(other.model, 1, other.device)
     decode.warm_up(Batch(other.model, slots=1, num_ctx=17).cache)
     assert decode.origin == {1: "aot"}
     assert len(list((tmp_path / "inductor" / "ollamapy-steps").iterdir())) == 2
+
+
+def test_the_notebook_api_decodes_through_the_compiled_step(tmp_path: Path, monkeypatch,
+                                                            caplog) -> None:
+    """`ollamapy.load(path, fast=True)` compiles the decode step for its default window as it
+    loads (the server does the same); `generate` decodes through it the tokens the uncompiled
+    step gives, whatever grad mode the caller is in; another num_ctx gets a step of its own;
+    the next load reads the saved one."""
+    monkeypatch.setenv("OLLAMAPY_COMPILE_CACHE", str(tmp_path / "inductor"))
+    path = tmp_path / "tiny.gguf"
+    write_tiny_gguf(tiny_hf_model("llama", seed=9), "llama", path)
+    m = ollamapy.load(path, device="cpu", fast=True)
+    default = window(Options(), m.context_length)
+    assert list(m.compiled) == [default] and m.compiled[default].origin == {1: "aot"}
+    eager = ollamapy.load(path, device="cpu", fast=True, compile=False)
+    assert not eager.compiled and eager.compiled_decode(default) is None
+
+    calls = []
+    step = m.compiled[default].steps[1]
+    m.compiled[default].steps[1] = lambda *a: (calls.append(1), step(*a))[1]
+
+    def answer(model: LoadedModel, **options) -> tuple[str, int]:
+        chunks = list(model.generate("3 4 5 6", raw=True, temperature=0, num_predict=10,
+                                     **options))
+        return "".join(c["response"] for c in chunks), chunks[-1]["eval_count"]
+
+    want = answer(eager)
+    assert want[1] == 10 and answer(m) == want
+    assert len(calls) == 9  # every token after the prompt's first came from the compiled step
+    for mode in (torch.no_grad, torch.inference_mode):  # as notebooks and benchmarks call it
+        with mode():
+            assert answer(m) == want
+    assert len(calls) == 27
+    assert "refused its inputs" not in caplog.text  # no call fell back to the eager step
+    assert answer(m, num_ctx=64) == want and 64 in m.compiled
+    again = ollamapy.load(path, device="cpu", fast=True)
+    assert again.compiled[default].origin == {1: "saved"} and answer(again) == want

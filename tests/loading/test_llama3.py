@@ -114,7 +114,7 @@ def test_logits_and_greedy_match_transformers(llama3, source: str) -> None:
 def test_fast_path_applies_the_same_scaling(llama3) -> None:
     _, folder, path = llama3
     reference = ollamapy.load(path, device="cpu")
-    fast = ollamapy.load(path, device="cpu", fast=True)
+    fast = ollamapy.load(path, device="cpu", fast=True, compile=False)
     assert torch.equal(fast.model.inv_freq, reference.model.inv_freq)
     ids = torch.tensor([ids_of(folder)])
     want = reference.model(ids, all_logits=True)
