@@ -248,13 +248,25 @@ class GGUFFile:
                 raise GGUFError(f"tensors {a.name} and {b.name} overlap")
 
     def raw(self, name: str) -> torch.Tensor:
-        """The tensor's bytes as stored, (nbytes,) uint8, copied out of the map."""
+        """The tensor's bytes as stored, (nbytes,) uint8, copied out of the map. The map's
+        pages it read are given back at once: a model's load then holds the file's pages one
+        tensor at a time, not the whole file until it closes."""
         import torch  # the header parse needs no torch: the store reads metadata without it
 
         info = self.tensors[name]
         view = torch.frombuffer(self._map, dtype=torch.uint8, count=info.nbytes,
                                 offset=info.offset)
-        return view.clone()
+        copy = view.clone()
+        self._release(info.offset, info.nbytes)
+        return copy
+
+    def _release(self, offset: int, nbytes: int) -> None:
+        """Drop the resident pages wholly inside [offset, offset + nbytes): nothing is
+        written through the map, so a later read faults them in again from the file."""
+        page = mmap.PAGESIZE
+        begin, end = -(-offset // page) * page, (offset + nbytes) // page * page
+        if end > begin and hasattr(mmap, "MADV_DONTNEED"):  # not on Windows
+            self._map.madvise(mmap.MADV_DONTNEED, begin, end - begin)
 
     def tensor(self, name: str) -> torch.Tensor:
         """The tensor dequantized to float32, shape `tensors[name].shape`."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+import torch
 
 from ollamapy.loading.gguf import GGUFError, read_gguf
 from tests.steps import counted_calls, hang_guard
@@ -114,6 +115,40 @@ def test_file_written_by_gguf_py_reads_back(tmp_path: Path) -> None:
         assert np.array_equal(f.tensor("a").numpy(), a)
         assert np.array_equal(f.tensor("b").numpy(), a.astype(np.float16).astype(np.float32))
 
+
+
+def mapped_rss_kb(path: Path) -> int:
+    """Resident KiB of every mapping of `path` in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isdigit() or line[:1] in "abcdef":  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's smaps")
+def test_reading_a_tensor_gives_its_pages_back(tmp_path: Path) -> None:
+    """A load reads every tensor once and keeps its own copy: the map's pages are dropped as
+    each is read (so a model's load does not also hold the whole file), and a second read
+    still gives the same bytes."""
+    path = tmp_path / "big.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    tensors = {f"t{i}": np.random.default_rng(i).standard_normal((256, 1024)).astype(np.float32)
+               for i in range(8)}  # 1 MiB each
+    for name, a in tensors.items():
+        w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with read_gguf(path) as f:
+        for name, a in tensors.items():
+            assert np.array_equal(f.raw(name).view(torch.float32).numpy().reshape(a.shape), a)
+        assert mapped_rss_kb(path) < 1024  # of 8 MiB read: at most the partial edge pages
+        for name, a in tensors.items():  # read again: faulted in from the file, unchanged
+            assert np.array_equal(f.tensor(name).numpy(), a)
 
 def big(n: int) -> bytes:
     return struct.pack("<Q", n)
