@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_linear.py            # speed table, 2 threads
     .venv/bin/python benchmarks/bench_linear.py --types    # error of each target, per GGUF type
+    .venv/bin/python benchmarks/bench_linear.py --rows     # int8, one row: compiled vs aten
 
 Weights are the real SmolLM2-135M tensors where the file is present (fused ffn gate+up
 3072x576 and ffn_down 576x1536, Q4_1; token_embd 49152x576, Q8_0, as a tied head), random
@@ -153,12 +154,49 @@ def types_table() -> None:
                 print(f"{file:<20}{type_name:<6}{min(len(names), 12):>8}{cells}")
 
 
+ROW_SHAPES = [(262144, 640), (151936, 896), (128256, 2048), (49152, 576), (14336, 4096),
+              (8192, 2048), (4096, 4096), (2048, 8192), (640, 2048)]  # heads, then body shapes
+
+
+def rows_table() -> None:
+    """Int8Linear at M = 1 inside a compiled function (its fused route when K <= ROW_MAX_K)
+    against the aten kernel it otherwise calls, on random codes, weights streamed from memory
+    (enough copies to overflow the L3), ms per call and GB/s of codes read."""
+    from ollamapy_kernels.int8_linear import ROW_MAX_K, Int8Linear
+    from ollamapy_kernels.rows import Int8Rows
+
+    print(f"{'N x K':>14}{'route':>8}{'compiled ms':>13}{'GB/s':>7}{'aten ms':>10}{'GB/s':>7}")
+    for n, k in ROW_SHAPES:
+        codes = [torch.randint(-127, 128, (n, k), dtype=torch.int8)
+                 for _ in range(max(2, 600_000_000 // (n * k)))]
+        layer = Int8Linear(Int8Rows(codes[0], torch.rand(n) / 100))
+        x = torch.randn(1, k)
+        torch._dynamo.reset()  # one shape at a time: no recompile limit reached
+        compiled = torch.compile(layer, dynamic=False)
+        row = f"{f'{n} x {k}':>14}{'fused' if k <= ROW_MAX_K else 'aten':>8}"
+        for f in (compiled, layer):
+            f(x)
+            t0 = time.perf_counter()
+            for _ in range(3):
+                for q in codes:  # the same layer over other codes: a buffer, not a recompile
+                    layer.q = q
+                    f(x)
+            ms = (time.perf_counter() - t0) * 1e3 / (3 * len(codes))
+            row += f"{ms:13.3f}{n * k / ms / 1e6:7.1f}" if f is compiled else \
+                f"{ms:10.3f}{n * k / ms / 1e6:7.1f}"
+        print(row)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", action="store_true", help="error per GGUF type instead")
+    parser.add_argument("--rows", action="store_true", help="int8 at M = 1: compiled vs aten")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.rows:
+        with torch.no_grad():  # not inference_mode: compiled code takes no inference tensors
+            return rows_table()
     with torch.inference_mode():
         types_table() if args.types else speed_table()
 

@@ -101,3 +101,36 @@ def test_dequantized_layers_equal_rounded_rows() -> None:
     assert Int8Linear(int8).nbytes == 32 * 64 + 32 * 2
     dense = rows_from_gguf(raw, "Q8_0", (32, 64), "bf16")
     assert torch.equal(DenseLinear(dense).dequantize(), exact.to(torch.bfloat16).float())
+
+
+@pytest.mark.parametrize(("m", "n", "k", "fused"), [
+    (1, 8192, 576, True), (1, 8192, 4096, True), (1, 8192, 4608, False), (2, 8192, 576, False),
+    (1, 300, 576, False)])
+def test_one_row_in_a_compiled_step_takes_the_fused_route(m: int, n: int, k: int,
+                                                          fused: bool) -> None:
+    """One row of activations through N >= ROW_MIN_N rows of K <= ROW_MAX_K, inside a compiled
+    function: the product is a
+    multiply and a sum that inductor fuses, not the aten kernel, and it is within the aten
+    kernel's bound of the exact product (inductor may skip the bf16 round trips and be closer).
+    Other shapes keep the aten kernel."""
+    layer = Int8Linear(Int8Rows(torch.randint(-127, 128, (n, k), dtype=torch.int8),
+                                torch.rand(n) / 100))
+    graphs: list[str] = []
+
+    def capture(gm: torch.fx.GraphModule, _inputs: list) -> object:
+        graphs.append(str(gm.graph))
+        return gm.forward
+
+    x = torch.randn(m, k)
+    torch._dynamo.reset()
+    with torch.no_grad():
+        got = torch.compile(layer, backend=capture, fullgraph=True)(x)
+        inductor = torch.compile(layer, fullgraph=True)(x)
+        eager = layer(x)  # the aten kernel
+    (graph,) = graphs
+    assert ("_weight_int8pack_mm" not in graph) == fused
+    w = layer.dequantize()
+    exact = F.linear(x, w)
+    for y in (got, inductor, eager):
+        assert y.shape == (m, n) and y.dtype == x.dtype
+        assert ((y - exact).abs() <= linear_bound(x, w, exact, False)).all()
