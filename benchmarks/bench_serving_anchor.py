@@ -13,15 +13,16 @@
 6. concurrency: 1 and 8 clients, each sending two 64-token chats one after the other;
    aggregate tokens/s is every streamed token over the wall time of the level.
 
-    .venv/bin/python benchmarks/bench_serving_anchor.py --llama-server PATH [--threads 2]
+    .venv/bin/python benchmarks/bench_serving_anchor.py [--llama-server PATH] [--threads 2]
         [--rounds 3] [--num-parallel 4]
 
 Both servers get smollm2-135m's GGUF, the same slots (--num-parallel) and context per slot
 (4096), the same threads, and are driven through their OpenAI-compatible streaming
 /v1/chat/completions with temperature 0. Scenario rounds alternate between the servers;
-figures are medians over rounds. llama-server is built from the llama-cpp-python 0.3.36 sdist
-(cmake, target llama-server; on a machine whose native build dies of illegal AMX
-instructions: -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON). Writes
+figures are medians over rounds. llama-server is the one benchmarks/native_llamacpp.py builds
+from the llama-cpp-python 0.3.36 sdist, unless --llama-server names another (on a machine
+whose native build dies of illegal AMX instructions, one built with -DGGML_NATIVE=OFF
+-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON). Writes
 benchmarks/results/bench_serving_anchor.json and .png.
 """
 
@@ -45,6 +46,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_serving import MODEL_FILE, free_port, start, wait_up  # noqa: E402
+from native_llamacpp import tools  # noqa: E402
 
 SLOT_CTX = 4096
 SYSTEM = "You are a helpful assistant. Answer briefly and clearly."
@@ -221,12 +223,13 @@ def median(rows: list[dict], key: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--llama-server", required=True)
+    parser.add_argument("--llama-server", help="default: the native build (built if missing)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-parallel", type=int, default=4)
     parser.add_argument("--out", default=str(HERE / "results" / "bench_serving_anchor.json"))
     args = parser.parse_args()
+    args.llama_server = args.llama_server or str(tools()["llama-server"])
 
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
