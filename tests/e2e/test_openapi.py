@@ -60,7 +60,7 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 
 # the fuzz run: fixed seed, bounded cases, one worker; no wall-clock budget
 SEED = 20240901
-MAX_EXAMPLES = 50  # per operation in the fuzzing phase (the coverage phase is exhaustive)
+MAX_EXAMPLES = 30  # per operation in the fuzzing phase (the coverage phase is exhaustive)
 # hang guards only. The slowest answers (a model load, a reload for another num_ctx) take
 # ~15 s with both cores busy; most take milliseconds.
 REQUEST_TIMEOUT_S = 300  # one request

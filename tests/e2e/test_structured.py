@@ -15,8 +15,8 @@ import openai
 from tests.e2e.test_concurrency import inprocess
 from tests.engine.test_grammar import SCHEMAS
 
-# (temperature, seed, stream): greedy both ways, then three seeds
-RUNS = [(0.0, 0, False), (0.0, 0, True), (0.8, 1, False), (0.8, 2, True), (0.8, 3, False)]
+# (temperature, seed, stream): greedy, then two seeds; streamed and not
+RUNS = [(0.0, 0, True), (0.8, 1, False), (0.8, 2, True)]
 
 
 def prompt_for(name: str, schema: dict) -> str:
