@@ -112,11 +112,12 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
             ffn.w_down = layer(p + "ffn.w_down.weight")
 
     embd = gguf.tensors[stored["tok_embeddings.weight"]]
-    model.tok_embeddings = gguf_embedding(gguf.raw(embd.name).to(device), embd.type_name,
-                                          embd.shape, dtype)
-    model.output = quantize_head(gguf.raw(embd.name), embd.type_name, embd.shape,
-                                 device=device, policy=policy) \
+    table = gguf.raw(embd.name)  # read once: a tied head is made from the same bytes
+    model.tok_embeddings = gguf_embedding(table.to(device), embd.type_name, embd.shape, dtype)
+    model.output = quantize_head(table, embd.type_name, embd.shape, device=device,
+                                 policy=policy) \
         if config.tied_embeddings else layer("output.weight")
+    del table
 
     # what is left on the meta device: norms, q/k norms and MoE routers, dequantized as they are
     rest = {name: dense(name) for name, t in model.state_dict().items() if t.is_meta}

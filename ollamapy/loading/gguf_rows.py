@@ -28,6 +28,7 @@ from ollamapy.engine.kernels import (
     DEFAULT_POLICY,
     GROUP,
     Int4Rows,
+    Int8Rows,
     Policy,
     QuantizedEmbedding,
     QuantRows,
@@ -67,10 +68,23 @@ def rows_from_gguf(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
     if type_name in LOSSLESS_INT4 and target == "int4":
         return int4_rows_from_q4(raw, type_name, (n, k))
     by_row = raw.view(n, _row_bytes(type_name, k))
-    parts = [rows_from_dense(dequantize(by_row[i:i + _CHUNK_ROWS].reshape(-1), type_name,
-                                        (min(_CHUNK_ROWS, n - i), k)), target)
-             for i in range(0, n, _CHUNK_ROWS)]
-    return parts[0] if len(parts) == 1 else concat_rows(parts)
+
+    def rows(i: int) -> QuantRows:  # rows [i, i + _CHUNK_ROWS)
+        return rows_from_dense(dequantize(by_row[i:i + _CHUNK_ROWS].reshape(-1), type_name,
+                                          (min(_CHUNK_ROWS, n - i), k)), target)
+
+    first = rows(0)
+    if n <= _CHUNK_ROWS:
+        return first
+    if isinstance(first, Int8Rows):  # a vocabulary-sized head: written in place, never twice
+        q = torch.empty(n, k, dtype=torch.int8)
+        scales = torch.empty(n, dtype=first.scales.dtype)
+        for i in range(0, n, _CHUNK_ROWS):
+            part = first if i == 0 else rows(i)
+            assert isinstance(part, Int8Rows)
+            q[i:i + _CHUNK_ROWS], scales[i:i + _CHUNK_ROWS] = part.q, part.scales
+        return Int8Rows(q, scales)
+    return concat_rows([first, *(rows(i) for i in range(_CHUNK_ROWS, n, _CHUNK_ROWS))])
 
 
 def gguf_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int],

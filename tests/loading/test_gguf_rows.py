@@ -3,15 +3,19 @@ the GGUF dequantization, the layer the default policy gives each type, and the e
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
-from ollamapy.engine.kernels import DEFAULT_POLICY, Policy
+from ollamapy.engine.kernels import DEFAULT_POLICY, Policy, rows_from_dense
 from ollamapy.loading.gguf_rows import (
+    _CHUNK_ROWS,
     gguf_embedding,
     int4_rows_from_q4,
     quantize_head,
     quantize_linear,
+    rows_from_gguf,
 )
 from ollamapy.loading.quants import Q4_GROUPS, dequantize
 from ollamapy_kernels.dense_linear import DenseLinear
@@ -93,3 +97,16 @@ def test_embedding_keeps_the_stored_bytes() -> None:
     assert emb.rows.shape == (10, 2 * 34) and emb.nbytes == raw.numel()
     assert emb.rows.data_ptr() == raw.data_ptr()  # a view: no copy of the table
     assert torch.equal(emb(torch.arange(10)), dequantize(raw, "Q8_0", (10, 64)))
+
+
+@pytest.mark.parametrize("target", ["int8", "bf16"])
+def test_rows_requantized_in_slices_equal_the_whole(target: str) -> None:
+    """A weight taller than one slice (a vocabulary-sized head) is requantized a slice of rows
+    at a time, int8 rows written in place: the same rows as requantizing it whole."""
+    n = _CHUNK_ROWS * 2 + 100
+    raw = random_gguf("Q8_0", (n, 64))
+    got = rows_from_gguf(raw, "Q8_0", (n, 64), target)
+    want = rows_from_dense(dequantize(raw, "Q8_0", (n, 64)), target)
+    assert type(got) is type(want)
+    for a, b in zip(dataclasses.astuple(got), dataclasses.astuple(want), strict=True):
+        assert torch.equal(a, b)
