@@ -310,8 +310,8 @@ def plot(files: dict[str, dict], path: Path, title: str) -> None:
         ax.set_title(label)
     axes[0].legend(fontsize=7)
     ax = axes[3]
-    for i, (key, label) in enumerate((("kl_fast", "ollamapy fast"),
-                                      ("kl_llama_cpp", "llama.cpp"))):
+    for i, (key, label) in enumerate((("kl_llama_cpp", "llama.cpp"),  # colours as above
+                                      ("kl_fast", "ollamapy fast"))):
         values = [files[n].get("fidelity", {}).get(key) or 0 for n in names]
         ax.bar([x + i * 0.4 for x in range(len(names))], values, 0.4, label=label)
     ax.set_xticks([x + 0.2 for x in range(len(names))], names)
