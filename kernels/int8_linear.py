@@ -18,8 +18,8 @@ the route slower than the aten kernel inside a real decode step. It sums the pro
 fp32 like the aten kernel; inductor may drop the bf16 round trips of its input and output, so
 it can be closer to the exact product than the aten kernel, never further than that kernel's
 bound (tests/kernels/test_int8_and_dense.py). Not for longer rows (at K = 8192 it is the
-slower one), nor for M > 1 (at M = 4 it reads the weight once per row of activations), nor in eager
-code, where the multiply would materialise a float copy of the weight.
+slower one), nor for M > 1 (at M = 4 it reads the weight once per row of activations), nor
+in eager code, where the multiply would materialise a float copy of the weight.
 
 On other devices `pack` uses a dense bfloat16 layer instead (`dense_linear.DenseLinear`).
 `Int8LinearReference` takes the same arguments and computes the product in plain torch.
