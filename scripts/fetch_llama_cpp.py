@@ -47,7 +47,9 @@ def download(wheels: Path) -> Path:
     return sdist
 
 
-def extract(sdist: Path, target: Path) -> None:
+def extract(sdist: Path, target: Path, parts: tuple[str, ...] = PARTS) -> None:
+    """The vendored llama.cpp's `parts` (paths under it; ("",) for all of it) into target,
+    whole or not at all."""
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -55,8 +57,8 @@ def extract(sdist: Path, target: Path) -> None:
         members = []
         for member in tar.getmembers():
             rel = member.name.removeprefix(VENDOR)
-            if rel != member.name and rel.startswith(PARTS) and (member.isfile()
-                                                                 or member.isdir()):
+            if rel != member.name and rel and rel.startswith(parts) and (member.isfile()
+                                                                         or member.isdir()):
                 member.name = rel
                 members.append(member)
         tar.extractall(tmp, members=members, filter="data")  # no links, no paths outside

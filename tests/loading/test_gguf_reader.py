@@ -92,6 +92,14 @@ def test_valid_file_reads_like_gguf_py(tmp_path: Path) -> None:
         assert q.tolist() == [0.5 * (j - 8) for j in range(16)] + [-4.0] * 16
 
 
+def finish(w: gguf.GGUFWriter) -> None:
+    """gguf-py's writer: header, metadata, tensors, in that order, then close."""
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def test_file_written_by_gguf_py_reads_back(tmp_path: Path) -> None:
     path = tmp_path / "w.gguf"
     w = gguf.GGUFWriter(str(path), "qwen3")
@@ -103,10 +111,7 @@ def test_file_written_by_gguf_py_reads_back(tmp_path: Path) -> None:
     a = np.random.default_rng(0).standard_normal((3, 64)).astype(np.float32)
     w.add_tensor("a", a)
     w.add_tensor("b", a.astype(np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     with read_gguf(path) as f:
         assert f.metadata["general.architecture"] == "qwen3"
         assert f.metadata["x.u64"] == 2**40 and f.metadata["x.i8"] == -3
@@ -139,10 +144,7 @@ def test_reading_a_tensor_gives_its_pages_back(tmp_path: Path) -> None:
                for i in range(8)}  # 1 MiB each
     for name, a in tensors.items():
         w.add_tensor(name, a)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+    finish(w)
     with read_gguf(path) as f:
         for name, a in tensors.items():
             assert np.array_equal(f.raw(name).view(torch.float32).numpy().reshape(a.shape), a)
