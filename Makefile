@@ -12,9 +12,14 @@ OLLAMA_HOST ?= 127.0.0.1:11434
 # pytest workers are not used: the suite is sized for 2 cores in one process
 PYTEST_ARGS ?=
 
-.PHONY: setup models test serve lock bench clean
+.PHONY: setup native models test serve lock bench clean
 
-setup: $(INSTALLED) models
+setup: $(INSTALLED) native models
+
+# the C++ kernels (kernels/csrc), compiled once into the cache so no first load waits for them;
+# without a compiler or AVX-512 VNNI it says so and the engine uses torch's kernels
+native: $(INSTALLED)
+	$(BIN)/python -m ollamapy_kernels.native
 
 # Exactly the lock: every package pinned with its hashes (torch==2.13.0+cpu, the local CPU
 # build, so nothing pulls a CUDA build), no dependency resolved here. The project itself goes in

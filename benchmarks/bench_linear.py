@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_linear.py            # speed table, 2 threads
     .venv/bin/python benchmarks/bench_linear.py --types    # error of each target, per GGUF type
     .venv/bin/python benchmarks/bench_linear.py --rows     # int8, one row: compiled vs aten
+    .venv/bin/python benchmarks/bench_linear.py --vnni     # VNNI kernels vs torch's
 
 Weights are the real SmolLM2-135M tensors where the file is present (fused ffn gate+up
 3072x576 and ffn_down 576x1536, Q4_1; token_embd 49152x576, Q8_0, as a tied head), random
@@ -15,6 +16,7 @@ inputs, both against the exact GGUF dequantization in float32.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -187,10 +189,59 @@ def rows_table() -> None:
         print(row)
 
 
+VNNI_SHAPES = {"int4": [(3072, 576), (576, 1536), (3072, 2048), (16384, 2048), (2048, 8192)],
+               "int8": [(1024, 640), (640, 2048), (2048, 8192), (262144, 640), (128256, 2048)]}
+
+
+def vnni_table() -> None:
+    """The VNNI layers against torch's kernels (`Int4Linear`, `Int8Linear` eager) on the same
+    random rows, weights streamed from memory (copies rotating past the L3): µs per call at
+    M = 1, 4, 16 (decode steps) and 512 (a prompt chunk), GB/s of weight read at M = 1, and
+    the output's relative error at M = 4 against the float32 product."""
+    from ollamapy_kernels import native
+    from ollamapy_kernels.int4_linear import Int4Linear
+    from ollamapy_kernels.int4_vnni import Int4VnniLinear
+    from ollamapy_kernels.int8_linear import Int8Linear
+    from ollamapy_kernels.int8_vnni import Int8VnniLinear
+    from ollamapy_kernels.rows import Int4Rows, Int8Rows
+
+    if not native.load():
+        raise SystemExit("no AVX-512 VNNI kernels here (see kernels/native.py)")
+    ms = (1, 4, 16, 512)
+    print(f"{'N x K':>16}{'layer':>10}{'MB':>8}" + "".join(f"{f'M={m} µs':>11}" for m in ms)
+          + f"{'GB/s':>7}{'y err':>10}")
+    layers_of = {"int4": (Int4Linear, Int4VnniLinear), "int8": (Int8Linear, Int8VnniLinear)}
+    for form, shapes in VNNI_SHAPES.items():
+        for n, k in shapes:
+            g = torch.Generator().manual_seed(0)
+            rows = Int4Rows(torch.randint(0, 16, (n, k), generator=g, dtype=torch.uint8),
+                            torch.rand(n, k // 32, generator=g) * 0.01 + 1e-3,
+                            torch.randn(n, k // 32, generator=g) * 0.01) if form == "int4" \
+                else Int8Rows(torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8),
+                              torch.rand(n, generator=g) * 0.01)
+            x4 = torch.randn(4, k, generator=g)
+            y_exact = F.linear(x4, rows.rounded().dequantize())
+            for cls in layers_of[form]:
+                # each copy its own codes (the int8 layers keep the rows' tensor as it is)
+                layers = [cls(dataclasses.replace(rows, q=rows.q.clone()))]
+                copies = max(2, min(256, -(-2 * _L3_BYTES // layers[0].nbytes)))
+                layers += [cls(dataclasses.replace(rows, q=rows.q.clone()))
+                           for _ in range(copies - 1)]
+                xs = {m: torch.randn(m, k) for m in ms}
+                us = {m: time_call(lambda i, x=xs[m], ls=layers: ls[i](x), copies,
+                                   rounds=3 if m < 512 else 1) for m in ms}
+                err = ((layers[0](x4) - y_exact).norm() / y_exact.norm()).item()
+                print(f"{f'{n} x {k}':>16}{cls.__name__.removesuffix('Linear'):>10}"
+                      f"{layers[0].nbytes / 1e6:8.1f}" + "".join(f"{us[m]:11.0f}" for m in ms)
+                      + f"{layers[0].nbytes / us[1] / 1e3:7.1f}{err:10.2e}")
+                del layers
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", action="store_true", help="error per GGUF type instead")
     parser.add_argument("--rows", action="store_true", help="int8 at M = 1: compiled vs aten")
+    parser.add_argument("--vnni", action="store_true", help="VNNI kernels vs torch's")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -198,6 +249,8 @@ def main() -> None:
         with torch.no_grad():  # not inference_mode: compiled code takes no inference tensors
             return rows_table()
     with torch.inference_mode():
+        if args.vnni:
+            return vnni_table()
         types_table() if args.types else speed_table()
 
 

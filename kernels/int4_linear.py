@@ -1,5 +1,9 @@
 """A linear layer whose weight stays 4-bit: torch's int4 "tinygemm" kernels, group size 32.
 
+On an x86 CPU with AVX-512 VNNI the policy builds `int4_vnni.Int4VnniLinear` instead (the
+same rows, multiplied as integers, ~1.4x this kernel's rate); this layer serves CUDA and the
+other CPUs.
+
 The kernel computes y = x @ W.T with W[n, k] = (q[n, k] - 8) * scale[g, n] + zero[g, n],
 g = k // 32, from a packed copy of the codes and a bfloat16 (K / 32, N, 2) table of
 (scale, zero) pairs. Verified here (tests/kernels/test_int4_linear.py) rather than trusted:

@@ -6,7 +6,7 @@ measurement (`python benchmarks/bench_linear.py [--types]`; the figures and the 
 kernels/README.md, "The policy, measured"):
 
     Q4_0, Q4_1, Q4_K            int4 g32, repacked code for code (lossless but for the bf16
-                                rounding of scale and zero)
+                                rounding of scale and zero); the layer is `int4_layer(device)`
     every other quantized type  int8, one scale per row (IQ4_NL, IQ4_XS and MXFP4 too: their
                                 4-bit codes are not affine, so int4 would requantize them)
     F16, BF16, F32              bf16 (the file chose precision; `Policy(default="int8")`
@@ -14,9 +14,9 @@ kernels/README.md, "The policy, measured"):
     tied output head            int8 from the embedding's bytes
 
 5/6/8-bit types are not squeezed into int4 groups: the re-quantization error shows in the
-logits, while int8 keeps most of int4's speed. The kernels want bfloat16 activations (float32
-ones run scalar code); every layer casts its input to bf16 and its output back, so callers may
-pass any dtype.
+logits, while int8 keeps most of int4's speed. torch's kernels want bfloat16 activations
+(float32 ones run scalar code), the VNNI kernel quantizes them to int8; every layer casts its
+input as its kernel needs and its output back, so callers may pass any dtype.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
+from . import native
 from .dense_linear import DenseLinear, DenseLinearReference
 from .int4_linear import Int4Linear, Int4LinearReference
+from .int4_vnni import Int4VnniLinear
 from .int8_linear import Int8Linear, Int8LinearReference
+from .int8_vnni import Int8VnniLinear
 from .requantize import Target, rows_from_dense
 from .rows import Int4Rows, Int8Rows, QuantRows
 
@@ -61,20 +64,39 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
+def int4_layer(device: torch.device | str) -> type[nn.Module]:
+    """The layer int4 rows get on `device`: `Int4VnniLinear` on an x86 CPU with AVX-512 VNNI
+    (its library built: `native.load`), torch's kernels in `Int4Linear` on other CPUs and
+    CUDA, else bf16."""
+    kind = torch.device(device).type
+    if kind == "cpu" and native.load():
+        return Int4VnniLinear
+    return Int4Linear if kind in ("cpu", "cuda") else DenseLinear
+
+
+def int8_layer(device: torch.device | str) -> type[nn.Module]:
+    """The layer int8 rows get on `device`: `Int8VnniLinear` on an x86 CPU with AVX-512 VNNI,
+    torch's kernel in `Int8Linear` on other CPUs, else bf16."""
+    kind = torch.device(device).type
+    if kind == "cpu" and native.load():
+        return Int8VnniLinear
+    return Int8Linear if kind == "cpu" else DenseLinear
+
+
 def _layers(rows: QuantRows, device: torch.device | str) -> tuple[type, type]:
     """→ (fast layer, its reference) for rows on device."""
     kind = torch.device(device).type
     if isinstance(rows, Int4Rows) and kind in ("cpu", "cuda"):
-        return Int4Linear, Int4LinearReference
+        return int4_layer(device), Int4LinearReference
     if isinstance(rows, Int8Rows) and kind == "cpu":
-        return Int8Linear, Int8LinearReference
+        return int8_layer(device), Int8LinearReference
     return DenseLinear, DenseLinearReference
 
 
 def pack(rows: QuantRows, *, bias: torch.Tensor | None = None,
          device: torch.device | str = "cpu") -> nn.Module:
-    """Rows → the fastest layer for them on `device`: int4 codes → `Int4Linear` (CPU and
-    CUDA), int8 codes → `Int8Linear` (CPU), anything else → `DenseLinear` (bf16)."""
+    """Rows → the fastest layer for them on `device`: int4 codes → `int4_layer(device)`,
+    int8 codes → `int8_layer(device)`, anything else → `DenseLinear` (bf16)."""
     fast, _ = _layers(rows, device)
     return fast(rows, bias, device)
 

@@ -179,6 +179,7 @@ def saved_steps(model: Transformer, cache: KVCache) -> Path:
         h.update(f"{name}:{type(module).__module__}.{type(module).__qualname__};".encode())
         if (source := inspect.getsourcefile(type(module))) is not None:
             sources.add(Path(source))
+        sources.update(getattr(type(module), "extra_sources", ()))  # e.g. C++ kernels
     for name, t in [*model.named_parameters(), *model.named_buffers()]:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{t.device};".encode())
     for t in [*cache.k, *cache.v]:

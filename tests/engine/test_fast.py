@@ -52,13 +52,13 @@ def fast_smollm2():
 
 
 def test_fast_model_keeps_weights_quantized(fast_smollm2) -> None:
-    from ollamapy_kernels.int4_linear import Int4Linear
-    from ollamapy_kernels.int8_linear import Int8Linear
+    from ollamapy_kernels.policy import int4_layer, int8_layer
 
+    int4 = int4_layer("cpu")
     attn, ffn = fast_smollm2.model.layers[0].attn, fast_smollm2.model.layers[0].ffn
-    assert isinstance(attn.wqkv, Int4Linear) and isinstance(ffn.w_gate_up, Int4Linear)
+    assert isinstance(attn.wqkv, int4) and isinstance(ffn.w_gate_up, int4)
     assert not hasattr(attn, "wq")  # fused: no separate q/k/v
-    assert isinstance(fast_smollm2.model.output, Int8Linear)  # the tied head, quantized
+    assert isinstance(fast_smollm2.model.output, int8_layer("cpu"))  # the tied head, quantized
     resident = sum(m.nbytes for m in fast_smollm2.model.modules() if hasattr(m, "nbytes")
                    and not list(m.children()))
     assert resident < model_path("smollm2-135m.gguf").stat().st_size * 1.3

@@ -47,3 +47,28 @@ def linear_bound(x: torch.Tensor, weight: torch.Tensor, y_ref: torch.Tensor,
     mag = x.float().abs() @ weight.abs().T  # (M, N)
     slack = 2.0**-12 + (0.0 if input_rounded else BF16_EPS)
     return BF16_EPS * y_ref.abs() + slack * mag
+
+
+def int8_activation_bound(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Elementwise bound on |kernel(x) - x @ W.T| for a kernel that keeps each group of 32
+    activations as two int8 steps, d (a + b / 256) with d = max|x_group| / 127 (each x within
+    d / 512, or d / 256 where b saturates at 127) and accumulates in fp32 (2^-12 of
+    sum |x||w|, as in `linear_bound`); its output is fp32."""
+    m, k = x.shape
+    pad = -k % 32
+    xg = torch.nn.functional.pad(x.float(), (0, pad)).view(m, -1, 32)  # (M, G, 32)
+    x_err = xg.abs().amax(-1) / 127 / 256  # (M, G): each x's error is within d / 256
+    wg = torch.nn.functional.pad(weight.abs(), (0, pad)).view(weight.shape[0], -1, 32).sum(-1)
+    return x_err @ wg.T + 2.0**-12 * (x.float().abs() @ weight.abs().T)
+
+
+def layer_bound(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor,
+                y_ref: torch.Tensor) -> torch.Tensor:
+    """The bound that applies to `layer` on fp32 input x: `int8_activation_bound` for the
+    VNNI layers, `linear_bound` for every bf16-rounding kernel."""
+    from ollamapy_kernels.int4_vnni import Int4VnniLinear
+    from ollamapy_kernels.int8_vnni import Int8VnniLinear
+
+    if isinstance(layer, Int4VnniLinear | Int8VnniLinear):
+        return int8_activation_bound(x, weight)
+    return linear_bound(x, weight, y_ref, False)

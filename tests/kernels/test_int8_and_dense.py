@@ -10,10 +10,10 @@ from ollamapy.loading.gguf_rows import gguf_rows, rows_from_gguf
 from ollamapy.loading.quants import dequantize
 from ollamapy_kernels.dense_linear import DenseLinear, DenseLinearReference
 from ollamapy_kernels.int8_linear import Int8Linear, Int8LinearReference
-from ollamapy_kernels.policy import pack
+from ollamapy_kernels.policy import int8_layer, pack
 from ollamapy_kernels.requantize import to_bf16, to_int8
 from ollamapy_kernels.rows import Int8Rows
-from tests.kernels.helpers import BF16_EPS, linear_bound, random_gguf
+from tests.kernels.helpers import BF16_EPS, layer_bound, linear_bound, random_gguf
 
 REQUANTIZED = ["Q5_0", "Q5_1", "Q8_0", "Q6_K", "F16", "BF16", "F32", "IQ4_NL", "IQ4_XS",
                "MXFP4"]
@@ -58,12 +58,14 @@ def test_iq4_and_mxfp4_weights_take_the_int8_path(type_name: str) -> None:
     rows = gguf_rows(raw, type_name, shape)
     assert isinstance(rows, Int8Rows)
     layer = pack(rows)
-    assert isinstance(layer, Int8Linear)
+    assert isinstance(layer, int8_layer("cpu"))
     exact = dequantize(raw, type_name, shape)  # (N, K) float32, bit-exact to gguf-py
     x = torch.randn(3, shape[1]).to(torch.bfloat16)
     y, y_exact = layer(x), F.linear(x.float(), exact)
     step = x.float().abs().sum(-1, keepdim=True) * rows.scales.float()  # (M, N)
-    bound = linear_bound(x, exact, y_exact, input_rounded=True) + step * (1 + 2 * BF16_EPS)
+    kernel = linear_bound(x, exact, y_exact, input_rounded=True) if isinstance(layer, Int8Linear) \
+        else layer_bound(layer, x.float(), exact, y_exact)
+    bound = kernel + step * (1 + 2 * BF16_EPS)
     assert ((y.float() - y_exact).abs() <= bound).all()
 
 

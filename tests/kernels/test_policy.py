@@ -7,18 +7,18 @@ import pytest
 import torch
 
 from ollamapy_kernels.dense_linear import DenseLinear, DenseLinearReference
-from ollamapy_kernels.int4_linear import Int4Linear, Int4LinearReference
-from ollamapy_kernels.int8_linear import Int8Linear, Int8LinearReference
-from ollamapy_kernels.policy import from_dense, pack, pack_reference
+from ollamapy_kernels.int4_linear import Int4LinearReference
+from ollamapy_kernels.int8_linear import Int8LinearReference
+from ollamapy_kernels.policy import from_dense, int4_layer, int8_layer, pack, pack_reference
 from ollamapy_kernels.rows import DenseRows, Int4Rows, Int8Rows
 
 
 def test_from_dense_targets_and_int4_fallback_for_odd_widths() -> None:
     w = torch.randn(32, 96)
-    assert isinstance(from_dense(w, "int4"), Int4Linear)
-    assert isinstance(from_dense(w, "int8"), Int8Linear)
+    assert isinstance(from_dense(w, "int4"), int4_layer("cpu"))
+    assert isinstance(from_dense(w, "int8"), int8_layer("cpu"))
     assert isinstance(from_dense(w, "bf16"), DenseLinear)
-    assert isinstance(from_dense(torch.randn(32, 40), "int4"), Int8Linear)  # 40 % 32 != 0
+    assert isinstance(from_dense(torch.randn(32, 40), "int4"), int8_layer("cpu"))  # 40 % 32 != 0
     with pytest.raises(ValueError, match="unknown target"):
         from_dense(w, "int3")  # type: ignore[arg-type]
 

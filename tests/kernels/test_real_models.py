@@ -10,11 +10,16 @@ import torch.nn.functional as F
 from ollamapy.loading.gguf import read_gguf
 from ollamapy.loading.gguf_rows import gguf_rows, quantize_head
 from ollamapy.loading.quants import dequantize
-from ollamapy_kernels.int4_linear import Int4Linear
-from ollamapy_kernels.int8_linear import Int8Linear
-from ollamapy_kernels.policy import DEFAULT_POLICY, Policy, pack, pack_reference
+from ollamapy_kernels.policy import (
+    DEFAULT_POLICY,
+    Policy,
+    int4_layer,
+    int8_layer,
+    pack,
+    pack_reference,
+)
 from tests.conftest import model_path
-from tests.kernels.helpers import linear_bound
+from tests.kernels.helpers import layer_bound
 
 # relative Frobenius error of the kernel's weight against ggml's dequantization: the lossless
 # repack measures 1.9–2.0e-3 (bf16 scale and zero), int8 per row 0.8–1.9e-2
@@ -50,13 +55,14 @@ def test_every_linear_type_of_the_real_models(file: str, types: set[str]) -> Non
             rows = gguf_rows(raw, info.type_name, shape)
             layer, ref = pack(rows), pack_reference(rows)
             target = DEFAULT_POLICY.target(info.type_name)
-            assert isinstance(layer, Int4Linear if target == "int4" else Int8Linear), name
+            expected = int4_layer("cpu") if target == "int4" else int8_layer("cpu")
+            assert isinstance(layer, expected), name
             w_err = (layer.dequantize() - exact).norm() / exact.norm()
             assert w_err < MAX_WEIGHT_ERROR[target], (name, float(w_err))
             for m in (1, 4, 7):
                 x = torch.randn(m, shape[1])
                 y, y_ref = layer(x), ref(x)
-                assert ((y - y_ref).abs() <= linear_bound(x, ref.weight, y_ref, False)).all()
+                assert ((y - y_ref).abs() <= layer_bound(layer, x, ref.weight, y_ref)).all()
             seen.add(info.type_name)
     assert types <= seen
 
@@ -95,7 +101,7 @@ def test_int8_head_on_real_hidden_states(smollm2) -> None:
     hidden, exact, (raw, type_name, shape), _ = _head_inputs_and_exact_logits(smollm2)
     int8 = quantize_head(raw, type_name, shape)
     int4 = quantize_head(raw, type_name, shape, policy=Policy(head="int4"))
-    assert isinstance(int8, Int8Linear) and isinstance(int4, Int4Linear)
+    assert isinstance(int8, int8_layer("cpu")) and isinstance(int4, int4_layer("cpu"))
     kld8, top8 = _kld_and_top1(int8(hidden), exact)
     kld4, _ = _kld_and_top1(int4(hidden), exact)
     assert kld8 < 3e-3 and top8 >= 0.93

@@ -20,13 +20,14 @@ from ollamapy.loading.gguf_rows import (
 from ollamapy.loading.quants import Q4_GROUPS, dequantize
 from ollamapy_kernels.dense_linear import DenseLinear
 from ollamapy_kernels.int4_linear import Int4Linear
-from ollamapy_kernels.int8_linear import Int8Linear
+from ollamapy_kernels.policy import int4_layer, int8_layer
 from tests.kernels.helpers import random_gguf
 
-EXPECTED = {"Q4_0": Int4Linear, "Q4_1": Int4Linear, "Q4_K": Int4Linear, "Q5_0": Int8Linear,
-            "Q5_1": Int8Linear, "Q6_K": Int8Linear, "Q8_0": Int8Linear, "F16": DenseLinear,
-            "BF16": DenseLinear, "F32": DenseLinear, "IQ4_NL": Int8Linear, "IQ4_XS": Int8Linear,
-            "MXFP4": Int8Linear}
+INT4, INT8 = int4_layer("cpu"), int8_layer("cpu")
+EXPECTED = {"Q4_0": INT4, "Q4_1": INT4, "Q4_K": INT4, "Q5_0": INT8,
+            "Q5_1": INT8, "Q6_K": INT8, "Q8_0": INT8, "F16": DenseLinear,
+            "BF16": DenseLinear, "F32": DenseLinear, "IQ4_NL": INT8, "IQ4_XS": INT8,
+            "MXFP4": INT8}
 
 
 # -- the lossless repack ---------------------------------------------------------------------
@@ -73,9 +74,9 @@ def test_default_policy_per_type(type_name: str, layer_type: type) -> None:
 def test_head_is_int8_and_a_policy_can_change_it() -> None:
     shape = (96, 128)
     raw = random_gguf("Q8_0", shape)
-    assert isinstance(quantize_head(raw, "Q8_0", shape), Int8Linear)
+    assert isinstance(quantize_head(raw, "Q8_0", shape), INT8)
     fast = Policy(head="int4", default="int8")
-    assert isinstance(quantize_head(raw, "Q8_0", shape, policy=fast), Int4Linear)
+    assert isinstance(quantize_head(raw, "Q8_0", shape, policy=fast), INT4)
     assert fast.target("F16") == "int8" and DEFAULT_POLICY.target("F16") == "bf16"
 
 
