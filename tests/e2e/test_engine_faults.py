@@ -51,18 +51,22 @@ def test_24_a_step_that_fails_mid_stream_does_not_wedge_the_model(server) -> Non
             return real(*args)
 
         batch.decode = flaky
+        # greedy, so the answer is long enough to reach the third step on every run (a sampled
+        # one ended after two tokens once)
         lines = [json.loads(line) for line in http.post("/api/generate", json={
             "model": "smollm2:135m", "prompt": "Count to ten.",
-            "options": {"num_predict": 20}}).text.splitlines()]
+            "options": {"num_predict": 20, "temperature": 0}}).text.splitlines()]
         assert lines[-1] == {"error": "injected failure in the decode step"}
         assert not any(line.get("done") for line in lines)
         calls = 10  # past the failure: the next requests work on the same model
         r = http.post("/api/generate", json={"model": "smollm2:135m", "prompt": "Hi",
-                                             "stream": False, "options": {"num_predict": 3}})
+                                             "stream": False,
+                                             "options": {"num_predict": 3, "temperature": 0}})
         assert r.status_code == 200 and r.json()["eval_count"] == 3
         calls = 2  # a failure in a non-streaming request is a 500 JSON error
         r = http.post("/api/generate", json={"model": "smollm2:135m", "prompt": "Hi",
-                                             "stream": False, "options": {"num_predict": 5}})
+                                             "stream": False,
+                                             "options": {"num_predict": 5, "temperature": 0}})
         assert r.status_code == 500 and r.json() == {
             "error": "injected failure in the decode step"}
 
