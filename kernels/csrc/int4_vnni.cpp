@@ -148,19 +148,10 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& blocks) {
   }
   const auto* bp = blocks.data_ptr<uint8_t>();
   float* yp = y.data_ptr<float>();
-  // blocks of BLOCK_ROWS weight rows stay in cache while every row of x passes over them
-  at::parallel_for(0, n, BLOCK_ROWS, [&](int64_t n0, int64_t n1) {
-    for (int64_t b0 = n0; b0 < n1; b0 += BLOCK_ROWS) {
-      const int64_t b1 = std::min(b0 + BLOCK_ROWS, n1);
-      int64_t m0 = 0;
-      for (; m0 + 4 <= m_rows; m0 += 4) {
-        rows_vnni<4>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1);
-      }
-      for (; m0 < m_rows; ++m0) {
-        rows_vnni<1>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1);
-      }
-    }
-  });
+  over_rows(
+      n, m_rows,
+      [&](int64_t m0, int64_t b0, int64_t b1) { rows_vnni<4>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1); },
+      [&](int64_t m0, int64_t b0, int64_t b1) { rows_vnni<1>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1); });
   return y;
 }
 

@@ -117,19 +117,14 @@ at::Tensor int8_mm(const at::Tensor& x, const at::Tensor& codes, const at::Tenso
   const auto* cp = codes.data_ptr<int8_t>();
   const float* sp = scales.data_ptr<float>();
   float* yp = y.data_ptr<float>();
-  // blocks of BLOCK_ROWS weight rows stay in cache while every row of x passes over them
-  at::parallel_for(0, n, BLOCK_ROWS, [&](int64_t n0, int64_t n1) {
-    for (int64_t b0 = n0; b0 < n1; b0 += BLOCK_ROWS) {
-      const int64_t b1 = std::min(b0 + BLOCK_ROWS, n1);
-      int64_t m0 = 0;
-      for (; m0 + 4 <= m_rows; m0 += 4) {
+  over_rows(
+      n, m_rows,
+      [&](int64_t m0, int64_t b0, int64_t b1) {
         rows_vnni<4>(cp, sp, k, m0, mags.data(), signs.data(), steps.data(), yp, n, b0, b1);
-      }
-      for (; m0 < m_rows; ++m0) {
+      },
+      [&](int64_t m0, int64_t b0, int64_t b1) {
         rows_vnni<1>(cp, sp, k, m0, mags.data(), signs.data(), steps.data(), yp, n, b0, b1);
-      }
-    }
-  });
+      });
   return y;
 }
 

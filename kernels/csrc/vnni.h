@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <ATen/Parallel.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -63,6 +65,21 @@ VNNI inline Int8Group quantize_group(const float* x) {
 VNNI inline int32_t group_sum(const Int8Group& g) {
   return _mm512_reduce_add_epi32(_mm512_add_epi32(
       _mm512_slli_epi32(_mm512_add_epi32(g.q_lo, g.q_hi), 8), _mm512_add_epi32(g.r_lo, g.r_hi)));
+}
+
+// Every (weight row, row of x) product, weight rows split among torch's threads in blocks of
+// BLOCK_ROWS that stay in cache while every row of x passes over them: tile4(m0, n0, n1) for
+// rows m0..m0+3 of x, tile1(m0, n0, n1) for the rest.
+template <typename Tile4, typename Tile1>
+void over_rows(int64_t n, int64_t m_rows, const Tile4& tile4, const Tile1& tile1) {
+  at::parallel_for(0, n, BLOCK_ROWS, [&](int64_t n0, int64_t n1) {
+    for (int64_t b0 = n0; b0 < n1; b0 += BLOCK_ROWS) {
+      const int64_t b1 = std::min(b0 + BLOCK_ROWS, n1);
+      int64_t m0 = 0;
+      for (; m0 + 4 <= m_rows; m0 += 4) tile4(m0, b0, b1);
+      for (; m0 < m_rows; ++m0) tile1(m0, b0, b1);
+    }
+  });
 }
 
 }  // namespace ollamapy_native
