@@ -150,8 +150,12 @@ at::Tensor int4_mm(const at::Tensor& x, const at::Tensor& blocks) {
   float* yp = y.data_ptr<float>();
   over_rows(
       n, m_rows,
-      [&](int64_t m0, int64_t b0, int64_t b1) { rows_vnni<4>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1); },
-      [&](int64_t m0, int64_t b0, int64_t b1) { rows_vnni<1>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1); });
+      [&](int64_t m0, int64_t b0, int64_t b1) {
+        rows_vnni<4>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1);
+      },
+      [&](int64_t m0, int64_t b0, int64_t b1) {
+        rows_vnni<1>(bp, k, m0, acts.data(), dsums.data(), yp, n, b0, b1);
+      });
   return y;
 }
 
