@@ -27,7 +27,8 @@ import torch.utils.cpp_extension as cpp
 log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCES = (CSRC / "library.cpp", CSRC / "int4_vnni.cpp", CSRC / "int8_vnni.cpp")
+SOURCES = (CSRC / "library.cpp", CSRC / "int4_vnni.cpp", CSRC / "int8_vnni.cpp",
+           CSRC / "attention.cpp")
 HEADERS = (CSRC / "vnni.h",)
 
 
@@ -114,6 +115,10 @@ def _register_fakes() -> None:
     def _(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)
 
+    @torch.library.register_fake("ollamapy_native::decode_attention")
+    def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,
+          cap: float, sinks: torch.Tensor | None) -> torch.Tensor:
+        return q.new_empty(q.shape, dtype=torch.float32)
 
 
 if __name__ == "__main__":  # `make setup` builds the library ahead of the first model load

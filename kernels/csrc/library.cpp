@@ -1,5 +1,6 @@
 // The ops of the ollamapy_native library: their schemas here, their CPU kernels beside
-// (int4_vnni.cpp, int8_vnni.cpp), their Python side in kernels/int4_vnni.py and int8_vnni.py.
+// (int4_vnni.cpp, int8_vnni.cpp, attention.cpp), their Python side in kernels/int4_vnni.py,
+// int8_vnni.py and attention.py.
 
 #include <torch/library.h>
 
@@ -13,4 +14,6 @@ TORCH_LIBRARY(ollamapy_native, m) {
   m.def("has_vnni() -> bool", &has_vnni);
   m.def("int4_mm(Tensor x, Tensor blocks) -> Tensor");
   m.def("int8_mm(Tensor x, Tensor codes, Tensor scales) -> Tensor");
+  m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor mask, float scale, float cap, "
+        "Tensor? sinks) -> Tensor");
 }

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from ollamapy_kernels.embedding import QuantizedEmbedding
 from ollamapy_kernels.experts import Int8Experts
-from ollamapy_kernels.policy import DEFAULT_POLICY, Policy, from_dense, pack
+from ollamapy_kernels.policy import DEFAULT_POLICY, Policy, decode_attention, from_dense, pack
 from ollamapy_kernels.requantize import Target, convert_rows, rows_from_dense
 from ollamapy_kernels.rows import GROUP, Int4Rows, Int8Rows, QuantRows, concat_rows
 
 __all__ = ["DEFAULT_POLICY", "GROUP", "Int4Rows", "Int8Experts", "Int8Rows", "Policy", "QuantRows",
-           "QuantizedEmbedding", "Target", "concat_rows", "convert_rows", "from_dense", "pack",
-           "rows_from_dense"]
+           "QuantizedEmbedding", "Target", "concat_rows", "convert_rows", "decode_attention",
+           "from_dense", "pack", "rows_from_dense"]

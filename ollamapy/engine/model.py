@@ -50,6 +50,9 @@ class Attention(nn.Module):
                             (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim))
         self.q_norm = RMSNorm(q_width, c.norm_eps) if c.qk_norm != "none" else None
         self.k_norm = RMSNorm(k_width, c.norm_eps) if c.qk_norm != "none" else None
+        # a kernel for one query per row (decode steps) with `attend`'s signature, set by a
+        # fast loader; every other call, and every call without one, takes `attend`
+        self.decode: nn.Module | None = None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor, positions: torch.Tensor, cache: KVCache | None
@@ -70,7 +73,11 @@ class Attention(nn.Module):
             # (B, n_kv_heads, S, head_dim): S, the keys' span, is the mask's last dimension
             k, v = cache.update(self.layer, positions, k, v, length=mask.shape[-1])
         sinks = self.sinks.weight if self.sinks is not None else None
-        out = attend(q, k, v, mask, self.scale, self.softcap, sinks)  # (B, n_heads, T, hd)
+        # (B, n_heads, T, head_dim)
+        if T == 1 and self.decode is not None:
+            out = self.decode(q, k, v, mask, self.scale, self.softcap, sinks)
+        else:
+            out = attend(q, k, v, mask, self.scale, self.softcap, sinks)
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.wo(out)
 

@@ -13,7 +13,8 @@ row) before any float copy of them exists:
   a rounding there would change which experts run);
 - the token embedding stays in its stored rows (dequantized per looked-up token), and a tied
   output head gets its own quantized copy (int8 from the embedding's bytes);
-- norms and biases are small: dequantized to the residual stream's dtype.
+- norms and biases are small: dequantized to the residual stream's dtype;
+- decode steps attend through the kernels' one-query attention where the device has one.
 Activations, the residual stream, attention and the KV cache stay in `dtype` (float32 on
 CPU); each quantized layer casts to bfloat16 at its input, where the kernels are fast.
 """
@@ -30,6 +31,7 @@ from ollamapy.engine.kernels import (
     Policy,
     QuantRows,
     concat_rows,
+    decode_attention,
     pack,
 )
 from ollamapy.engine.model import Transformer
@@ -98,8 +100,10 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
 
     with torch.device("meta"):
         model = Transformer(config)
+    decode = decode_attention(device, config.n_heads, config.n_kv_heads, config.head_dim)
     for i, block in enumerate(model.layers):
         attn, ffn, p = block.attn, block.ffn, f"layers.{i}."
+        attn.decode = decode
         attn.wqkv = fused(p + "attn.wqkv.weight",
                           tuple(p + f"attn.{w}.weight" for w in ("wq", "wk", "wv")))
         attn.wo = layer(p + "attn.wo.weight")
