@@ -62,15 +62,14 @@ def main() -> None:
                 kv = [(torch.randn(1, h_kv, span, d).to(dtype),
                        torch.randn(1, h_kv, span, d).to(dtype)) for _ in range(copies)]
                 mask = torch.ones(1, 1, 1, span, dtype=torch.bool)
-                scale = d**-0.5
 
-                def fused(i: int) -> torch.Tensor:
+                def fused(i: int, q=q, kv=kv, mask=mask, scale=d**-0.5, gqa=h != h_kv
+                          ) -> torch.Tensor:
                     k, v = kv[i]
                     return F.scaled_dot_product_attention(
-                        q, k.float(), v.float(), attn_mask=mask, scale=scale,
-                        enable_gqa=h != h_kv)
+                        q, k.float(), v.float(), attn_mask=mask, scale=scale, enable_gqa=gqa)
 
-                def ours(i: int) -> torch.Tensor:
+                def ours(i: int, q=q, kv=kv, mask=mask, scale=d**-0.5) -> torch.Tensor:
                     return kernel(q, *kv[i], mask, scale)
 
                 t_torch, t_ours = _time(fused, copies), _time(ours, copies)

@@ -22,8 +22,9 @@ Prompt: a fixed pseudo-random one of `--prompt-tokens` ids; decode: `--decode-to
 tokens, end-of-sequence ignored.
 
 Fidelity (unless --no-kl): the mean KL divergence to ollamapy's float32 reference (the file
-dequantized, computed in float32) over every position of PROMPTS, for the fast path and for
-llama.cpp (its logits through llama-cpp-python, installed into benchmarks/.venv-anchors over
+dequantized, computed in float32) over every position of PROMPTS, for the fast path (as
+served: each prompt's first half prefilled into its KV cache, the rest decoded one token at a
+time, so the cache's type and the decode attention count) and for llama.cpp (its logits through llama-cpp-python, installed into benchmarks/.venv-anchors over
 the same native libraries). Also the memory-bandwidth roofline of each file: the weight bytes
 a fast decode step reads ÷ the read bandwidth measured here.
 
@@ -145,7 +146,7 @@ def fidelity(model_path: str, threads: int) -> dict:
     del reference
     fast = ollamapy.load(model_path, device="cpu", fast=True, compile=False)
     with torch.inference_mode():
-        got = [fast.model(torch.tensor([ids]), all_logits=True)[0].float() for ids in prompts]
+        got = [served_logits(fast.model, ids) for ids in prompts]
     result: dict[str, Any] = {
         "kl_fast": sum(kl_mean(w, g) for w, g in zip(want, got, strict=True)) / len(want),
         "decode_step_bytes": decode_bytes(fast), "prompt_tokens": [len(p) for p in prompts]}
@@ -161,6 +162,22 @@ def fidelity(model_path: str, threads: int) -> dict:
     except Exception as e:  # reported, not fatal: the speed figures still stand
         result["kl_llama_cpp"], result["kl_llama_cpp_why_not"] = None, first_error(e)
     return result
+
+
+def served_logits(model: Any, ids: list[int]) -> Any:
+    """float32 logits at every position of ids (T, vocab) as the server computes them: the
+    first half prefilled into a KV cache of the served type, the rest decoded one token at a
+    time (the decode steps' attention kernel reading that cache)."""
+    import torch
+
+    from ollamapy.engine.kv_cache import KVCache
+
+    cache = KVCache(model.config, len(ids), dtype=model.kv_dtype)
+    half = len(ids) // 2
+    rows = [model(torch.tensor([ids[:half]]), 0, cache, all_logits=True)[0]]
+    for pos in range(half, len(ids)):
+        rows.append(model(torch.tensor([[ids[pos]]]), pos, cache, all_logits=True)[0])
+    return torch.cat(rows).float()
 
 
 def decode_bytes(fast: Any) -> int:

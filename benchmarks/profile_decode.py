@@ -1,7 +1,7 @@
 """Where a fast decode step's time goes: the compiled step's operators, and what surrounds it.
 
     .venv/bin/python benchmarks/profile_decode.py [--model smollm2|gemma3|llama-1b|PATH]
-        [--threads 2] [--context 512] [--steps 64] [--top 15]
+        [--threads 2] [--context 512] [--steps 64] [--top 15] [--kv-cache-type f16]
 
 Loads the file as a notebook does (`ollamapy.load(path, fast=True)`), fills the KV cache with
 `--context` positions, then times `--steps` decode steps three ways: the whole step as
@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=512)
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--kv-cache-type", default="f16", help="OLLAMA_KV_CACHE_TYPE: f16, f32")
     args = parser.parse_args()
 
     import torch
@@ -46,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     path = FILES[args.model]() if args.model in FILES else Path(args.model)
     t0 = time.perf_counter()
-    m = ollamapy.load(path, device="cpu", fast=True)
+    m = ollamapy.load(path, device="cpu", fast=True, kv_cache_type=args.kv_cache_type)
     print(f"{path.name}: loaded and compiled in {time.perf_counter() - t0:.1f} s")
     opts = Options(temperature=0.0, num_predict=args.steps + 1)
     num_ctx = opts.num_ctx
@@ -61,7 +62,7 @@ def main() -> None:
         whole_ms = done.eval_duration / 1e6 / (done.eval_count - 1)
 
         # 2. the compiled step alone, over the same span of positions
-        cache = KVCache(m.decoder.config, num_ctx, dtype=m.dtype)
+        cache = KVCache(m.decoder.config, num_ctx, dtype=m.decoder.kv_dtype)
         prefill(m.decoder, ids, cache, 0, 512)
         token = torch.tensor([[ids[-1]]])
 

@@ -16,11 +16,12 @@ if TYPE_CHECKING:
 
 
 def load(path: Any, device: Any = None, dtype: Any = None, *, fast: bool = False,
-         compile: bool | None = None) -> LoadedModel:
+         compile: bool | None = None, kv_cache_type: str = "f16") -> LoadedModel:
     """Load a .gguf file or a Hugging Face safetensors folder; see `ollamapy.loaded.load`."""
     from ollamapy.loaded import load as _load  # torch is imported on first use, not on import
 
-    return _load(path, device=device, dtype=dtype, fast=fast, compile=compile)
+    return _load(path, device=device, dtype=dtype, fast=fast, compile=compile,
+                 kv_cache_type=kv_cache_type)
 
 
 __all__ = ["load", "__version__"]

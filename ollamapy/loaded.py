@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.device import pick_device, pick_dtype
 from ollamapy.engine.generate import Delta, generate
-from ollamapy.engine.kv_cache import KVCache
+from ollamapy.engine.kv_cache import KVCache, kv_cache_dtype
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.pooling import decoder_embedding
@@ -107,14 +107,14 @@ class LoadedModel:
         if num_ctx not in self.compiled:
             step = CompiledDecode(self.decoder, 1, self.device)
             step.warm_up(KVCache(self.decoder.config, num_ctx, device=self.device,
-                                 dtype=self.dtype))
+                                 dtype=self.decoder.kv_dtype))
             self.compiled[num_ctx] = step
         return self.compiled[num_ctx]
 
     def kv_bytes(self, num_ctx: int) -> int:
         """Bytes of a KV cache of num_ctx positions (keys and values, every layer)."""
         c = self.decoder.config
-        return 2 * c.n_layers * c.n_kv_heads * c.head_dim * num_ctx * self.dtype.itemsize
+        return 2 * c.n_layers * c.n_kv_heads * c.head_dim * num_ctx * self.decoder.kv_dtype.itemsize
 
     def logits(self, ids: Sequence[int]) -> torch.Tensor:
         """float32 logits of the last position, shape (vocab,), from one uncached forward."""
@@ -199,11 +199,15 @@ class LoadedModel:
 
 def load(path: str | Path, device: str | torch.device | None = None,
          dtype: str | torch.dtype | None = None, *, fast: bool = False,
-         compile: bool | None = None) -> LoadedModel:
+         compile: bool | None = None, kv_cache_type: str = "f16") -> LoadedModel:
     """Load a .gguf file or a Hugging Face safetensors folder onto device (auto: cuda, mps,
     cpu) in dtype (auto: bf16 on cuda, fp16 on mps, fp32 on cpu). fast: keep a GGUF's
-    weights quantized (int4/int8 kernels) instead of the float reference. compile (default:
-    fast): decode through the compiled step the server runs, compiled now."""
+    weights quantized (int4/int8 kernels) instead of the float reference, its KV cache of
+    kv_cache_type (OLLAMA_KV_CACHE_TYPE's values; the reference keeps dtype). compile
+    (default: fast): decode through the compiled step the server runs, compiled now."""
     dev = pick_device(device)
     checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype), fast)
+    if fast and isinstance(checkpoint.model, Transformer):
+        model = checkpoint.model
+        model.kv_dtype = kv_cache_dtype(kv_cache_type, model.dtype)
     return LoadedModel(checkpoint, Path(path), fast if compile is None else compile)

@@ -45,12 +45,14 @@ from ollamapy.worker import DecodeJob, DecodeWorker, EmbedJob, EmbedWorker, Work
 class Runner:
     def __init__(self, spec: ModelSpec, num_ctx: int, *, num_parallel: int = 4,
                  max_queue: int = 512, device: str | None = None, fast: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, kv_cache_type: str = "f16") -> None:
         """fast: GGUF weights stay quantized (int4/int8 kernels); compile: the batched
-        decode step is compiled (and compiled now, before the first request waits on it)."""
+        decode step is compiled (and compiled now, before the first request waits on it);
+        kv_cache_type: OLLAMA_KV_CACHE_TYPE (the fast path's cache)."""
         self.spec = spec
         # compile=False: the batch below gets its own compiled step, one per bucket
-        self.model: LoadedModel = load(spec.path, device=device, fast=fast, compile=False)
+        self.model: LoadedModel = load(spec.path, device=device, fast=fast, compile=False,
+                                       kv_cache_type=kv_cache_type)
         self.is_encoder = self.model.checkpoint.kind == "encoder"
         self.context_length = self.model.context_length
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one

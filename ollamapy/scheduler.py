@@ -54,7 +54,8 @@ class Scheduler:
         self.make_runner = make_runner or partial(
             RunnerProcess if settings.engine_process else _runner_class(),
             num_parallel=settings.num_parallel, max_queue=settings.max_queue,
-            fast=settings.fast, compile=settings.fast and settings.compile)
+            fast=settings.fast, compile=settings.fast and settings.compile,
+            kv_cache_type=settings.kv_cache_type)
         self._processes = make_runner is None and settings.engine_process
         self.loaded: dict[str, Loaded] = {}  # by model name
         self._exiting: list[RunnerProcess] = []  # unloaded, perhaps not exited yet

@@ -2,9 +2,10 @@
 
 Ollama's variables (../shared/reference/ollama-api.md §7.1): `OLLAMA_HOST`, `OLLAMA_MODELS`,
 `OLLAMA_KEEP_ALIVE`, `OLLAMA_NUM_PARALLEL`, `OLLAMA_MAX_LOADED_MODELS`, `OLLAMA_MAX_QUEUE`,
-`OLLAMA_CONTEXT_LENGTH`, `OLLAMA_ORIGINS`, `OLLAMA_NOPRUNE`. Values are trimmed of spaces and
-quotes, as envconfig.Var does. Also Go's duration syntax (`"5m"`, `"1h30m"`, `"-1s"`), which
-`keep_alive` uses both here and in requests.
+`OLLAMA_CONTEXT_LENGTH`, `OLLAMA_ORIGINS`, `OLLAMA_NOPRUNE`, `OLLAMA_KV_CACHE_TYPE` (the fast
+path's cache: f16 by default, or f32; q8_0 and q4_0 fall back to f16, engine/kv_cache.py).
+Values are trimmed of spaces and quotes, as envconfig.Var does. Also Go's duration syntax
+(`"5m"`, `"1h30m"`, `"-1s"`), which `keep_alive` uses both here and in requests.
 
 ollamapy's own, for the HTTP guards (`ollamapy/server/security.py`, `limits.py`):
 `OLLAMAPY_API_KEY` (unset: no authentication, as Ollama), `OLLAMAPY_MAX_BODY_BYTES` (JSON
@@ -187,6 +188,7 @@ class Settings:
     noprune: bool
     fast: bool = True  # OLLAMAPY_FAST: GGUF weights stay quantized (int4/int8 kernels)
     compile: bool = True  # OLLAMAPY_COMPILE: the batched decode step is torch.compile'd
+    kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: the fast path's KV cache
     # OLLAMAPY_ENGINE_PROCESS: each loaded model's engine runs in its own process (0: on a
     # thread of the server's, for debugging and for tests that reach into the engine)
     engine_process: bool = True
@@ -212,6 +214,7 @@ class Settings:
             noprune=env("OLLAMA_NOPRUNE", environ).lower() in ("1", "true", "yes"),
             fast=_flag("OLLAMAPY_FAST", True, environ),
             compile=_flag("OLLAMAPY_COMPILE", True, environ),
+            kv_cache_type=env("OLLAMA_KV_CACHE_TYPE", environ).lower() or "f16",
             engine_process=_flag("OLLAMAPY_ENGINE_PROCESS", True, environ),
             api_key=env("OLLAMAPY_API_KEY", environ),
             max_body_bytes=max(0, _int("OLLAMAPY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES,

@@ -87,4 +87,6 @@ def test_settings_from_env_trims_quotes_and_spaces(tmp_path) -> None:
     assert s.max_queue == 512  # unparsable: the default
     d = Settings.from_env({})
     assert d.keep_alive == 300.0 and d.max_loaded_models == 3 and d.context_length == 0
+    assert d.kv_cache_type == "f16"  # Ollama's default
+    assert Settings.from_env({"OLLAMA_KV_CACHE_TYPE": " 'F32' "}).kv_cache_type == "f32"
     assert str(d.models).endswith(".ollama/models")

@@ -48,7 +48,7 @@ class Batch:
                  reuse: bool = True) -> None:
         self.model, self.num_ctx, self.num_batch = model, num_ctx, max(1, num_batch)
         self.cache = KVCache(model.config, num_ctx, batch=slots, device=model.device,
-                             dtype=model.dtype)
+                             dtype=model.kv_dtype)
         # active[i] lives in cache slot i: the decoding seqs, then at most one prefilling
         self.active: list[Seq] = []
         self.queued: deque[Seq] = deque()  # added while another prefills: slots to come

@@ -20,12 +20,28 @@ a 4096-position window for smollm2 are 720 MiB of address space and ~46 KB of RS
 
 from __future__ import annotations
 
+import logging
 import math
 import mmap
 
 import torch
 
 from ollamapy.engine.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def kv_cache_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
+    """OLLAMA_KV_CACHE_TYPE → the cache's dtype for a model whose residual stream is `dtype`:
+    "f16" 16 bits (float16, or the model's own type when it is 16 bits already), "f32" the
+    model's own. Quantized caches (q8_0, q4_0) are not implemented: they fall back to f16
+    with a warning, as Ollama does where a model cannot take them."""
+    kind = kind.strip().lower() or "f16"
+    if kind == "f32":
+        return dtype
+    if kind != "f16":
+        log.warning("kv cache type %s is not supported here: using f16", kind)
+    return dtype if dtype.itemsize <= 2 else torch.float16
 
 
 class KVCache:
@@ -44,11 +60,11 @@ class KVCache:
                length: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, n_kv_heads, T, head_dim) at positions (B, T); return the first
         `length` positions of rows [0, B), (B, n_kv_heads, length, head_dim)."""
-        B = k.shape[0]
+        B, dtype = k.shape[0], self.k[layer].dtype
         rows = torch.arange(B, device=k.device)[:, None]  # (B, 1), broadcast against (B, T)
         # indexing (rows, :, positions) selects (B, T, n_kv_heads, head_dim)
-        self.k[layer][rows, :, positions] = k.transpose(1, 2)
-        self.v[layer][rows, :, positions] = v.transpose(1, 2)
+        self.k[layer][rows, :, positions] = k.transpose(1, 2).to(dtype)
+        self.v[layer][rows, :, positions] = v.transpose(1, 2).to(dtype)
         return self.k[layer][:B, :, :length], self.v[layer][:B, :, :length]
 
     def check(self, end: int) -> None:

@@ -72,14 +72,18 @@ class Attention(nn.Module):
         if cache is not None:
             # (B, n_kv_heads, S, head_dim): S, the keys' span, is the mask's last dimension
             k, v = cache.update(self.layer, positions, k, v, length=mask.shape[-1])
-        sinks = self.sinks.weight if self.sinks is not None else None
         # (B, n_heads, T, head_dim)
-        if T == 1 and self.decode is not None:
-            out = self.decode(q, k, v, mask, self.scale, self.softcap, sinks)
+        if T == 1 and self.decode is not None:  # reads the cache in its own dtype
+            out = self.decode(q, k, v, mask, self.scale, self.softcap, self.sink_logits())
         else:
-            out = attend(q, k, v, mask, self.scale, self.softcap, sinks)
+            out = attend(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale, self.softcap,
+                         self.sink_logits())
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.wo(out)
+
+
+    def sink_logits(self) -> torch.Tensor | None:
+        return self.sinks.weight if self.sinks is not None else None
 
 
 class FeedForward(nn.Module):
@@ -137,6 +141,7 @@ class Transformer(nn.Module):
         self.register_buffer("inv_freq", torch.empty(config.rope_dim // 2), persistent=False)
         self.register_buffer("inv_freq_local", torch.empty(config.rope_dim // 2),
                              persistent=False)
+        self._kv_dtype = ""  # a loader's choice, by name (`kv_dtype`); "": the stream's
 
     @property
     def device(self) -> torch.device:
@@ -147,6 +152,17 @@ class Transformer(nn.Module):
         """The residual stream's dtype (and so the KV cache's); a fast path may keep some
         weights in other forms."""
         return self.norm.weight.dtype
+
+    @property
+    def kv_dtype(self) -> torch.dtype:
+        """The KV cache's dtype: the residual stream's, unless the loader chose another
+        (OLLAMA_KV_CACHE_TYPE on the fast path). Attention reads it as it is stored."""
+        return getattr(torch, self._kv_dtype) if self._kv_dtype else self.dtype
+
+    @kv_dtype.setter
+    def kv_dtype(self, dtype: torch.dtype) -> None:
+        # kept as a name: a torch.dtype attribute does not survive the saved steps' guards
+        self._kv_dtype = str(dtype).removeprefix("torch.")
 
     def init_rope(self, context: int = 0) -> None:
         """Fill the RoPE tables on the model's device (after weights have been assigned), for

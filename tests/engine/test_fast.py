@@ -64,6 +64,18 @@ def test_fast_model_keeps_weights_quantized(fast_smollm2) -> None:
     assert resident < model_path("smollm2-135m.gguf").stat().st_size * 1.3
 
 
+def test_the_fast_path_caches_keys_in_float16_unless_asked_otherwise(fast_smollm2,
+                                                                     smollm2) -> None:
+    """OLLAMA_KV_CACHE_TYPE's default, f16, on the fast path; the float reference keeps
+    its own dtype (it is the oracle)."""
+    assert fast_smollm2.model.kv_dtype == torch.float16
+    assert fast_smollm2.kv_bytes(100) == 2 * 30 * 3 * 64 * 100 * 2
+    assert smollm2.model.kv_dtype == torch.float32
+    wide = ollamapy.load(model_path("smollm2-135m.gguf"), device="cpu", fast=True,
+                         compile=False, kv_cache_type="f32")
+    assert wide.model.kv_dtype == torch.float32
+
+
 def test_fast_greedy_equals_the_reference_or_names_the_near_tie(fast_smollm2, smollm2) -> None:
     """On the golden prompts: the same greedy tokens, or a first difference at a position
     where the fast path's choice is within NEAR_TIE of the reference's best logit (bf16

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from ollamapy.engine.config import ModelConfig
-from ollamapy.engine.kv_cache import KVCache, zeros
+from ollamapy.engine.kv_cache import KVCache, kv_cache_dtype, zeros
 
 STATUS = Path("/proc/self/status")
 
@@ -103,3 +103,23 @@ def test_swap_exchanges_what_two_slots_hold_and_copy_shares_a_prefix() -> None:
     cache.copy(1, 2, 4)
     for t in cache.k + cache.v:
         assert (t[2, :, :4] == 1).all() and not t[2, :, 4:].any()
+
+
+def test_the_cache_type_names_a_dtype_as_ollama_names_it(caplog) -> None:
+    assert kv_cache_dtype("f16", torch.float32) == torch.float16  # Ollama's default
+    assert kv_cache_dtype(" F16 ", torch.float32) == torch.float16
+    assert kv_cache_dtype("", torch.float32) == torch.float16
+    assert kv_cache_dtype("f16", torch.bfloat16) == torch.bfloat16  # 16 bits already
+    assert kv_cache_dtype("f32", torch.float32) == torch.float32  # ollamapy's: the model's own
+    assert kv_cache_dtype("f32", torch.bfloat16) == torch.bfloat16
+    with caplog.at_level("WARNING"):
+        assert kv_cache_dtype("q8_0", torch.float32) == torch.float16
+    assert "kv cache type q8_0 is not supported here: using f16" in caplog.text
+
+
+def test_a_float16_cache_stores_float32_keys_rounded() -> None:
+    cache = KVCache(config(n_layers=1), max_len=8, dtype=torch.float16)
+    k = torch.randn(1, 4, 3, 64) * 100
+    keys, values = cache.update(0, torch.arange(3)[None], k, -k, length=3)
+    assert keys.dtype == torch.float16 and values.dtype == torch.float16
+    assert torch.equal(keys, k.half()) and torch.equal(values, (-k).half())

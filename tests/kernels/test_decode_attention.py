@@ -123,7 +123,7 @@ def test_gemma3_decodes_past_its_sliding_window_as_with_torchs_attention() -> No
     kernel = model.layers[0].attn.decode
     assert isinstance(kernel, DecodeAttention)
     ids = torch.randint(10, 20000, (600,), generator=torch.Generator().manual_seed(8)).tolist()
-    cache = KVCache(model.config, 620, dtype=model.dtype)
+    cache = KVCache(model.config, 620, dtype=model.kv_dtype)  # float16, as served
     prefill(model, ids, cache, 0, 256)
     token = torch.tensor([[ids[-1]]])
     for pos in range(600, 604):
