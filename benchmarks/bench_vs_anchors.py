@@ -24,8 +24,9 @@ tokens, end-of-sequence ignored.
 Fidelity (unless --no-kl): the mean KL divergence to ollamapy's float32 reference (the file
 dequantized, computed in float32) over every position of PROMPTS, for the fast path (as
 served: each prompt's first half prefilled into its KV cache, the rest decoded one token at a
-time, so the cache's type and the decode attention count) and for llama.cpp (its logits through llama-cpp-python, installed into benchmarks/.venv-anchors over
-the same native libraries). Also the memory-bandwidth roofline of each file: the weight bytes
+time, so the cache's type and the decode attention count) and for llama.cpp (its logits
+through llama-cpp-python, installed into benchmarks/.venv-anchors over the same native
+libraries). Also the memory-bandwidth roofline of each file: the weight bytes
 a fast decode step reads ÷ the read bandwidth measured here.
 
 Prints a table with the ratios fast / llama-bench; writes

@@ -64,6 +64,10 @@ def configure_inductor(device: torch.device) -> None:
     # not the C++ wrapper: with it the int4/int8 kernels (aten ops without a C shim) are
     # called back through Python, which made a decode step slower (kernels/README.md)
     inductor.cpp_wrapper = False
+    # no size, stride and alignment checks of every input and op output on each call: the
+    # guards check the inputs already, and ~400 checks cost smollm2's step ~0.16 ms (2%)
+    inductor.size_asserts = False
+    inductor.alignment_asserts = False
 
 
 class CompiledDecode:
