@@ -81,7 +81,6 @@ class Attention(nn.Module):
         out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)  # (B, T, H*hd)
         return self.wo(out)
 
-
     def sink_logits(self) -> torch.Tensor | None:
         return self.sinks.weight if self.sinks is not None else None
 

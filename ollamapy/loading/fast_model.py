@@ -15,8 +15,9 @@ row) before any float copy of them exists:
   output head gets its own quantized copy (int8 from the embedding's bytes);
 - norms and biases are small: dequantized to the residual stream's dtype;
 - decode steps attend through the kernels' one-query attention where the device has one.
-Activations, the residual stream, attention and the KV cache stay in `dtype` (float32 on
-CPU); each quantized layer casts to bfloat16 at its input, where the kernels are fast.
+Activations, the residual stream and attention stay in `dtype` (float32 on CPU; the KV
+cache's type is the loader's choice, `ollamapy.loaded.load`'s kv_cache_type); each quantized
+layer takes its input as its kernel needs it (bf16 for torch's, int8 steps for the VNNI ones).
 """
 
 from __future__ import annotations
