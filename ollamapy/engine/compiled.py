@@ -61,8 +61,10 @@ def configure_inductor(device: torch.device) -> None:
     import torch._inductor.config as inductor
 
     inductor.fx_graph_cache = True
-    # not the C++ wrapper: with it the int4/int8 kernels (aten ops without a C shim) are
-    # called back through Python, which made a decode step slower (kernels/README.md)
+    # not the C++ wrapper: with torch's int4/int8 kernels (aten ops without a C shim) it
+    # called them back through Python and a decode step was slower (kernels/README.md); with
+    # the VNNI ops it measured no faster on smollm2 (129.7 vs 133.4 tok/s, within this box's
+    # noise) and took 65 s instead of ~30 s to compile
     inductor.cpp_wrapper = False
     # no size, stride and alignment checks of every input and op output on each call: the
     # guards check the inputs already, and ~400 checks cost smollm2's step ~0.16 ms (2%)
