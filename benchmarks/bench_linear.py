@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_linear.py --types    # error of each target, per GGUF type
     .venv/bin/python benchmarks/bench_linear.py --rows     # int8, one row: compiled vs aten
     .venv/bin/python benchmarks/bench_linear.py --vnni     # VNNI kernels vs torch's
+    .venv/bin/python benchmarks/bench_linear.py --kquant   # K-quant blocks vs int4/int8
 
 Weights are the real SmolLM2-135M tensors where the file is present (fused ffn gate+up
 3072x576 and ffn_down 576x1536, Q4_1; token_embd 49152x576, Q8_0, as a tied head), random
@@ -237,11 +238,68 @@ def vnni_table() -> None:
                 del layers
 
 
+def _llama_1b_weights() -> dict[str, tuple[torch.Tensor, str, tuple[int, int]]]:
+    """name → (raw bytes, type, (N, K)) of the Llama-3.2-1B-shaped Q4_K_M file's K-quant
+    weights (benchmarks/native_llamacpp.py makes it: random weights in llama.cpp's blocks)."""
+    from native_llamacpp import llama_1b
+
+    with GGUFFile(llama_1b()) as f:
+        def get(name: str) -> tuple[torch.Tensor, str, tuple[int, int]]:
+            info = f.tensors[name]
+            return f.raw(name), info.type_name, (info.shape[0], info.shape[1])
+        by_type: dict[str, tuple[torch.Tensor, str, tuple[int, int]]] = {}
+        for layer in range(2):  # Q4_K_M: Q6_K and Q4_K alternate in attn_v and ffn_down
+            for part in ("attn_q", "attn_v", "ffn_gate", "ffn_down"):
+                raw, type_name, shape = get(f"blk.{layer}.{part}.weight")
+                by_type.setdefault(f"{part} {type_name}", (raw, type_name, shape))
+        by_type["head Q6_K"] = get("token_embd.weight")
+        return by_type
+
+
+def kquant_table() -> None:
+    """Each K-quant weight of the 1B file read in its own blocks (`KQuantVnniLinear`) against
+    the form it had before (Q4_K: int4 groups with bf16 scale and zero, 5 bits; Q6_K: int8
+    per row), weights streamed from memory: µs per call at M = 1, 4 and 512, GB/s of weight
+    read at M = 1, and the output's relative error at M = 4 against the file's weight."""
+    from ollamapy.loading.gguf_rows import block_rows
+    from ollamapy_kernels import native
+
+    if not native.load():
+        raise SystemExit("no AVX-512 VNNI kernels here (see kernels/native.py)")
+    ms = (1, 4, 512)
+    print(f"{'weight':>16}{'N x K':>14}{'layer':>10}{'MB':>8}"
+          + "".join(f"{f'M={m} µs':>11}" for m in ms) + f"{'GB/s':>7}{'y err':>10}")
+    for name, (raw, type_name, (n, k)) in _llama_1b_weights().items():
+        g = torch.Generator().manual_seed(0)
+        x4 = torch.randn(4, k, generator=g)
+        y_exact = F.linear(x4, dequantize(raw, type_name, (n, k)))
+        before: Target = "int4" if type_name == "Q4_K" else "int8"
+        for label in ("blocks", before):
+            def make(r: torch.Tensor, label: str = label, type_name: str = type_name,
+                     shape: tuple[int, int] = (n, k)) -> nn.Module:
+                if label == "blocks":
+                    return pack(block_rows(r, type_name, shape))
+                return pack(rows_from_gguf(r, type_name, shape, label))  # type: ignore[arg-type]
+
+            first = make(raw.clone())
+            copies = max(2, min(64, -(-2 * _L3_BYTES // first.nbytes)))
+            layers = [first, *(make(raw.clone()) for _ in range(copies - 1))]
+            xs = {m: torch.randn(m, k, generator=g) for m in ms}
+            us = {m: time_call(lambda i, x=xs[m], ls=layers: ls[i](x), copies,
+                               rounds=3 if m < 512 else 1) for m in ms}
+            err = ((first(x4) - y_exact).norm() / y_exact.norm()).item()
+            print(f"{name:>16}{f'{n} x {k}':>14}{label:>10}{first.nbytes / 1e6:8.1f}"
+                  + "".join(f"{us[m]:11.0f}" for m in ms)
+                  + f"{first.nbytes / us[1] / 1e3:7.1f}{err:10.2e}")
+            del layers, first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--types", action="store_true", help="error per GGUF type instead")
     parser.add_argument("--rows", action="store_true", help="int8 at M = 1: compiled vs aten")
     parser.add_argument("--vnni", action="store_true", help="VNNI kernels vs torch's")
+    parser.add_argument("--kquant", action="store_true", help="K-quant blocks vs int4/int8")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -251,6 +309,8 @@ def main() -> None:
     with torch.inference_mode():
         if args.vnni:
             return vnni_table()
+        if args.kquant:
+            return kquant_table()
         types_table() if args.types else speed_table()
 
 

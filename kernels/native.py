@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = (CSRC / "library.cpp", CSRC / "int4_vnni.cpp", CSRC / "int8_vnni.cpp",
-           CSRC / "attention.cpp")
+           CSRC / "kquant_vnni.cpp", CSRC / "attention.cpp")
 HEADERS = (CSRC / "vnni.h",)
 
 
@@ -114,6 +114,14 @@ def _register_fakes() -> None:
     @torch.library.register_fake("ollamapy_native::int8_mm")
     def _(x: torch.Tensor, codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
         return x.new_empty((x.shape[0], codes.shape[0]), dtype=torch.float32)
+
+    @torch.library.register_fake("ollamapy_native::q4k_mm")
+    def _(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        return x.new_empty((x.shape[0], blocks.shape[0]), dtype=torch.float32)
+
+    @torch.library.register_fake("ollamapy_native::q6k_mm")
+    def _(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
+        return x.new_empty((x.shape[0], blocks.shape[0]), dtype=torch.float32)
 
     @torch.library.register_fake("ollamapy_native::decode_attention")
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,

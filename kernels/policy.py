@@ -5,13 +5,16 @@ into rows of that form (`ollamapy/loading/gguf_rows.py`) and `pack`s them here. 
 measurement (`python benchmarks/bench_linear.py [--types]`; the figures and the reasons are in
 kernels/README.md, "The policy, measured"):
 
+    Q4_K, Q6_K                  their own blocks, read by `kquant_vnni` (x86 CPU with AVX-512
+                                VNNI, K a multiple of 256: `Policy.keeps_blocks`); elsewhere:
     Q4_0, Q4_1, Q4_K            int4 g32, repacked code for code (lossless but for the bf16
                                 rounding of scale and zero); the layer is `int4_layer(device)`
     every other quantized type  int8, one scale per row (IQ4_NL, IQ4_XS and MXFP4 too: their
                                 4-bit codes are not affine, so int4 would requantize them)
     F16, BF16, F32              bf16 (the file chose precision; `Policy(default="int8")`
                                 trades it for speed)
-    tied output head            int8 from the embedding's bytes
+    tied output head            the embedding's own blocks where they are kept (the table
+                                shared), else int8 from the embedding's bytes
 
 5/6/8-bit types are not squeezed into int4 groups: the re-quantization error shows in the
 logits, while int8 keeps most of int4's speed. torch's kernels want bfloat16 activations
@@ -35,8 +38,10 @@ from .int4_linear import Int4Linear, Int4LinearReference
 from .int4_vnni import Int4VnniLinear
 from .int8_linear import Int8Linear, Int8LinearReference
 from .int8_vnni import Int8VnniLinear
-from .requantize import Target, rows_from_dense
-from .rows import Int4Rows, Int8Rows, QuantRows
+from .kquant_vnni import KQuantVnniLinear, takes
+from .reference_linear import LinearReference
+from .requantize import Target, convert_rows, rows_from_dense
+from .rows import BlockRows, Int4Rows, Int8Rows, QuantRows
 
 
 def _frozen(d: dict[str, Target]) -> Mapping[str, Target]:
@@ -57,9 +62,15 @@ class Policy:
     }))
     default: Target = "bf16"
     head: Target = "int8"
+    # types kept in the file's own blocks where the device has a kernel for them
+    blocks: frozenset[str] = frozenset({"Q4_K", "Q6_K"})
 
     def target(self, type_name: str) -> Target:
         return self.by_type.get(type_name, self.default)
+
+    def keeps_blocks(self, type_name: str, k: int, device: torch.device | str) -> bool:
+        """Whether a weight of this type and K inputs stays in its blocks on `device`."""
+        return type_name in self.blocks and takes(type_name, k, device)
 
 
 DEFAULT_POLICY = Policy()
@@ -97,6 +108,8 @@ def decode_attention(device: torch.device | str, n_heads: int, n_kv_heads: int,
 def _layers(rows: QuantRows, device: torch.device | str) -> tuple[type, type]:
     """→ (fast layer, its reference) for rows on device."""
     kind = torch.device(device).type
+    if isinstance(rows, BlockRows):
+        return KQuantVnniLinear, LinearReference
     if isinstance(rows, Int4Rows) and kind in ("cpu", "cuda"):
         return int4_layer(device), Int4LinearReference
     if isinstance(rows, Int8Rows) and kind == "cpu":
@@ -106,8 +119,11 @@ def _layers(rows: QuantRows, device: torch.device | str) -> tuple[type, type]:
 
 def pack(rows: QuantRows, *, bias: torch.Tensor | None = None,
          device: torch.device | str = "cpu") -> nn.Module:
-    """Rows → the fastest layer for them on `device`: int4 codes → `int4_layer(device)`,
-    int8 codes → `int8_layer(device)`, anything else → `DenseLinear` (bf16)."""
+    """Rows → the fastest layer for them on `device`: blocks → `KQuantVnniLinear` (int8 where
+    it cannot run), int4 codes → `int4_layer(device)`, int8 codes → `int8_layer(device)`,
+    anything else → `DenseLinear` (bf16)."""
+    if isinstance(rows, BlockRows) and not takes(rows.kind, rows.k, device):
+        rows = convert_rows(rows, "int8")
     fast, _ = _layers(rows, device)
     return fast(rows, bias, device)
 

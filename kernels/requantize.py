@@ -15,7 +15,7 @@ from typing import Literal
 
 import torch
 
-from .rows import GROUP, DenseRows, Int4Rows, Int8Rows, QuantRows
+from .rows import GROUP, BlockRows, DenseRows, Int4Rows, Int8Rows, QuantRows
 
 Target = Literal["int4", "int8", "bf16"]
 TARGETS: tuple[Target, ...] = ("int4", "int8", "bf16")
@@ -67,8 +67,8 @@ def rows_from_dense(weight: torch.Tensor, target: Target) -> QuantRows:
 
 def convert_rows(rows: QuantRows, target: Target) -> QuantRows:
     """Rows already in the form of `target` are returned as they are (a lossless Q4 repack
-    stays lossless); others are dequantized and quantized again."""
-    kind = {Int4Rows: "int4", Int8Rows: "int8", DenseRows: "bf16"}[type(rows)]
+    stays lossless); others (a file's blocks too) are dequantized and quantized again."""
+    kind = {Int4Rows: "int4", Int8Rows: "int8", DenseRows: "bf16", BlockRows: "blocks"}[type(rows)]
     if kind == target:
         return rows
     return rows_from_dense(rows.dequantize(), target)

@@ -2,11 +2,12 @@
 stacked.
 
 A linear layer's weight is (N, K): N output rows of K inputs. Before it is packed into a
-kernel's private layout it lives here in one of three plain forms:
+kernel's private layout it lives here in one of four forms:
 
     Int4Rows   w[n, k] = (q[n, k] - 8) * scales[n, k // 32] + zeros[n, k // 32]   q in 0..15
     Int8Rows   w[n, k] = q[n, k] * scales[n]                                      q in -127..127
     DenseRows  w[n, k] = weight[n, k]
+    BlockRows  w = decode(blocks): a file's own blocks (GGUF's Q4_K, Q6_K), whole per row
 
 (the int4 form is the convention of torch's int4 kernels: `zero` is the value of code 8).
 Every form can `permute_rows` (llama's q/k un-permutation) and `concat_rows` (fused q/k/v or
@@ -16,12 +17,14 @@ parts. Scales are kept in float32 here; packing rounds them to the kernel's dtyp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 GROUP = 32  # weights per int4 group: a GGUF 32-weight block, or a K-quant sub-block
+
+RowDecoder = Callable[[torch.Tensor], torch.Tensor]  # (n, row_bytes) uint8 → (n, K) float32
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,16 +89,46 @@ class DenseRows:
         return self.weight.float()
 
 
-QuantRows = Int4Rows | Int8Rows | DenseRows
+@dataclass(frozen=True, slots=True)
+class BlockRows:
+    """A weight kept in the blocks its file stores, for a kernel that reads them as they are
+    (`kquant_vnni`). `kind` names the block layout; `decode` is the file format's own
+    dequantization (the loader's), exact, which the reference and conversions use."""
+
+    blocks: torch.Tensor  # (N, row_bytes) uint8, each row a whole number of blocks
+    kind: str  # "Q4_K" or "Q6_K"
+    k: int
+    decode: RowDecoder
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.blocks.shape[0], self.k
+
+    def permute_rows(self, index: torch.Tensor) -> BlockRows:
+        return BlockRows(self.blocks[index], self.kind, self.k, self.decode)
+
+    def rounded(self, dtype: torch.dtype = torch.bfloat16) -> BlockRows:
+        return self  # the kernel reads the file's own scales: nothing is rounded
+
+    def dequantize(self) -> torch.Tensor:
+        return self.decode(self.blocks)
+
+
+QuantRows = Int4Rows | Int8Rows | DenseRows | BlockRows
+
+
+def form(rows: QuantRows) -> tuple[type, str]:
+    """What rows must share to be concatenated: their class, and for blocks their layout."""
+    return type(rows), rows.kind if isinstance(rows, BlockRows) else ""
 
 
 def concat_rows(parts: Sequence[QuantRows]) -> QuantRows:
     """Stack weights of one form along N (q, k, v → qkv): (N_i, K) each → (sum N_i, K).
     Parts of different forms are refused; bring them to one form first (`convert_rows`)."""
-    kinds = {type(p) for p in parts}
+    kinds = {form(p) for p in parts}
     if len(kinds) != 1:
-        raise TypeError(f"cannot concatenate {sorted(k.__name__ for k in kinds)}: convert the "
-                        "parts to one form first")
+        names = sorted(f"{t.__name__} {kind}".strip() for t, kind in kinds)
+        raise TypeError(f"cannot concatenate {names}: convert the parts to one form first")
     if len({p.shape[1] for p in parts}) != 1:
         raise ValueError(f"parts have different input widths: {[p.shape for p in parts]}")
     first = parts[0]
@@ -106,6 +139,10 @@ def concat_rows(parts: Sequence[QuantRows]) -> QuantRows:
     if isinstance(first, Int8Rows):
         int8 = [p for p in parts if isinstance(p, Int8Rows)]
         return Int8Rows(torch.cat([p.q for p in int8]), torch.cat([p.scales for p in int8]))
+    if isinstance(first, BlockRows):
+        blocks = [p for p in parts if isinstance(p, BlockRows)]
+        return BlockRows(torch.cat([p.blocks for p in blocks]), first.kind, first.k,
+                         first.decode)
     dense = [p for p in parts if isinstance(p, DenseRows)]
     dtypes = {p.weight.dtype for p in dense}
     dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32

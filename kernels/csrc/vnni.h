@@ -15,7 +15,8 @@
 
 // The kernels' functions are compiled for AVX-512 VNNI; the rest of the library for the
 // baseline, so it loads anywhere and `has_vnni` can say no.
-#define VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma")))
+#define VNNI \
+  __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,fma,f16c")))
 
 namespace ollamapy_native {
 
@@ -26,7 +27,8 @@ constexpr int64_t BLOCK_ROWS = 16;  // weight rows per pass over the rows of x
 inline bool cpu_has_vnni() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
-         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
+         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
 }
 
 inline float bf16_to_float(uint16_t h) {

@@ -2,8 +2,9 @@
 
 The same `Transformer`, with its linear layers swapped for the kernels' quantized ones
 (`ollamapy.engine.kernels`, policy in `kernels/policy.py`, the bytes turned into rows by
-`gguf_rows.py`: Q4_x repacked code for code into torch's int4 layout, other types int8 per
-row) before any float copy of them exists:
+`gguf_rows.py`: Q4_K and Q6_K kept in their own blocks where a kernel reads them, Q4_x
+otherwise repacked code for code into torch's int4 layout, other types int8 per row) before
+any float copy of them exists:
 
 - q, k and v become the model's one `attn.wqkv` matmul, gate and up its `ffn.w_gate_up`,
   when their parts share a form or the file already fuses them (phi3); parts of different
@@ -11,8 +12,9 @@ row) before any float copy of them exists:
   (`SideBySide`); llama's q/k row order is undone on the rows before packing;
 - an MoE layer's experts stay int8 (`Int8Experts`), its router float (routing is a top-k:
   a rounding there would change which experts run);
-- the token embedding stays in its stored rows (dequantized per looked-up token), and a tied
-  output head gets its own quantized copy (int8 from the embedding's bytes);
+- the token embedding stays in its stored rows (dequantized per looked-up token); a tied
+  output head reads the same table where its blocks are kept (Q4_K, Q6_K), else gets its
+  own quantized copy (int8 from the embedding's bytes);
 - norms and biases are small: dequantized to the residual stream's dtype;
 - decode steps attend through the kernels' one-query attention where the device has one.
 Activations, the residual stream and attention stay in `dtype` (float32 on CPU; the KV
@@ -33,6 +35,7 @@ from ollamapy.engine.kernels import (
     QuantRows,
     concat_rows,
     decode_attention,
+    form,
     pack,
 )
 from ollamapy.engine.model import Transformer
@@ -58,7 +61,7 @@ def _joined(parts: list[QuantRows], biases: list[torch.Tensor | None], device: t
             ) -> nn.Module:
     """One layer for parts of one form; parts of different forms side by side (a conversion
     would lose what the stored types keep)."""
-    if len({type(p) for p in parts}) == 1:
+    if len({form(p) for p in parts}) == 1:
         present = [b for b in biases if b is not None]
         return pack(concat_rows(parts), bias=torch.cat(present) if present else None,
                     device=device)
@@ -71,7 +74,7 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
 
     def rows(ours: str) -> QuantRows:
         info = gguf.tensors[stored[ours]]
-        r = gguf_rows(gguf.raw(stored[ours]), info.type_name, info.shape, policy)
+        r = gguf_rows(gguf.raw(stored[ours]), info.type_name, info.shape, policy, device)
         order = gguf_row_order(ours, config)
         return r if order is None else r.permute_rows(order)
 

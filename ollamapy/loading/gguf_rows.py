@@ -9,7 +9,10 @@ which is exactly torch's int4 group-32 form, w = (q - 8) * scale + zero:
     Q4_K  w = d*sc_j * q - dmin*m_j scale = d * sc_j   zero = 8 d sc_j - dmin m_j
 
 so they are repacked code for code (the codes are never touched; only the scale and zero are
-later rounded to bfloat16 by the kernel). Every other type is dequantized bit-exactly
+later rounded to bfloat16 by the kernel). Where a kernel reads a type's blocks as stored
+(Q4_K and Q6_K on an x86 CPU with AVX-512 VNNI: `Policy.keeps_blocks`) the bytes are kept as
+they are (`BlockRows`, with this file format's decoder for the reference twin and for
+conversions). Every other type is dequantized bit-exactly
 (`quants.py`) and quantized again to the requested target, a slice of rows at a time so a
 262144-row embedding never exists in float32 all at once.
 
@@ -27,6 +30,7 @@ from torch import nn
 from ollamapy.engine.kernels import (
     DEFAULT_POLICY,
     GROUP,
+    BlockRows,
     Int4Rows,
     Int8Rows,
     Policy,
@@ -87,9 +91,21 @@ def rows_from_gguf(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
     return concat_rows([first, *(rows(i) for i in range(_CHUNK_ROWS, n, _CHUNK_ROWS))])
 
 
+def block_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> BlockRows:
+    """An (N, K) weight's bytes kept as stored: (N, row bytes) rows of blocks, no copy."""
+    n, k = shape
+    decode = functools.partial(_dequantize_rows, type_name=type_name, dim=k)
+    return BlockRows(raw.view(n, _row_bytes(type_name, k)), type_name, k, decode)
+
+
 def gguf_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
-              policy: Policy = DEFAULT_POLICY) -> QuantRows:
-    """The rows `policy` wants for a stored weight, before fusing or permuting."""
+              policy: Policy = DEFAULT_POLICY, device: torch.device | str | None = None
+              ) -> QuantRows:
+    """The rows `policy` wants for a stored weight, before fusing or permuting: its own
+    blocks where `device` (when given) has a kernel for them, else `policy.target`'s form."""
+    if len(shape) == 2 and device is not None and \
+            policy.keeps_blocks(type_name, shape[1], device):
+        return block_rows(raw, type_name, shape)
     return rows_from_gguf(raw, type_name, shape, policy.target(type_name))
 
 
@@ -98,14 +114,17 @@ def quantize_linear(raw: torch.Tensor, type_name: str, shape: tuple[int, int], *
                     policy: Policy = DEFAULT_POLICY) -> nn.Module:
     """A GGUF weight's bytes (raw (nbytes,) uint8, `shape` = (N, K)) → a layer with
     forward(x) = x @ W.T (+ bias), W kept in the form `policy` chooses for its type."""
-    return pack(gguf_rows(raw, type_name, shape, policy), bias=bias, device=device)
+    return pack(gguf_rows(raw, type_name, shape, policy, device), bias=bias, device=device)
 
 
 def quantize_head(raw: torch.Tensor, type_name: str, shape: tuple[int, int], *,
                   device: torch.device | str = "cpu",
                   policy: Policy = DEFAULT_POLICY) -> nn.Module:
-    """The output head of a model that ties it to its token embedding: a quantized copy of
-    the embedding's bytes, in `policy.head` form (the embedding keeps its own table)."""
+    """The output head of a model that ties it to its token embedding: the embedding's own
+    blocks where a kernel reads them (Q6_K: `raw` itself, shared with the embedding's table;
+    Q4_K: a copy, its codes reordered), else a quantized copy in `policy.head` form."""
+    if policy.keeps_blocks(type_name, shape[1], device):
+        return pack(block_rows(raw, type_name, shape), device=device)
     return pack(rows_from_gguf(raw, type_name, shape, policy.head), device=device)
 
 

@@ -1,6 +1,6 @@
-"""Structured outputs on the real smollm2: 20 JSON schemas, at temperature 0 and at 0.8 with
-three seeds, streaming and not, through the ollama client and the openai SDK — every output
-parses and validates. The requests run concurrently (the masks apply in the batched decode)."""
+"""Structured outputs on the real smollm2: 20 JSON schemas, greedy (streamed) and at 0.8 with
+a seed (not streamed), through the ollama client and the openai SDK — every output parses and
+validates. The requests run concurrently (the masks apply in the batched decode)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import openai
 from tests.e2e.test_concurrency import inprocess
 from tests.engine.test_grammar import SCHEMAS
 
-# (temperature, seed, stream): greedy, then two seeds; streamed and not
-RUNS = [(0.0, 0, True), (0.8, 1, False), (0.8, 2, True)]
+# (temperature, seed, stream): greedy and streamed, sampled with a seed and not streamed
+RUNS = [(0.0, 0, True), (0.8, 1, False)]
 
 
 def prompt_for(name: str, schema: dict) -> str:

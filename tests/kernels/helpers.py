@@ -68,7 +68,8 @@ def layer_bound(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor,
     VNNI layers, `linear_bound` for every bf16-rounding kernel."""
     from ollamapy_kernels.int4_vnni import Int4VnniLinear
     from ollamapy_kernels.int8_vnni import Int8VnniLinear
+    from ollamapy_kernels.kquant_vnni import KQuantVnniLinear
 
-    if isinstance(layer, Int4VnniLinear | Int8VnniLinear):
+    if isinstance(layer, Int4VnniLinear | Int8VnniLinear | KQuantVnniLinear):
         return int8_activation_bound(x, weight)
     return linear_bound(x, weight, y_ref, False)

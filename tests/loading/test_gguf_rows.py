@@ -20,12 +20,16 @@ from ollamapy.loading.gguf_rows import (
 from ollamapy.loading.quants import Q4_GROUPS, dequantize
 from ollamapy_kernels.dense_linear import DenseLinear
 from ollamapy_kernels.int4_linear import Int4Linear
+from ollamapy_kernels.kquant_vnni import KQuantVnniLinear, takes
 from ollamapy_kernels.policy import int4_layer, int8_layer
 from tests.kernels.helpers import random_gguf
 
 INT4, INT8 = int4_layer("cpu"), int8_layer("cpu")
-EXPECTED = {"Q4_0": INT4, "Q4_1": INT4, "Q4_K": INT4, "Q5_0": INT8,
-            "Q5_1": INT8, "Q6_K": INT8, "Q8_0": INT8, "F16": DenseLinear,
+# K-quants stay in their blocks where the kernel runs (K = 256 in the test below)
+Q4_K, Q6_K = ((KQuantVnniLinear if takes(kind, 256) else form)
+              for kind, form in (("Q4_K", INT4), ("Q6_K", INT8)))
+EXPECTED = {"Q4_0": INT4, "Q4_1": INT4, "Q4_K": Q4_K, "Q5_0": INT8,
+            "Q5_1": INT8, "Q6_K": Q6_K, "Q8_0": INT8, "F16": DenseLinear,
             "BF16": DenseLinear, "F32": DenseLinear, "IQ4_NL": INT8, "IQ4_XS": INT8,
             "MXFP4": INT8}
 
