@@ -7,8 +7,9 @@ encoding is the caller's: the loader passes a GGUF tensor's bytes with ggml's de
 (`ollamapy/loading/gguf_rows.py`, `gguf_embedding`), where a row is a whole number of blocks and
 decodes alone, bit-exactly. For a tied model the table then costs its stored size
 (gemma3-270m's Q8_0 262144 x 640: 178 MB, against 671 MB as float32), while the output head
-keeps its own quantized copy (a Q6_K table is read by the head itself: `kquant_vnni`). `QuantizedEmbeddingReference` takes the same arguments and looks
-the ids up in the fully decoded table.
+keeps its own quantized copy (a Q6_K table is read by the head itself: `kquant_vnni`).
+`QuantizedEmbeddingReference` takes the same arguments and looks the ids up in the fully
+decoded table.
 """
 
 from __future__ import annotations
