@@ -40,8 +40,7 @@ constexpr int64_t Q6K_BYTES = 210;
 VNNI inline float fp16_at(const uint8_t* p) {
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return _mm_cvtss_f32(_mm512_castps512_ps128(_mm512_cvtph_ps(_mm256_set1_epi16(
-      static_cast<int16_t>(h)))));
+  return _cvtsh_ss(h);
 }
 
 VNNI inline float hsum8(__m256 v) {
@@ -50,8 +49,8 @@ VNNI inline float hsum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
 }
 
-// VPDPBUSD of codes w (u8) with a then b (s8): per lane, the exact sum of w (256 a + b) over its
-// 4 bytes (|.| <= 4 * 63 * 32640 < 2^24: exact in fp32 as well)
+// VPDPBUSD of 6-bit codes w (u8) with a then b (s8): per lane, the exact sum of w (256 a + b)
+// over its 4 bytes (|.| <= 4 * 63 * 32640 < 2^24: exact in fp32 as well)
 VNNI inline __m512i two_step_dot(__m512i w, const int8_t* a, const int8_t* b) {
   const __m512i high = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, _mm512_loadu_si512(a));
   return _mm512_dpbusd_epi32(_mm512_slli_epi32(high, 8), w, _mm512_loadu_si512(b));
