@@ -7,8 +7,9 @@ is the only module that knows which reader and which name map go with which form
 
 from __future__ import annotations
 
+import ctypes
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +49,8 @@ class Checkpoint:
     model: Transformer | BertEncoder
     tokenizer: Tokenizer
     chat_template: str | None
-    metadata: dict[str, Any] = field(default_factory=dict)  # GGUF metadata or config.json
+    # GGUF metadata (its vocabulary arrays left to the tokenizer) or config.json
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
@@ -78,18 +80,50 @@ def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
         config = encoder_config_from_gguf(meta)
         tensors = ((gguf_encoder_name(name), gguf.tensor(name)) for name in gguf.tensors)
         return Checkpoint("encoder", build_encoder(config, tensors, device, dtype),
-                          Tokenizer.from_gguf_metadata(meta), None, dict(meta))
+                          Tokenizer.from_gguf_metadata(meta), None, without_vocabulary(meta))
     values = {n: gguf.tensor(n).tolist() for n in CONFIG_TENSORS if n in gguf.tensors}
     config = config_from_gguf(meta, gguf.tensors.keys(), values)
+    tokenizer = Tokenizer.from_gguf_metadata(meta)
+    trim_heap()  # the vocabulary's build temporaries, before the weights arrive
     if fast:
         from ollamapy.loading.fast_model import build_fast_transformer  # imports the kernels
 
         model = build_fast_transformer(gguf, config, device, dtype)
     else:
         model = build_transformer(config, decoder_tensors(gguf, config), device, dtype)
+    trim_heap()
     template = meta.get("tokenizer.chat_template")
-    return Checkpoint("decoder", model, Tokenizer.from_gguf_metadata(meta),
-                      template if isinstance(template, str) else None, dict(meta))
+    return Checkpoint("decoder", model, tokenizer,
+                      template if isinstance(template, str) else None, without_vocabulary(meta))
+
+
+# the vocabulary's arrays (gemma3's 262144 tokens and scores: ~48 MB of Python objects) live
+# on in the tokenizer; a checkpoint keeps the rest of the metadata
+VOCABULARY_ARRAYS = frozenset({"tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+                               "tokenizer.ggml.token_type", "tokenizer.ggml.merges"})
+
+
+def without_vocabulary(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in meta.items() if key not in VOCABULARY_ARRAYS}
+
+
+def trim_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim): a load frees
+    far more small objects than it keeps (the vocabulary's merge list, the weights' row
+    conversions), and glibc would otherwise hold their pages for the process's life."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:  # not glibc (macOS, musl): nothing to trim this way
+        return None
+
+
+_LIBC = _glibc()
 
 
 def _load_hf(folder: HFFolder, device: torch.device, dtype: torch.dtype) -> Checkpoint:

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 import ollamapy
+from ollamapy.loading.gguf import read_gguf
+from ollamapy.loading.load import VOCABULARY_ARRAYS, trim_heap
 from tests.engine.hf_tiny import VOCAB, tiny_hf_model
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3"]
@@ -135,3 +137,18 @@ def test_tiny_gguf_generates_through_the_public_api(tmp_path: Path) -> None:
     assert final["done"] and final["eval_count"] == len(expected)
     assert final["done_reason"] == ("length" if len(expected) == 6 else "stop")
     assert "".join(c["response"] for c in chunks) == m.detokenize(expected)
+
+
+def test_the_checkpoint_leaves_the_vocabulary_arrays_to_the_tokenizer(tmp_path: Path) -> None:
+    """The loaded model's metadata keeps the file's keys but the vocabulary's arrays (a 262k
+    vocabulary's are ~48 MB of Python objects, held by the tokenizer already)."""
+    hf = tiny_hf_model("llama", seed=6)
+    path = tmp_path / "tiny-llama.gguf"
+    write_tiny_gguf(hf, "llama", path)
+    with read_gguf(path) as f:
+        stored = dict(f.metadata)
+    kept = ollamapy.load(path, device="cpu").checkpoint.metadata
+    assert VOCABULARY_ARRAYS & stored.keys()  # the file has them
+    assert not VOCABULARY_ARRAYS & kept.keys()
+    assert kept == {k: v for k, v in stored.items() if k not in VOCABULARY_ARRAYS}
+    trim_heap()  # and giving the heap back is harmless at any time
