@@ -19,10 +19,11 @@ from ollamapy_kernels.rows import (
     Int4Rows,
     Int8Rows,
     QuantRows,
+    RowDecoder,
     concat_rows,
     form,
 )
 
 __all__ = ["DEFAULT_POLICY", "GROUP", "BlockRows", "Int4Rows", "Int8Experts", "Int8Rows", "Policy",
-           "QuantRows", "QuantizedEmbedding", "Target", "concat_rows", "convert_rows",
+           "QuantRows", "QuantizedEmbedding", "RowDecoder", "Target", "concat_rows", "convert_rows",
            "decode_attention", "form", "from_dense", "pack", "rows_from_dense"]

@@ -36,6 +36,7 @@ from ollamapy.engine.kernels import (
     Policy,
     QuantizedEmbedding,
     QuantRows,
+    RowDecoder,
     Target,
     concat_rows,
     pack,
@@ -91,11 +92,22 @@ def rows_from_gguf(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
     return concat_rows([first, *(rows(i) for i in range(_CHUNK_ROWS, n, _CHUNK_ROWS))])
 
 
+def _dequantize_rows(rows: torch.Tensor, type_name: str, dim: int) -> torch.Tensor:
+    """(n, row_bytes) uint8 → (n, dim) float32."""
+    return dequantize(rows.reshape(-1), type_name, (rows.shape[0], dim))
+
+
+def row_decoder(type_name: str, dim: int) -> RowDecoder:
+    """ggml's dequantization of whole rows of `dim` weights: the decoder an embedding's table
+    and kept blocks carry."""
+    return functools.partial(_dequantize_rows, type_name=type_name, dim=dim)
+
+
 def block_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> BlockRows:
     """An (N, K) weight's bytes kept as stored: (N, row bytes) rows of blocks, no copy."""
     n, k = shape
-    decode = functools.partial(_dequantize_rows, type_name=type_name, dim=k)
-    return BlockRows(raw.view(n, _row_bytes(type_name, k)), type_name, k, decode)
+    return BlockRows(raw.view(n, _row_bytes(type_name, k)), type_name, k,
+                     row_decoder(type_name, k))
 
 
 def gguf_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
@@ -128,9 +140,6 @@ def quantize_head(raw: torch.Tensor, type_name: str, shape: tuple[int, int], *,
     return pack(rows_from_gguf(raw, type_name, shape, policy.head), device=device)
 
 
-def _dequantize_rows(rows: torch.Tensor, type_name: str, dim: int) -> torch.Tensor:
-    """(n, row_bytes) uint8 → (n, dim) float32, the embedding's row decoder."""
-    return dequantize(rows.reshape(-1), type_name, (rows.shape[0], dim))
 
 
 def gguf_embedding(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
@@ -140,5 +149,5 @@ def gguf_embedding(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
     if type_name not in DEQUANTIZE:
         raise NotImplementedError(f"cannot dequantize {type_name}")
     n, dim = shape
-    decode = functools.partial(_dequantize_rows, type_name=type_name, dim=dim)
-    return QuantizedEmbedding(raw.view(n, _row_bytes(type_name, dim)), dim, decode, dtype)
+    return QuantizedEmbedding(raw.view(n, _row_bytes(type_name, dim)), dim,
+                              row_decoder(type_name, dim), dtype)
