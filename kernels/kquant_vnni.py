@@ -70,8 +70,6 @@ class KQuantVnniLinear(nn.Module):
                              f"K = {rows.k} on {device}")
         self.out_features, self.in_features = rows.shape
         self.kind, self._decode = rows.kind, rows.decode
-        ops = torch.ops.ollamapy_native
-        self._mm = ops.q4k_mm if rows.kind == "Q4_K" else ops.q6k_mm
         # Q6_K as given (a tied head shares its embedding's table), Q4_K's codes reordered
         blocks = q4k_kernel_order(rows.blocks) if rows.kind == "Q4_K" else rows.blocks
         self.register_buffer("blocks", blocks)  # (N, K / 256 * block bytes) uint8
@@ -87,7 +85,10 @@ class KQuantVnniLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = x.reshape(-1, self.in_features)  # (M, K)
-        y = self._mm(a, self.blocks)  # (M, N) fp32
+        # the op is looked up here, not kept on the module: a compiled step would guard on
+        # the op object's identity, which cannot be saved (compiled.py saves steps whole)
+        ops = torch.ops.ollamapy_native
+        y = (ops.q4k_mm if self.kind == "Q4_K" else ops.q6k_mm)(a, self.blocks)  # (M, N) fp32
         y = y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 

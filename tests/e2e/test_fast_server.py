@@ -50,7 +50,17 @@ def test_concurrent_requests_and_structured_output(fast) -> None:
         jsonschema.validate(json.loads(r.message.content), schema)
 
 
-def test_gemma3_on_the_fast_path(fast) -> None:
-    r = fast.generate(model="gemma3:270m", prompt="The capital of France is", raw=True,
-                      options={"temperature": 0, "num_predict": 8})
+def test_gemma3_on_the_fast_path(server) -> None:
+    # one slot, so one batch bucket to compile (~40 s on 2 cores, where four slots' three
+    # buckets took ~2 minutes): batching on the fast path is what the tests above exercise
+    srv = start_server(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="1",
+                       OLLAMA_NUM_PARALLEL="1")
+    try:
+        with ollama.Client(host=srv.url, timeout=600) as client:
+            r = client.generate(model="gemma3:270m", prompt="The capital of France is",
+                                raw=True, options={"temperature": 0, "num_predict": 8})
+            ps = client.ps().models
+    finally:
+        stop_server(srv)
     assert r.eval_count == 8 and r.response.strip()
+    assert [m.model for m in ps] == ["gemma3:270m"]

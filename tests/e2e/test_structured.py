@@ -1,6 +1,7 @@
 """Structured outputs on the real smollm2: 20 JSON schemas, greedy (streamed) and at 0.8 with
 a seed (not streamed), through the ollama client and the openai SDK — every output parses and
-validates. The requests run concurrently (the masks apply in the batched decode)."""
+validates. The requests run concurrently (the masks apply in the batched decode), on the
+server's default fast path."""
 
 from __future__ import annotations
 
@@ -37,8 +38,10 @@ async def one(client: ollama.AsyncClient, name: str, schema: dict, temperature: 
 
 def test_twenty_schemas_always_validate(server) -> None:
     assert len(SCHEMAS) >= 20
-    # four slots, the session server's: their compiled steps are saved, none is compiled here
-    with inprocess(server.models, OLLAMA_NUM_PARALLEL="4") as (url, _):
+    # the product's default path (quantized weights, the compiled batched step) with four
+    # slots, as test_fast_server.py's: the steps it compiled are read from the cache
+    with inprocess(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="1",
+                   OLLAMA_NUM_PARALLEL="4") as (url, _):
         async def everything():
             async with ollama.AsyncClient(host=url) as client:
                 return await asyncio.gather(*(one(client, name, schema, *run)

@@ -81,6 +81,20 @@ def test_bias_batch_dims_dtypes_and_compiled_use() -> None:
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_step_compiled_ahead_through_the_layer_is_saved_and_loaded(kind: str, tmp_path
+                                                                      ) -> None:
+    """What engine/compiled.py does with a model's decode step: aot_compile, save whole
+    (which needs every guard to pickle), load in place of tracing again."""
+    layer, x = KQuantVnniLinear(_rows(kind, 32, 512)), _x(2, 512)
+    step = torch.compile(lambda module, t: F.silu(module(t)), fullgraph=True)
+    step.aot_compile(((layer, x), {})).save_compiled_function(str(tmp_path / "step.bin"))
+    with (tmp_path / "step.bin").open("rb") as f:
+        loaded = torch.compiler.load_compiled_function(f)
+    assert loaded.guard_check(layer, x)
+    assert torch.equal(loaded(layer, x), F.silu(layer(x)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_the_layer_holds_the_files_bytes(kind: str) -> None:
     """Q6_K's blocks as given (no copy); Q4_K's with the codes of each block reordered: the
     same bytes, the same size, the headers untouched, and the file's order back on demand."""
