@@ -55,6 +55,7 @@ async def openapi_json(request: Request) -> Response:
 ROUTES = [
     Route("/", root, methods=["GET", "HEAD"]),
     Route("/api/version", models.version, methods=["GET", "HEAD"]),
+    Route("/api/status", models.status, methods=["GET"]),
     Route("/api/generate", inference.generate, methods=["POST"]),
     Route("/api/chat", inference.chat, methods=["POST"]),
     Route("/api/embed", inference.embed, methods=["POST"]),

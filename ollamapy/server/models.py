@@ -39,8 +39,20 @@ def _state(request: Request) -> State:
     return request.app.state.ollamapy
 
 
+# The Ollama release whose API this server implements (../shared/reference/ollama-api.md: Ollama
+# at fb30760, right after v0.33.0-rc2, whose /api/version answers 0.33.0). Clients gate features
+# on it; ollamapy's own version is the "ollamapy" field.
+OLLAMA_VERSION = "0.33.0"
+
+
 async def version(request: Request) -> Response:
-    return OllamaJSON({"version": __version__})
+    return OllamaJSON({"version": OLLAMA_VERSION, "ollamapy": __version__})
+
+
+async def status(request: Request) -> Response:
+    """Ollama's feature flags: its cloud models (proxied to ollama.com) are off here, as no
+    request ever leaves this machine."""
+    return OllamaJSON({"cloud": {"disabled": True, "source": "none"}})
 
 
 # -- /api/tags and /api/ps ------------------------------------------------------------------

@@ -247,8 +247,17 @@ def _native_paths() -> JSON:
                           "description": "Running", "content": {"text/plain": {
                               "schema": {"const": "Ollama is running"}}}}}},
               "head": {**head, "security": []}},
-        "/api/version": {"get": _operation("Server version", ok={
-            "type": "object", "properties": {"version": STRING}}, errors=()), "head": head},
+        "/api/version": {"get": _operation(
+            "The Ollama version whose API this server implements, and ollamapy's own", ok={
+                "type": "object", "required": ["version", "ollamapy"],
+                "properties": {"version": STRING, "ollamapy": STRING}}, errors=()),
+            "head": head},
+        "/api/status": {"get": _operation("Feature flags: cloud models (always off here)", ok={
+            "type": "object", "required": ["cloud"], "properties": {"cloud": {
+                "type": "object", "required": ["disabled", "source"], "properties": {
+                    "disabled": BOOLEAN,
+                    "source": {"enum": ["none", "env", "config", "both"]}}}}}, errors=()),
+            "head": head},
         "/api/generate": {"post": _operation(
             "Complete a prompt", body=generate, ok=ref("GenerateResponse"), stream=True,
             errors=(400, 404, 503), example={"model": EXAMPLE_MODEL, "prompt": "Why is the "

@@ -13,6 +13,8 @@ import httpx
 import ollama
 import pytest
 
+import ollamapy
+from ollamapy.server.models import OLLAMA_VERSION
 from tests.conftest import DATA
 
 PROMPT = "Why is the sky blue?"
@@ -23,7 +25,14 @@ def test_root_and_version(server) -> None:
     r = httpx.get(server.url)
     assert r.status_code == 200 and r.text == "Ollama is running"
     assert httpx.head(server.url).status_code == 200
-    assert isinstance(httpx.get(f"{server.url}/api/version").json()["version"], str)
+    version = httpx.get(f"{server.url}/api/version").json()
+    assert version == {"version": OLLAMA_VERSION, "ollamapy": ollamapy.__version__}
+    # what clients compare: a release at or past the features they gate on (one editor's
+    # Ollama provider needs 0.6.4)
+    assert tuple(int(p) for p in version["version"].split(".")) >= (0, 6, 4)
+    status = httpx.get(f"{server.url}/api/status")
+    assert status.status_code == 200
+    assert status.json() == {"cloud": {"disabled": True, "source": "none"}}
 
 
 def test_tags_lists_the_imported_models(client) -> None:
