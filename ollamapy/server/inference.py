@@ -94,6 +94,8 @@ async def generate(request: Request) -> Response:
         raise model_not_found(name)
     if "completion" not in spec.capabilities:
         raise bad_request(f'"{name}" does not support generate')
+    if fields.get("suffix") and "insert" not in spec.capabilities:
+        raise bad_request(f"{state.full_name(name)} does not support insert")
     if fields.get("images"):
         raise bad_request(f'"{name}" does not support images')
     if not fields.get("prompt") and not fields.get("suffix"):

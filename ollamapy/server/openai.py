@@ -343,6 +343,8 @@ async def _text_request(request: Request, kind: str) -> Response:
     tools = body.get("tools") or []
     if tools and "tools" not in spec.capabilities:
         raise bad_request(f"{state.full_name(name)} does not support tools")
+    if not chat and body.get("suffix") and "insert" not in spec.capabilities:
+        raise bad_request(f"{state.full_name(name)} does not support insert")
 
     logprobs = _logprobs(body, chat)
 

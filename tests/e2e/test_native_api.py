@@ -11,6 +11,7 @@ from datetime import datetime
 
 import httpx
 import ollama
+import openai
 import pytest
 
 import ollamapy
@@ -195,6 +196,43 @@ def test_create_with_parameters_template_and_messages(client) -> None:
     r = client.generate(model="tuned", prompt=PROMPT)
     assert r.eval_count <= 5  # the model's num_predict parameter applies
     client.delete("tuned")
+
+
+FIM_TEMPLATE = ("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}"
+                "<|fim_middle|>{{- else }}{{ .Prompt }}{{ end }}")
+
+
+def test_a_suffix_needs_a_template_that_places_it(client, server) -> None:
+    """Ollama's `insert` capability: a model whose template does not use .Suffix answers a
+    suffix with a 400 and Ollama's text (natively and on /v1/completions), nothing changed;
+    a Go TEMPLATE that uses it places the suffix (fill-in-the-middle)."""
+    before = client.list().models
+    with pytest.raises(ollama.ResponseError) as e:
+        client.generate(model="smollm2:135m", prompt="def add(a, b):", suffix="return c")
+    assert e.value.status_code == 400
+    assert e.value.error == "registry.ollama.ai/library/smollm2:135m does not support insert"
+    oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key="ollamapy")
+    with pytest.raises(openai.BadRequestError, match="smollm2:135m does not support insert"):
+        oai.completions.create(model="smollm2:135m", prompt="def add(a, b):", suffix="c")
+    assert client.list().models == before
+
+    client.create(model="fim", from_="smollm2:135m", template=FIM_TEMPLATE)
+    try:
+        assert "insert" in client.show("fim").capabilities
+        prompt, suffix = "def add(a, b):", "\n    return c\n"
+        filled = client.generate(model="fim", prompt=prompt, suffix=suffix, options=GREEDY)
+        # the model read the template's placement: the same tokens as that text sent raw
+        placed = f"<|fim_prefix|>{prompt}<|fim_suffix|>{suffix}<|fim_middle|>"
+        raw = client.generate(model="fim", prompt=placed, raw=True, options=GREEDY)
+        assert filled.prompt_eval_count == raw.prompt_eval_count
+        assert filled.response == raw.response
+        plain = client.generate(model="fim", prompt=prompt, options=GREEDY)
+        assert plain.prompt_eval_count < filled.prompt_eval_count
+        completion = oai.completions.create(model="fim", prompt=prompt, suffix=suffix,
+                                            max_tokens=12, temperature=0)
+        assert completion.usage.prompt_tokens == filled.prompt_eval_count
+    finally:
+        client.delete("fim")
 
 
 def test_copy_and_delete(client) -> None:
