@@ -12,7 +12,7 @@ import argparse
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,34 +138,91 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _chat_turn(client: Client, model: str, messages: list[dict[str, Any]],
-               verbose: bool) -> str:
+def go_duration(ns: int) -> str:
+    """A duration in nanoseconds as Go's time.Duration prints it: 0s, 512ns, 12.5ms, 1m2.5s."""
+    def fixed(value: int, unit: int) -> str:
+        whole, frac = divmod(value, unit)
+        digits = str(frac).zfill(len(str(unit)) - 1).rstrip("0")
+        return f"{whole}.{digits}" if digits else str(whole)
+
+    sign, ns = ("-" if ns < 0 else ""), abs(ns)
+    if ns < 1_000:
+        return f"{sign}{ns}ns" if ns else "0s"
+    if ns < 1_000_000:
+        return f"{sign}{fixed(ns, 1_000)}µs"
+    if ns < 1_000_000_000:
+        return f"{sign}{fixed(ns, 1_000_000)}ms"
+    hours, rest = divmod(ns, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    return (sign + (f"{hours}h" if hours else "") + (f"{minutes}m" if hours or minutes else "")
+            + f"{fixed(rest, 1_000_000_000)}s")
+
+
+def metrics_summary(final: Mapping[str, Any]) -> str:
+    """`run --verbose`: the final chunk's timings, laid out as Ollama's CLI prints them."""
+    lines = []
+    if final.get("total_duration"):
+        lines.append(f"total duration:       {go_duration(final['total_duration'])}")
+    if final.get("load_duration"):
+        lines.append(f"load duration:        {go_duration(final['load_duration'])}")
+    for label, count, duration in (("prompt eval", "prompt_eval_count", "prompt_eval_duration"),
+                                   ("eval", "eval_count", "eval_duration")):
+        n, ns = final.get(count, 0), final.get(duration, 0)
+        if n:
+            lines.append(f"{label + ' count:':<22}{n} token(s)")
+        if ns:
+            lines.append(f"{label + ' duration:':<22}{go_duration(ns)}")
+            lines.append(f"{label + ' rate:':<22}{n / (ns / 1e9):.2f} tokens/s")
+    return "\n".join(lines)
+
+
+def _chat_turn(client: Client, args: argparse.Namespace,
+               messages: list[dict[str, Any]]) -> str:
     reply = []
     final: dict[str, Any] = {}
-    for chunk in client.stream("/api/chat", {"model": model, "messages": messages}):
+    body: dict[str, Any] = {"model": args.model, "messages": messages}
+    if args.format:
+        body["format"] = args.format
+    if args.keepalive is not None:
+        body["keep_alive"] = args.keepalive
+    for chunk in client.stream("/api/chat", body):
         text = chunk.get("message", {}).get("content", "")
         print(text, end="", flush=True)
         reply.append(text)
         final = chunk
     print()
-    if verbose and final.get("eval_duration"):
-        rate = final["eval_count"] / (final["eval_duration"] / 1e9)
-        print(f"eval count: {final['eval_count']} token(s)\neval rate: {rate:.2f} tokens/s",
-              file=sys.stderr)
+    if args.verbose:
+        print(metrics_summary(final), file=sys.stderr)
     return "".join(reply)
+
+
+def _pull(client: Client, model: str, insecure: bool) -> None:
+    progress = TransferProgress()
+    try:
+        for update in client.stream("/api/pull", {"model": model, "insecure": insecure}):
+            progress.show(update)
+    finally:
+        progress.done()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     with Client() as client:
-        client.request("POST", "/api/show", {"model": args.model})  # 404 if it is not there
+        try:
+            client.request("POST", "/api/show", {"model": args.model})
+        except ClientError as e:
+            if e.status != 404:
+                raise
+            _pull(client, args.model, args.insecure)  # as Ollama's run: pulled, then run
         prompt = " ".join(args.prompt) if args.prompt else None
         if prompt is None and not sys.stdin.isatty():
             prompt = sys.stdin.read().strip()
         if prompt is not None:
-            _chat_turn(client, args.model, [{"role": "user", "content": prompt}], args.verbose)
+            _chat_turn(client, args, [{"role": "user", "content": prompt}])
             return 0
-        client.request("POST", "/api/chat", {"model": args.model, "messages": [],
-                                             "stream": False})  # load it now
+        load: dict[str, Any] = {"model": args.model, "messages": [], "stream": False}
+        if args.keepalive is not None:
+            load["keep_alive"] = args.keepalive
+        client.request("POST", "/api/chat", load)  # load it now
         messages: list[dict[str, Any]] = []
         print('>>> Send a message (/? for help, /bye to quit)', file=sys.stderr)
         while True:
@@ -187,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 continue
             messages.append({"role": "user", "content": line})
             try:
-                reply = _chat_turn(client, args.model, messages, args.verbose)
+                reply = _chat_turn(client, args, messages)
             except KeyboardInterrupt:
                 print()
                 messages.pop()
@@ -244,24 +301,22 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transfer(path: str, args: argparse.Namespace) -> int:
+def cmd_pull(args: argparse.Namespace) -> int:
+    with Client() as client:
+        _pull(client, args.model, args.insecure)
+    return 0
+
+
+def cmd_push(args: argparse.Namespace) -> int:
     progress = TransferProgress()
     try:
         with Client() as client:
-            for update in client.stream(path, {"model": args.model,
-                                               "insecure": args.insecure}):
+            for update in client.stream("/api/push", {"model": args.model,
+                                                      "insecure": args.insecure}):
                 progress.show(update)
     finally:
         progress.done()
     return 0
-
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    return _transfer("/api/pull", args)
-
-
-def cmd_push(args: argparse.Namespace) -> int:
-    return _transfer("/api/push", args)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -368,7 +423,14 @@ def parser() -> argparse.ArgumentParser:
     run = add("run", cmd_run, "chat with a model (one prompt, or interactively)")
     run.add_argument("model")
     run.add_argument("prompt", nargs="*")
-    run.add_argument("--verbose", action="store_true", help="print the eval rate")
+    run.add_argument("--verbose", action="store_true",
+                     help="print the timings and rates of each answer")
+    run.add_argument("--format", help='the answer\'s format: "json"')
+    run.add_argument("--keepalive", help="how long the model stays loaded (e.g. 5m)")
+    run.add_argument("--insecure", action="store_true",
+                     help="use plain http for the registry a missing model is pulled from")
+    run.add_argument("--nowordwrap", action="store_true",
+                     help="accepted as Ollama's: answers are never wrapped here")
     create = add("create", cmd_create, "create a model from a Modelfile")
     create.add_argument("model")
     create.add_argument("-f", "--file", default="Modelfile")
@@ -397,7 +459,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    # `run MODEL --verbose Why is the sky blue?`: flags may sit anywhere among the prompt's
+    # words, as Ollama's CLI takes them; argparse leaves the words after a flag unparsed
+    args, rest = p.parse_known_args(argv)
+    if rest and (args.command != "run" or any(word.startswith("-") for word in rest)):
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.prompt = [*args.prompt, *rest]
     try:
         return args.fn(args)
     except ClientError as e:

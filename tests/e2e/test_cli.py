@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -35,6 +36,42 @@ def test_list_show_run_ps_stop(server, greedy) -> None:
     assert greedy in ps and "100% CPU" in ps
     server.cli("stop", greedy)
     assert greedy not in server.cli("ps").stdout
+
+
+GO_DURATION = r"(\d+h)?(\d+m)?\d+(\.\d+)?(ns|µs|ms|s)"
+
+
+def test_run_flags_format_keepalive_verbose(server, tmp_path) -> None:
+    """--format json constrains the answer to JSON; --keepalive 0 unloads after it; --verbose
+    prints Ollama's timing summary on stderr, every line in its layout."""
+    modelfile = tmp_path / "Modelfile"  # greedy, and a budget: an unbounded JSON may not end
+    modelfile.write_text("FROM smollm2:135m\nPARAMETER temperature 0\nPARAMETER num_predict 24\n")
+    server.cli("create", "smol-short", "-f", str(modelfile))
+    try:
+        question = "What is the capital of France?"
+        plain = server.cli("run", "smol-short", question).stdout
+        assert "Paris" in plain and not plain.lstrip().startswith("{")
+        r = server.cli("run", "smol-short", "--format", "json", "--keepalive", "0",
+                       "--verbose", "--nowordwrap", question)
+        assert r.stdout.lstrip().startswith("{")  # JSON mode: an object
+        assert "smol-short" not in server.cli("ps").stdout
+    finally:
+        server.cli("rm", "smol-short")
+    summary = r.stderr.strip().splitlines()
+    labels = [line.split(":")[0] for line in summary]
+    assert labels == ["total duration", "load duration", "prompt eval count",
+                      "prompt eval duration", "prompt eval rate", "eval count",
+                      "eval duration", "eval rate"]
+    for line in summary:
+        label, value = line.split(":", 1)
+        assert len(line) - len(value.lstrip()) == 22  # values in one column
+        value = value.strip()
+        if label.endswith("count"):
+            assert re.fullmatch(r"[1-9]\d* token\(s\)", value)
+        elif label.endswith("rate"):
+            assert re.fullmatch(r"\d+\.\d\d tokens/s", value) and float(value.split()[0]) > 0
+        else:
+            assert re.fullmatch(GO_DURATION, value), line
 
 
 def test_piped_prompt(server, greedy) -> None:

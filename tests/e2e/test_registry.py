@@ -102,6 +102,29 @@ def test_push_then_pull_back_through_a_real_registry(server: Server, client: oll
         stop_server(fresh)
 
 
+def test_run_pulls_a_missing_model_first(server: Server, client: ollama.Client,
+                                         distribution: Registry) -> None:
+    """As Ollama's `run`: a model that is not here is pulled (progress on stderr), then run."""
+    remote = f"{distribution.host}/library/smol-run:1"
+    client.copy("smollm2:135m", remote)
+    try:
+        server.cli("push", remote, "--insecure")
+        client.delete(remote)
+        r = server.cli("run", remote, "--insecure", "What is the capital of France?")
+        lines = r.stderr.splitlines()
+        assert lines[0] == "pulling manifest" and "success" in lines
+        assert r.stdout.strip()  # the answer
+        assert remote in {m.model for m in client.list().models}
+        assert remote in {m.model for m in client.ps().models}
+        missing = server.cli("run", f"{distribution.host}/library/nope:1", "--insecure", "Hi",
+                             check=False)
+        assert missing.returncode == 1
+        assert "pull model manifest: file does not exist" in missing.stderr
+    finally:
+        with contextlib.suppress(ollama.ResponseError):
+            client.delete(remote)
+
+
 def test_pull_and_push_errors_over_http(server: Server, distribution: Registry) -> None:
     missing = f"{distribution.host}/library/nope:1"
     r = httpx.post(f"{server.url}/api/pull", json={"model": missing, "insecure": True,

@@ -1,0 +1,36 @@
+"""What the CLI prints that must read as Ollama's: Go's duration format and `run --verbose`."""
+
+from __future__ import annotations
+
+import pytest
+
+from ollamapy.cli import go_duration, metrics_summary
+
+
+@pytest.mark.parametrize(("ns", "text"), [
+    (0, "0s"), (512, "512ns"), (1_500, "1.5µs"), (12_500_000, "12.5ms"), (130_000_000, "130ms"),
+    (1_000_000_000, "1s"), (1_234_567_891, "1.234567891s"), (62_500_000_000, "1m2.5s"),
+    (3_600_000_000_000, "1h0m0s"), (3_723_000_000_000, "1h2m3s"), (-1_500_000, "-1.5ms")])
+def test_durations_print_as_go_prints_them(ns: int, text: str) -> None:
+    assert go_duration(ns) == text
+
+
+def test_the_verbose_summary_has_ollamas_lines_and_skips_what_is_zero() -> None:
+    final = {"total_duration": 2_345_678_901, "load_duration": 12_345_678,
+             "prompt_eval_count": 26, "prompt_eval_duration": 130_000_000,
+             "eval_count": 10, "eval_duration": 250_000_000}
+    assert metrics_summary(final).splitlines() == [
+        "total duration:       2.345678901s",
+        "load duration:        12.345678ms",
+        "prompt eval count:    26 token(s)",
+        "prompt eval duration: 130ms",
+        "prompt eval rate:     200.00 tokens/s",
+        "eval count:           10 token(s)",
+        "eval duration:        250ms",
+        "eval rate:            40.00 tokens/s"]
+    # a load that took nothing (the model was resident) and a cached prompt are left out
+    assert metrics_summary({"total_duration": 1_000, "eval_count": 1, "eval_duration": 1_000}
+                           ).splitlines() == ["total duration:       1µs",
+                                              "eval count:           1 token(s)",
+                                              "eval duration:        1µs",
+                                              "eval rate:            1000000.00 tokens/s"]
