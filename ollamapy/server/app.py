@@ -118,6 +118,10 @@ def create_app(settings: Settings, scheduler: Scheduler | None = None) -> Starle
         removed = store.clean_temporary()  # leftovers of a writer killed mid-write
         if removed:
             log.info("removed %d stale temporary files from %s", removed, settings.models)
+        if not settings.noprune:  # as Ollama's start: blobs no manifest names, an hour old
+            pruned = store.prune_blobs()
+            if pruned:
+                log.info("pruned %d unreferenced blobs from %s", pruned, settings.models)
         state.scheduler.start()
         try:
             yield

@@ -46,8 +46,9 @@ async def pull(request: Request) -> Response:
     fields = schemas.decode(await request.body(), schemas.PULL, "PullRequest")
     name = fields.get("model") or fields.get("name") or ""  # empty: "invalid model name"
     cancel = threading.Event()
-    progress = pull_model(_state(request).store, name, insecure=fields.get("insecure", False),
-                          cancel=cancel)
+    state = _state(request)
+    progress = pull_model(state.store, name, insecure=fields.get("insecure", False),
+                          cancel=cancel, prune=not state.settings.noprune)
     return await respond(_relay(progress, cancel), stream=fields.get("stream", True))
 
 

@@ -45,15 +45,18 @@ Progress = dict[str, Any]
 
 
 def pull_model(store: Store, name: str, *, insecure: bool = False,
-               cancel: threading.Event | None = None) -> Generator[Progress, None, None]:
-    """Check the name (raising StoreError subclasses) and return the pull's progress stream."""
+               cancel: threading.Event | None = None, prune: bool = True
+               ) -> Generator[Progress, None, None]:
+    """Check the name (raising StoreError subclasses) and return the pull's progress stream.
+    prune: remove the layers an older version of this tag leaves unreferenced (Ollama's
+    default; OLLAMA_NOPRUNE keeps them)."""
     parsed, endpoint = resolve(name, insecure)
     store.manifest_path(parsed)  # a name no directory can hold: 400 before anything streams
-    return _pull(store, parsed, endpoint, insecure, cancel or threading.Event())
+    return _pull(store, parsed, endpoint, insecure, cancel or threading.Event(), prune)
 
 
 def _pull(store: Store, name: Name, endpoint: Endpoint, insecure: bool,
-          cancel: threading.Event) -> Generator[Progress, None, None]:
+          cancel: threading.Event, prune: bool) -> Generator[Progress, None, None]:
     yield {"status": "pulling manifest"}
     manifest = _fetch_manifest(endpoint, insecure)
     blobs = _blobs_of(manifest)
@@ -76,7 +79,7 @@ def _pull(store: Store, name: Name, endpoint: Endpoint, insecure: bool,
         old = _digests_of(store, name)
         store.write_manifest(name, manifest)  # refuses a manifest naming a missing blob
     unused = old - manifest.digests
-    if unused:
+    if unused and prune:
         yield {"status": "removing unused layers"}
         store.remove_unreferenced(unused)
     yield {"status": "success"}

@@ -279,6 +279,20 @@ def test_a_newer_version_of_a_tag_removes_unused_layers(store: Store,
     assert store.model(name_at(registry, "m:1")).template == "new"
 
 
+def test_with_noprune_a_newer_version_leaves_the_old_layers(store: Store,
+                                                            registry: StandIn) -> None:
+    """OLLAMA_NOPRUNE (the server passes prune=False): nothing is removed after the pull."""
+    registry.add_model("library/m:1", [(MODEL, os.urandom(1000)), (TEMPLATE, b"old")])
+    pull(store, registry, "m:1")
+    old_template = registry.add_blob(b"old")
+    registry.add_model("library/m:1", [(MODEL, os.urandom(1000)), (TEMPLATE, b"new")])
+    statuses = [p["status"] for p in pull_model(store, name_at(registry, "m:1"), insecure=True,
+                                                prune=False)]
+    assert statuses[-2:] == ["writing manifest", "success"]
+    assert store.blobs.exists(old_template)
+    assert store.model(name_at(registry, "m:1")).template == "new"
+
+
 def test_a_full_disk_fails_the_pull_and_the_next_one_resumes(
         store: Store, registry: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     """ENOSPC is not retried (Ollama #911); the partial files stay, and once there is room
