@@ -176,24 +176,142 @@ def metrics_summary(final: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _chat_turn(client: Client, args: argparse.Namespace,
-               messages: list[dict[str, Any]]) -> str:
-    reply = []
-    final: dict[str, Any] = {}
-    body: dict[str, Any] = {"model": args.model, "messages": messages}
-    if args.format:
-        body["format"] = args.format
-    if args.keepalive is not None:
-        body["keep_alive"] = args.keepalive
-    for chunk in client.stream("/api/chat", body):
-        text = chunk.get("message", {}).get("content", "")
-        print(text, end="", flush=True)
-        reply.append(text)
-        final = chunk
-    print()
-    if args.verbose:
-        print(metrics_summary(final), file=sys.stderr)
-    return "".join(reply)
+REPL_HELP = """Available commands:
+  /set parameter NAME VALUE   set a sampling parameter (temperature, num_ctx, stop, ...)
+  /set system MESSAGE         set the system message
+  /set format json            answer in JSON (/set noformat: free text)
+  /set verbose                print timings after each answer (/set quiet: don't)
+  /show info|modelfile|parameters|system|template|license
+  /load MODEL                 switch to another model (the conversation starts over)
+  /save MODEL                 save this session (model, system, parameters, messages) as MODEL
+  /clear                      forget the conversation
+  /bye                        exit"""
+
+
+def parameter_value(name: str, words: list[str]) -> Any:
+    """`/set parameter` words → the option's JSON value: stop keeps every word as a list,
+    the rest are an integer, a number, a boolean or the text, whichever reads first."""
+    if name == "stop":
+        return words
+    text = " ".join(words)
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+class ChatSession:
+    """`ollamapy run`'s state: the model, the conversation and what /set changed."""
+
+    def __init__(self, client: Client, args: argparse.Namespace) -> None:
+        self.client, self.model = client, args.model
+        self.format, self.keepalive, self.verbose = args.format, args.keepalive, args.verbose
+        self.messages: list[dict[str, Any]] = []
+        self.options: dict[str, Any] = {}
+        self.system: str | None = None
+
+    def _request(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        body: dict[str, Any] = {"model": self.model, "messages": [*system, *messages]}
+        if self.format:
+            body["format"] = self.format
+        if self.keepalive is not None:
+            body["keep_alive"] = self.keepalive
+        if self.options:
+            body["options"] = self.options
+        return body
+
+    def load(self) -> None:
+        self.client.request("POST", "/api/chat", {**self._request([]), "stream": False})
+
+    def turn(self, prompt: str) -> str:
+        """Send prompt after the conversation so far, print the answer as it streams, and
+        keep both (nothing is kept if the turn is interrupted)."""
+        reply, final = [], {}
+        for chunk in self.client.stream("/api/chat", self._request(
+                [*self.messages, {"role": "user", "content": prompt}])):
+            text = chunk.get("message", {}).get("content", "")
+            print(text, end="", flush=True)
+            reply.append(text)
+            final = chunk
+        print()
+        if self.verbose:
+            print(metrics_summary(final), file=sys.stderr)
+        self.messages += [{"role": "user", "content": prompt},
+                          {"role": "assistant", "content": "".join(reply)}]
+        return "".join(reply)
+
+    def command(self, line: str) -> bool:
+        """Run a /command; False once the session should end."""
+        words = line.split()
+        match words:
+            case ["/bye"]:
+                return False
+            case ["/clear"]:
+                self.messages.clear()
+                print("Cleared session context")
+            case ["/set", "parameter", name, *value] if value:
+                self.options[name] = parameter_value(name, value)
+                print(f"Set parameter '{name}' to '{' '.join(value)}'")
+            case ["/set", "system", *_]:
+                self.system = line.split(None, 2)[2].strip().strip('"') if len(words) > 2 \
+                    else None
+                print("Set system message.")
+            case ["/set", "format", "json"]:
+                self.format = "json"
+                print("Set format to 'json' mode.")
+            case ["/set", "noformat"]:
+                self.format = None
+                print("Disabled format.")
+            case ["/set", "verbose" | "quiet" as mode]:
+                self.verbose = mode == "verbose"
+                print("Set 'verbose' mode." if self.verbose else "Set 'quiet' mode.")
+            case ["/show", part] if part in SHOW_PARTS:
+                info = self.client.request("POST", "/api/show", {"model": self.model})
+                print_show(info, None if part == "info" else part)
+            case ["/load", model]:
+                self.client.request("POST", "/api/show", {"model": model})  # 404 if absent
+                self.model, self.messages = model, []
+                print(f"Loading model '{model}'")
+                self.load()
+            case ["/save", model]:
+                body: dict[str, Any] = {"model": model, "from": self.model,
+                                        "messages": self.messages}
+                if self.system:
+                    body["system"] = self.system
+                if self.options:
+                    body["parameters"] = self.options
+                self.client.request("POST", "/api/create", {**body, "stream": False})
+                print(f"Created new model '{model}'")
+            case ["/?" | "/help", *_]:
+                print(REPL_HELP)
+            case _:
+                print(f"Unknown command '{words[0]}'. Type /? for help")
+        return True
+
+    def repl(self) -> None:
+        print(">>> Send a message (/? for help, /bye to quit)", file=sys.stderr)
+        while True:
+            try:
+                line = input(">>> ")
+            except EOFError:
+                print()
+                return
+            if not line.strip():
+                continue
+            if line.startswith("/"):
+                try:
+                    if not self.command(line.strip()):
+                        return
+                except ClientError as e:
+                    print(f"Error: {e}")
+                continue
+            try:
+                self.turn(line)
+            except KeyboardInterrupt:
+                print()
 
 
 def _pull(client: Client, model: str, insecure: bool) -> None:
@@ -213,43 +331,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             if e.status != 404:
                 raise
             _pull(client, args.model, args.insecure)  # as Ollama's run: pulled, then run
+        session = ChatSession(client, args)
         prompt = " ".join(args.prompt) if args.prompt else None
         if prompt is None and not sys.stdin.isatty():
             prompt = sys.stdin.read().strip()
         if prompt is not None:
-            _chat_turn(client, args, [{"role": "user", "content": prompt}])
+            session.turn(prompt)
             return 0
-        load: dict[str, Any] = {"model": args.model, "messages": [], "stream": False}
-        if args.keepalive is not None:
-            load["keep_alive"] = args.keepalive
-        client.request("POST", "/api/chat", load)  # load it now
-        messages: list[dict[str, Any]] = []
-        print('>>> Send a message (/? for help, /bye to quit)', file=sys.stderr)
-        while True:
-            try:
-                line = input(">>> ")
-            except EOFError:
-                print()
-                return 0
-            if not line.strip():
-                continue
-            if line.strip() == "/bye":
-                return 0
-            if line.strip() == "/clear":
-                messages.clear()
-                print("Cleared session context", file=sys.stderr)
-                continue
-            if line.strip() in ("/?", "/help"):
-                print("  /clear    forget the conversation\n  /bye      exit", file=sys.stderr)
-                continue
-            messages.append({"role": "user", "content": line})
-            try:
-                reply = _chat_turn(client, args, messages)
-            except KeyboardInterrupt:
-                print()
-                messages.pop()
-                continue
-            messages.append({"role": "assistant", "content": reply})
+        session.load()
+        session.repl()
+        return 0
 
 
 def _weights_files(source: Path) -> dict[str, Path]:
@@ -319,14 +410,14 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    with Client() as client:
-        info = client.request("POST", "/api/show", {"model": args.model})
-    for flag, key in (("modelfile", "modelfile"), ("parameters", "parameters"),
-                      ("template", "template"), ("system", "system"), ("license", "license")):
-        if getattr(args, flag):
-            print(info.get(key, ""))
-            return 0
+SHOW_PARTS = ("info", "modelfile", "parameters", "system", "template", "license")
+
+
+def print_show(info: Mapping[str, Any], part: str | None = None) -> None:
+    """/api/show's answer as Ollama's `show` prints it: one part as is, or the summary."""
+    if part is not None:
+        print(info.get(part, ""))
+        return
     model_info, details = info.get("model_info") or {}, info.get("details") or {}
     arch = model_info.get("general.architecture", details.get("family", ""))
     rows = [["architecture", arch], ["parameters", details.get("parameter_size", "")]]
@@ -344,6 +435,12 @@ def cmd_show(args: argparse.Namespace) -> int:
         print("\n".join("    " + line for line in info["parameters"].splitlines()))
     if info.get("system"):
         print("\n  System\n    " + info["system"].strip().replace("\n", "\n    "))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with Client() as client:
+        info = client.request("POST", "/api/show", {"model": args.model})
+    print_show(info, next((part for part in SHOW_PARTS[1:] if getattr(args, part)), None))
     return 0
 
 
@@ -442,8 +539,8 @@ def parser() -> argparse.ArgumentParser:
                               help="use plain http for the registry")
     show = add("show", cmd_show, "show a model's information")
     show.add_argument("model")
-    for flag in ("modelfile", "parameters", "template", "system", "license"):
-        show.add_argument(f"--{flag}", action="store_true")
+    for part in SHOW_PARTS[1:]:
+        show.add_argument(f"--{part}", action="store_true")
     add("list", cmd_list, "list models")
     sub._name_parser_map["ls"] = sub._name_parser_map["list"]
     add("ps", cmd_ps, "list running models")

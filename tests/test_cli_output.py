@@ -1,10 +1,11 @@
-"""What the CLI prints that must read as Ollama's: Go's duration format and `run --verbose`."""
+"""What the CLI prints and reads as Ollama's does: Go's duration format, `run --verbose`, the
+values of `/set parameter`."""
 
 from __future__ import annotations
 
 import pytest
 
-from ollamapy.cli import go_duration, metrics_summary
+from ollamapy.cli import go_duration, metrics_summary, parameter_value
 
 
 @pytest.mark.parametrize(("ns", "text"), [
@@ -34,3 +35,11 @@ def test_the_verbose_summary_has_ollamas_lines_and_skips_what_is_zero() -> None:
                                               "eval count:           1 token(s)",
                                               "eval duration:        1µs",
                                               "eval rate:            1000000.00 tokens/s"]
+
+
+def test_set_parameter_values_take_the_options_types() -> None:
+    assert parameter_value("num_predict", ["3"]) == 3
+    assert parameter_value("temperature", ["0.7"]) == 0.7
+    assert parameter_value("stop", ["<|im_end|>", "\n\n"]) == ["<|im_end|>", "\n\n"]
+    assert parameter_value("use_mmap", ["false"]) is False
+    assert parameter_value("temperature", ["warm"]) == "warm"  # the server's 400 names it

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 
 
@@ -109,6 +110,44 @@ def test_interactive_run_keeps_the_conversation(server, greedy) -> None:
             proc.kill()
         os.close(master)
     assert "pineapple" in answer.split("What is the secret word?")[-1].lower()
+
+
+def test_interactive_commands_set_show_save_load(server, greedy) -> None:
+    """The REPL's /commands, as Ollama's: /set parameter reaches the server (num_predict 3:
+    three tokens, --verbose-style summary via /set verbose), /set system, /show, /save makes
+    a model of the session, /load switches model, unknown commands are named."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "run", greedy],
+                            stdin=slave, stdout=slave, stderr=slave, env=server.env())
+    os.close(slave)
+
+    def send(line: str) -> str:
+        os.write(master, line.encode() + b"\n")
+        return _read_until(master, b">>> ").decode(errors="replace")
+
+    try:
+        _read_until(master, b">>> ")
+        assert "Set parameter 'num_predict' to '3'" in send("/set parameter num_predict 3")
+        assert "Set system message." in send("/set system You are a pirate.")
+        assert "Set 'verbose' mode." in send("/set verbose")
+        assert "temperature" in send("/show parameters")
+        answer = send("Tell me a long story about the sea.")
+        assert re.search(r"eval count:\s+3 token\(s\)", answer), answer
+        assert "Created new model 'smol-saved'" in send("/save smol-saved")
+        assert "Unknown command '/bogus'" in send("/bogus")
+        assert "not found" in send("/load no-such-model")
+        assert "Loading model 'smollm2:135m'" in send("/load smollm2:135m")
+        os.write(master, b"/bye\n")
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    saved = httpx.post(f"{server.url}/api/show", json={"model": "smol-saved"}).json()
+    server.cli("rm", "smol-saved")
+    assert saved["system"] == "You are a pirate."
+    assert "num_predict" in saved["parameters"] and "temperature" in saved["parameters"]
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
 
 
 def test_create_cp_rm(server, tmp_path) -> None:
