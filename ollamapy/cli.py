@@ -9,6 +9,7 @@ directly: it re-hashes every blob and checks every manifest (exit status 1 on an
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
@@ -120,9 +121,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ollamapy.server.app import create_app
-    from ollamapy.settings import Settings
+    from ollamapy.settings import Settings, log_level
 
     settings = Settings.from_env()
+    level = log_level()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.engine_process:  # engines on threads of this process (else: theirs)
         from ollamapy.engine.device import tune_heap_for_serving
 
@@ -134,7 +137,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     uvicorn.run(create_app(settings), host=host, port=settings.host.port,
-                log_level="info", timeout_graceful_shutdown=10)
+                log_level=logging.getLevelName(level).lower(), timeout_graceful_shutdown=10)
     return 0
 
 

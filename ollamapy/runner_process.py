@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from ollamapy.contract import Job, ModelSpec, ShuttingDown, request_options
 from ollamapy.engine.options import Options
+from ollamapy.settings import log_level
 
 if TYPE_CHECKING:
     from ollamapy.runner import Runner
@@ -276,7 +277,9 @@ def _engine_main(conn: Connection, spec: ModelSpec, num_ctx: int,
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     with suppress(OSError):  # Linux: `ps` and `top` show whose engine this is (15 bytes)
         Path("/proc/self/comm").write_text(f"{COMM_PREFIX}{spec.name}"[:15])
-    logging.basicConfig(level=logging.WARNING,
+    # warnings and errors only, but everything under OLLAMA_DEBUG
+    debug = log_level() == logging.DEBUG
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format=f"%(levelname)s engine:{spec.name} %(name)s: %(message)s")
     from ollamapy.engine.device import tune_heap_for_serving
     from ollamapy.runner import Runner  # the engine: torch and all (already in the preload)

@@ -95,7 +95,10 @@ class Scheduler:
             if current is None:
                 await self._make_room()
                 await asyncio.to_thread(self._wait_exits)
+                log.debug("loading %s (num_ctx %d)", spec.name, num_ctx)
+                started = time.monotonic()
                 runner = await asyncio.to_thread(self.make_runner, spec, num_ctx)
+                log.info("loaded %s in %.1f s", spec.name, time.monotonic() - started)
                 current = Loaded(spec, runner, self.settings.keep_alive)
                 self.loaded[spec.name] = current
             if keep_alive is not None:

@@ -2,8 +2,9 @@
 
 Ollama's variables (../shared/reference/ollama-api.md §7.1): `OLLAMA_HOST`, `OLLAMA_MODELS`,
 `OLLAMA_KEEP_ALIVE`, `OLLAMA_NUM_PARALLEL`, `OLLAMA_MAX_LOADED_MODELS`, `OLLAMA_MAX_QUEUE`,
-`OLLAMA_CONTEXT_LENGTH`, `OLLAMA_ORIGINS`, `OLLAMA_NOPRUNE`, `OLLAMA_KV_CACHE_TYPE` (the fast
-path's cache: f16 by default, or f32; q8_0 and q4_0 fall back to f16, engine/kv_cache.py).
+`OLLAMA_CONTEXT_LENGTH`, `OLLAMA_ORIGINS`, `OLLAMA_NOPRUNE`, `OLLAMA_DEBUG` (log level),
+`OLLAMA_KV_CACHE_TYPE` (the fast path's cache: f16 by default, or f32; q8_0 and q4_0 fall back
+to f16, engine/kv_cache.py).
 Values are trimmed of spaces and quotes, as envconfig.Var does. Also Go's duration syntax
 (`"5m"`, `"1h30m"`, `"-1s"`), which `keep_alive` uses both here and in requests.
 
@@ -17,6 +18,7 @@ to arrive, and the longest pause inside an upload; default 60).
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -166,6 +168,13 @@ def _float(name: str, default: float, environ: Mapping[str, str] | None) -> floa
     except ValueError:
         return default
     return value if math.isfinite(value) and value > 0 else default
+
+
+def log_level(environ: Mapping[str, str] | None = None) -> int:
+    """OLLAMA_DEBUG: unset or 0, INFO (Ollama's default); 1 or true, DEBUG; 2, the most there
+    is (Ollama's TRACE: DEBUG here)."""
+    value = env("OLLAMA_DEBUG", environ).lower()
+    return logging.INFO if value in ("", "0", "false", "no", "off") else logging.DEBUG
 
 
 def _flag(name: str, default: bool, environ: Mapping[str, str] | None) -> bool:
