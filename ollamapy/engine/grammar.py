@@ -91,11 +91,12 @@ class Matcher:
     """One sequence's position in the grammar."""
 
     def __init__(self, inner: llguidance.LLMatcher, vocab_size: int,
-                 eos_ids: frozenset[int], digits: DigitRuns) -> None:
+                 eos_ids: frozenset[int], digits: DigitRuns, closer: Closer) -> None:
         self._inner = inner
         self.vocab_size = vocab_size
         self._eos_ids = eos_ids
         self._digits = digits
+        self._closer = closer
         self._run = 0  # digits at the end of the output so far
         # one bit per token, token i at bit i % 32 of word i // 32 (llguidance's layout)
         self._bits = torch.empty(1, (vocab_size + 31) // 32, dtype=torch.int32)
@@ -124,23 +125,39 @@ class Matcher:
         """The document is complete: the grammar allows nothing but EOS now."""
         return self._inner.is_stopped()
 
+    def close_within(self, token: int, left: int) -> int | None:
+        """None if the document can still be finished in `left` tokens after `token` (the
+        one sampled); else the token to take instead: the first of the shortest-effort finish
+        from here, so a budget that runs out ends on a complete document."""
+        token = int(token)
+        if token in self._eos_ids:
+            return None
+        after = self._inner.deep_copy()
+        if after.try_consume_tokens([token]) != 1:  # accept() will say so
+            return None
+        if self._closer.finish(after, left) is not None:
+            return None
+        finish = self._closer.finish(self._inner, left + 1)
+        return finish[0] if finish else None  # None: no finish fits even from here
+
 
 class Compiled:
     """One `format`'s grammar, compiled for one vocabulary; shared by all its sequences."""
 
     def __init__(self, prototype: llguidance.LLMatcher, vocab_size: int,
-                 eos_ids: frozenset[int], key: str, digits: DigitRuns) -> None:
+                 eos_ids: frozenset[int], key: str, digits: DigitRuns, closer: Closer) -> None:
         self._prototype = prototype  # never advanced: each matcher() starts from a copy
         self.vocab_size = vocab_size
         self.eos_ids = eos_ids
         self._digits = digits
+        self._closer = closer
         self.key = key
         self.warnings: tuple[str, ...] = tuple(prototype.get_grammar_warnings())
 
     def matcher(self) -> Matcher:
         # a copy shares the compiled lexer and parser tables: microseconds, not a recompile
         return Matcher(self._prototype.deep_copy(), self.vocab_size, self.eos_ids,
-                       self._digits)
+                       self._digits, self._closer)
 
 
 class Grammars:
@@ -172,6 +189,7 @@ class Grammars:
         self.vocab_size = vocab_size
         self.eos_ids = frozenset(eos)
         self._digits = DigitRuns(tokens)
+        self._closer = Closer(tokens, self.eos_ids)
         self._cache: OrderedDict[str, Compiled] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -211,7 +229,8 @@ class Grammars:
         if prototype.is_error():
             detail = prototype.get_error().split("\n")[0]
             raise GrammarError(f"invalid JSON schema in format: {detail}")
-        return Compiled(prototype, self.vocab_size, self.eos_ids, key, self._digits)
+        return Compiled(prototype, self.vocab_size, self.eos_ids, key, self._digits,
+                        self._closer)
 
 
 class DigitRuns:
@@ -238,6 +257,52 @@ class DigitRuns:
 
 
 MAX_DIGIT_RUN = 16
+
+
+class Closer:
+    """Finishes a document in few tokens from any state of its grammar: a greedy walk that
+    takes the tokens the grammar forces, else the first allowed of CLOSING (end the open
+    string, object or array, go on to the next member, then the shortest values), else the
+    lowest allowed token id, until the document is complete. Not the shortest finish
+    (finding that is a search), but over 120 random partial documents of the twenty test
+    schemas it always ended, in at most 51 tokens (tests/engine/test_grammar.py)."""
+
+    CLOSING = (b'"', b"}", b"]", b",", b"1", b"0", b"null", b"false", b'""', b"{}", b"[]",
+               b"{", b"[", b":")
+
+    def __init__(self, tokens: Sequence[bytes], eos_ids: frozenset[int]) -> None:
+        first: dict[bytes, int] = {}
+        for i, t in enumerate(tokens):
+            first.setdefault(t, i)
+        self.preferred = [first[t] for t in self.CLOSING if t in first]
+        self._vocab_size = len(tokens)
+        self._eos = torch.tensor(sorted(eos_ids))
+        self._shifts = torch.arange(32, dtype=torch.int32)
+
+    def finish(self, inner: llguidance.LLMatcher, limit: int) -> list[int] | None:
+        """The walk's tokens from inner's state (which is left as it is), or None if they
+        would be more than `limit`."""
+        m = inner.deep_copy()
+        bits = torch.empty((self._vocab_size + 31) // 32, dtype=torch.int32)
+        path: list[int] = []
+        while len(path) <= limit:
+            if m.is_accepting():
+                return path
+            if forced := m.compute_ff_tokens():
+                m.consume_tokens(forced)
+                path += forced
+                continue
+            _fill(m, bits)
+            token = next((t for t in self.preferred if int(bits[t // 32]) >> (t % 32) & 1), None)
+            if token is None:
+                allowed = (bits.view(-1, 1) >> self._shifts & 1).flatten()[:self._vocab_size]
+                allowed[self._eos] = 0
+                if not allowed.any():
+                    return None
+                token = int(allowed.nonzero()[0])
+            m.consume_token(token)
+            path.append(token)
+        return None
 
 
 class _Vocab:

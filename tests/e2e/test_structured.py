@@ -78,6 +78,35 @@ def test_json_mode_and_openai_response_format(server) -> None:
         assert isinstance(json.loads(o.choices[0].message.content), dict)
 
 
+MOVIE = {"type": "object", "required": ["title", "year", "genres"], "properties": {
+    "title": {"type": "string"}, "year": {"type": "integer"},
+    "genres": {"type": "array", "items": {"type": "string"}}}}
+
+
+def test_a_budget_that_runs_out_still_ends_on_a_valid_document(server) -> None:
+    """Beyond Ollama: num_predict cuts no document off. At 0.8 with seed 1 smollm2 writes an
+    ever-longer genre (at num_predict 200, 200 tokens of unclosed JSON before, as Ollama);
+    here the last tokens of the budget finish it, done_reason "length" saying the budget
+    ended it; streamed or not, through the native API and /v1."""
+    with ollama.Client(host=server.url) as client:
+        for num_predict in (120, 25):
+            kw = {"model": "smollm2:135m", "prompt": "A movie as JSON.", "format": MOVIE,
+                  "options": {"temperature": 0.8, "seed": 1, "num_predict": num_predict}}
+            r = client.generate(**kw)
+            jsonschema.validate(json.loads(r.response), MOVIE)
+            assert r.done_reason == "length" and r.eval_count <= num_predict
+        chunks = list(client.generate(**kw, stream=True))
+        assert "".join(c.response for c in chunks) == r.response
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x") as oai:
+        c = oai.chat.completions.create(
+            model="smollm2:135m", messages=[{"role": "user", "content": "A movie as JSON."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "movie",
+                                                                     "schema": MOVIE}},
+            max_tokens=40, temperature=0.8, seed=1)
+        jsonschema.validate(json.loads(c.choices[0].message.content), MOVIE)
+        assert c.choices[0].finish_reason == "length" and c.usage.completion_tokens <= 40
+
+
 def test_invalid_formats_are_400(server) -> None:
     url = f"{server.url}/api/generate"
     r = httpx.post(url, json={"model": "smollm2:135m", "prompt": "x", "format": "xml"},

@@ -8,6 +8,7 @@ instead of hundreds, and every token is still chosen by the mask.
 from __future__ import annotations
 
 import json
+import random
 import threading
 
 import jsonschema
@@ -23,6 +24,7 @@ from ollamapy.engine.grammar import (
     constrains,
     mask_batch_,
 )
+from ollamapy.engine.seq import CLOSING_WINDOW
 from tests.conftest import model_path
 
 MAX_STEPS = 600
@@ -440,3 +442,43 @@ def test_a_pattern_may_still_ask_for_long_digit_runs(grammars, tokenizer):
         if matcher.done:
             break
     assert len(json.loads(out)["id"]) == 24
+
+
+def test_any_partial_document_is_finished_within_the_closing_window(grammars, tokenizer
+                                                                    ) -> None:
+    """Random allowed tokens (a model that rambles), cut anywhere in its first 60 tokens: the
+    finish the budget would take is at most CLOSING_WINDOW tokens and gives a document that
+    parses and validates, for every test schema."""
+    vocab = vocab_of(tokenizer)
+    rng = random.Random(0)
+    eos = torch.tensor(sorted(tokenizer.eos_ids))
+    for name, schema in SCHEMAS.items():
+        compiled = grammars.compile(schema)
+        for _ in range(6):
+            matcher, tokens = compiled.matcher(), []
+            for _ in range(rng.randint(0, 60)):
+                if matcher.done:
+                    break
+                logits = torch.zeros(tokenizer.vocab_size)
+                matcher.mask_(logits)
+                logits[eos] = float("-inf")
+                token = rng.choice(torch.nonzero(logits == 0).flatten().tolist())
+                matcher.accept(token)
+                tokens.append(token)
+            finish = matcher._closer.finish(matcher._inner, CLOSING_WINDOW)
+            assert finish is not None, (name, tokens)
+            text = b"".join(vocab[t] for t in tokens + finish).decode()
+            jsonschema.validate(json.loads(text), schema)
+
+
+def test_close_within_takes_the_finish_only_when_the_budget_needs_it(grammars, tokenizer
+                                                                     ) -> None:
+    vocab = vocab_of(tokenizer)
+    matcher = grammars.compile(SCHEMAS["flat"]).matcher()
+    feed(matcher, '{"name": "Ada', tokenizer, vocab)
+    finish = matcher._closer.finish(matcher._inner, CLOSING_WINDOW)
+    assert finish is not None
+    letter = next(i for i, t in enumerate(vocab) if t == b"x")  # the string goes on
+    assert matcher.close_within(letter, len(finish)) is None  # room to finish after it
+    assert matcher.close_within(letter, len(finish) - 1) == finish[0]  # no room: finish now
+    assert matcher.close_within(min(tokenizer.eos_ids), 0) is None  # EOS is never replaced
