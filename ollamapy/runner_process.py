@@ -10,7 +10,8 @@ so a load pays for the weights, not for the imports. One duplex pipe carries eve
                       ("cancel", rid)                        its client went away
                       ("stats", rid)                         the engine's counters
                       ("close",)                             unload
-    engine → server   ("ready", Facts) or ("failed", error)  once, when the load ends
+    engine → server   ("loading", cpu_seconds)               while the load uses the CPU
+                      ("ready", Facts) or ("failed", error)  once, when the load ends
                       ("item", rid, event)                   Text, Finished, Embeddings, ids…
                       ("end", rid, error or None)            the request is over
 
@@ -25,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import multiprocessing
 import pickle
 import signal
 import threading
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass
@@ -110,9 +113,12 @@ class _Reply:
 
 
 class RunnerProcess:
-    def __init__(self, spec: ModelSpec, num_ctx: int, **runner_args: Any) -> None:
+    def __init__(self, spec: ModelSpec, num_ctx: int, *, load_timeout: float = math.inf,
+                 **runner_args: Any) -> None:
         """Start the engine process and wait until its model is loaded (and compiled): the
-        scheduler calls this on a pool thread. runner_args: `Runner`'s keywords."""
+        scheduler calls this on a pool thread. load_timeout: seconds the load may go without
+        using the CPU (OLLAMA_LOAD_TIMEOUT; <= 0 or inf: no limit) before the process is
+        killed. runner_args: `Runner`'s keywords."""
         self.spec = spec
         ctx = _context()
         self.conn, child = ctx.Pipe()
@@ -120,8 +126,17 @@ class RunnerProcess:
                                    name=f"engine:{spec.name}", daemon=True)
         self.process.start()
         child.close()
+        wait = load_timeout if 0 < load_timeout < math.inf else None
         try:
-            kind, payload = self.conn.recv()
+            while True:  # ("loading", cpu seconds) while the load uses the CPU, then its end
+                if not self.conn.poll(wait):
+                    self.process.kill()
+                    self.process.join()
+                    raise RunnerStopped(f"timed out waiting for llama runner to start: no "
+                                        f"progress loading {spec.name} for {load_timeout:g} s")
+                kind, payload = self.conn.recv()
+                if kind != "loading":
+                    break
         except (EOFError, OSError):
             self.process.join()
             raise RunnerStopped("llama runner process has terminated: exit status "
@@ -270,6 +285,21 @@ class RunnerProcess:
 # -- the engine's side ------------------------------------------------------------------------
 
 
+HEARTBEAT_S = 1.0  # how often a loading engine says it is still working
+
+
+def _beat_while_loading(conn: Connection, loaded: threading.Event) -> None:
+    """("loading", CPU seconds) each HEARTBEAT_S in which the process used the CPU (reading
+    weights, compiling): a load that stalls (stopped, blocked) says nothing, and the server's
+    OLLAMA_LOAD_TIMEOUT runs out."""
+    last = time.process_time()
+    while not loaded.wait(HEARTBEAT_S):
+        now = time.process_time()
+        if now - last >= 0.05:  # not this thread's own wake-ups: a load at work uses ~1 s/s
+            conn.send(("loading", now))
+            last = now
+
+
 def _engine_main(conn: Connection, spec: ModelSpec, num_ctx: int,
                  runner_args: dict[str, Any]) -> None:
     """The engine process: load, say so, then serve requests until told to close or until
@@ -285,11 +315,19 @@ def _engine_main(conn: Connection, spec: ModelSpec, num_ctx: int,
     from ollamapy.runner import Runner  # the engine: torch and all (already in the preload)
 
     tune_heap_for_serving()
+    loaded = threading.Event()
+    beats = threading.Thread(target=_beat_while_loading, args=(conn, loaded),
+                             name="load-heartbeat", daemon=True)
+    beats.start()
     try:
         runner = Runner(spec, num_ctx, **runner_args)
     except Exception as e:
+        loaded.set()
+        beats.join()
         conn.send(("failed", _portable(e)))
         return
+    loaded.set()
+    beats.join()  # its last message is out before the load's end goes
     conn.send(("ready", Facts(runner.is_encoder, runner.context_length, runner.num_ctx,
                               runner.base_options, runner.size, runner.on_gpu)))
     try:

@@ -51,11 +51,12 @@ class Scheduler:
     def __init__(self, settings: Settings,
                  make_runner: Callable[[ModelSpec, int], AnyRunner] | None = None) -> None:
         self.settings = settings
-        self.make_runner = make_runner or partial(
-            RunnerProcess if settings.engine_process else _runner_class(),
-            num_parallel=settings.num_parallel, max_queue=settings.max_queue,
-            fast=settings.fast, compile=settings.fast and settings.compile,
-            kv_cache_type=settings.kv_cache_type)
+        runner_args = {"num_parallel": settings.num_parallel, "max_queue": settings.max_queue,
+                       "fast": settings.fast, "compile": settings.fast and settings.compile,
+                       "kv_cache_type": settings.kv_cache_type}
+        self.make_runner = make_runner or (
+            partial(RunnerProcess, load_timeout=settings.load_timeout, **runner_args)
+            if settings.engine_process else partial(_runner_class(), **runner_args))
         self._processes = make_runner is None and settings.engine_process
         self.loaded: dict[str, Loaded] = {}  # by model name
         self._exiting: list[RunnerProcess] = []  # unloaded, perhaps not exited yet

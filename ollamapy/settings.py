@@ -3,8 +3,8 @@
 Ollama's variables (../shared/reference/ollama-api.md §7.1): `OLLAMA_HOST`, `OLLAMA_MODELS`,
 `OLLAMA_KEEP_ALIVE`, `OLLAMA_NUM_PARALLEL`, `OLLAMA_MAX_LOADED_MODELS`, `OLLAMA_MAX_QUEUE`,
 `OLLAMA_CONTEXT_LENGTH`, `OLLAMA_ORIGINS`, `OLLAMA_NOPRUNE`, `OLLAMA_DEBUG` (log level),
-`OLLAMA_KV_CACHE_TYPE` (the fast path's cache: f16 by default, or f32; q8_0 and q4_0 fall back
-to f16, engine/kv_cache.py).
+`OLLAMA_LOAD_TIMEOUT`, `OLLAMA_KV_CACHE_TYPE` (the fast path's cache: f16 by default, or f32;
+q8_0 and q4_0 fall back to f16, engine/kv_cache.py).
 Values are trimmed of spaces and quotes, as envconfig.Var does. Also Go's duration syntax
 (`"5m"`, `"1h30m"`, `"-1s"`), which `keep_alive` uses both here and in requests.
 
@@ -80,8 +80,9 @@ def parse_keep_alive(value: object) -> float:
     return FOREVER if seconds < 0 or seconds >= MAX_DURATION_S else seconds
 
 
-def parse_env_keep_alive(text: str, default: float = 300.0) -> float:
-    """OLLAMA_KEEP_ALIVE: a Go duration, or else integer seconds; negative = forever."""
+def parse_env_duration(text: str, default: float = 300.0) -> float:
+    """OLLAMA_KEEP_ALIVE, OLLAMA_LOAD_TIMEOUT: a Go duration, or else integer seconds;
+    negative = forever."""
     if not text:
         return default
     try:
@@ -206,6 +207,9 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # OLLAMAPY_MAX_BODY_BYTES; 0 = no cap
     max_blob_bytes: int = 0  # OLLAMAPY_MAX_BLOB_BYTES; 0 = no cap
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S  # OLLAMAPY_BODY_TIMEOUT, seconds
+    # OLLAMA_LOAD_TIMEOUT: how long an engine process may load without using the CPU before
+    # it is given up (Ollama: "stall"); 5m, a Go duration or seconds; <= 0: never
+    load_timeout: float = 300.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -213,7 +217,7 @@ class Settings:
         return cls(
             host=parse_host(env("OLLAMA_HOST", environ)),
             models=Path(models).expanduser() if models else Path.home() / ".ollama" / "models",
-            keep_alive=parse_env_keep_alive(env("OLLAMA_KEEP_ALIVE", environ)),
+            keep_alive=parse_env_duration(env("OLLAMA_KEEP_ALIVE", environ)),
             num_parallel=max(1, _int("OLLAMA_NUM_PARALLEL", 4, environ)),
             max_loaded_models=_int("OLLAMA_MAX_LOADED_MODELS", 0, environ) or 3,
             max_queue=max(1, _int("OLLAMA_MAX_QUEUE", 512, environ)),
@@ -230,4 +234,5 @@ class Settings:
                                        environ)),
             max_blob_bytes=max(0, _int("OLLAMAPY_MAX_BLOB_BYTES", 0, environ)),
             body_timeout=_float("OLLAMAPY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S, environ),
+            load_timeout=parse_env_duration(env("OLLAMA_LOAD_TIMEOUT", environ)),
         )

@@ -7,7 +7,7 @@ import pytest
 from ollamapy.settings import (
     FOREVER,
     Settings,
-    parse_env_keep_alive,
+    parse_env_duration,
     parse_go_duration,
     parse_host,
     parse_keep_alive,
@@ -48,12 +48,19 @@ def test_request_keep_alive() -> None:
         parse_keep_alive(True)
 
 
+def test_load_timeout_is_a_duration_or_seconds_and_negative_is_never() -> None:
+    assert Settings.from_env({}).load_timeout == 300.0  # Ollama's 5m
+    assert Settings.from_env({"OLLAMA_LOAD_TIMEOUT": "2s"}).load_timeout == 2.0
+    assert Settings.from_env({"OLLAMA_LOAD_TIMEOUT": "90"}).load_timeout == 90.0
+    assert Settings.from_env({"OLLAMA_LOAD_TIMEOUT": "-1"}).load_timeout == FOREVER
+
+
 def test_env_keep_alive_accepts_plain_seconds() -> None:
-    assert parse_env_keep_alive("3600") == 3600.0
-    assert parse_env_keep_alive("10m") == 600.0
-    assert parse_env_keep_alive("-1") == FOREVER
-    assert parse_env_keep_alive("") == 300.0
-    assert parse_env_keep_alive("junk") == 300.0
+    assert parse_env_duration("3600") == 3600.0
+    assert parse_env_duration("10m") == 600.0
+    assert parse_env_duration("-1") == FOREVER
+    assert parse_env_duration("") == 300.0
+    assert parse_env_duration("junk") == 300.0
 
 
 @pytest.mark.parametrize(("text", "scheme", "host", "port"), [

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
 from ollamapy.runner_process import COMM_PREFIX, STOPPED
-from tests.e2e.conftest import gone, process_tree
+from tests.e2e.conftest import gone, process_tree, start_server, stop_server
 from tests.e2e.test_concurrency import HANG_GUARD_S, wait_for
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
@@ -68,3 +69,31 @@ def test_killing_an_engine_mid_stream_ends_its_requests_and_the_next_one_reloads
         after = engines(server.process.pid)
         assert after[comm("smollm2:135m")] != victim and victim not in after.values()
         assert "smollm2:135m" in [m["name"] for m in http.get("/api/ps").json()["models"]]
+
+
+def test_a_load_that_stalls_is_given_up_at_ollama_load_timeout(server) -> None:
+    """OLLAMA_LOAD_TIMEOUT counts the time a load goes without using the CPU: an engine
+    stopped mid-load (SIGSTOP) is killed once it runs out, the request gets a 500 saying so,
+    and the next request loads the model afresh."""
+    srv = start_server(server.models, OLLAMA_LOAD_TIMEOUT="2s")
+    body = {"model": "gemma3:270m", "prompt": "Hi", "raw": True, "stream": False,
+            "options": {"num_predict": 1}}
+    answers: list[httpx.Response] = []
+    try:
+        with httpx.Client(base_url=srv.url, timeout=HANG_GUARD_S) as http:
+            request = threading.Thread(target=lambda: answers.append(
+                http.post("/api/generate", json=body)))
+            request.start()
+            wait_for(lambda: comm("gemma3:270m") in engines(srv.process.pid), timeout=60)
+            engine = engines(srv.process.pid)[comm("gemma3:270m")]
+            os.kill(engine, signal.SIGSTOP)  # loading: reading and converting the weights
+            request.join(HANG_GUARD_S)
+            (r,) = answers
+            assert r.status_code == 500, r.text
+            assert r.json()["error"] == ("timed out waiting for llama runner to start: no "
+                                         "progress loading gemma3:270m for 2 s")
+            wait_for(lambda: gone(engine))
+            again = http.post("/api/generate", json=body)  # a load that works: not stalled
+            assert again.status_code == 200 and again.json()["eval_count"] == 1
+    finally:
+        stop_server(srv)
