@@ -264,8 +264,8 @@ class Closer:
     takes the tokens the grammar forces, else the first allowed of CLOSING (end the open
     string, object or array, go on to the next member, then the shortest values), else the
     lowest allowed token id, until the document is complete. Not the shortest finish
-    (finding that is a search), but over 120 random partial documents of the twenty test
-    schemas it always ended, in at most 51 tokens (tests/engine/test_grammar.py)."""
+    (finding that is a search); tests/engine/test_grammar.py checks that it finishes random
+    partial documents of every test schema within seq.CLOSING_WINDOW tokens."""
 
     CLOSING = (b'"', b"}", b"]", b",", b"1", b"0", b"null", b"false", b'""', b"{}", b"[]",
                b"{", b"[", b":")
