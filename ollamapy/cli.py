@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
 import time
@@ -179,11 +180,55 @@ def metrics_summary(final: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class WordWrap:
+    """Streamed text wrapped between words a little short of the terminal's width, as
+    Ollama's `run` prints on a terminal (a word is held until it ends, to know if it fits)."""
+
+    def __init__(self, width: int) -> None:
+        self.width, self.column, self.word = width, 0, ""
+
+    def write(self, text: str) -> str:
+        """→ what to print now."""
+        out = []
+        for ch in text:
+            if ch in " \n":
+                out.append(self._word())
+                if ch == "\n" or self.column + 1 > self.width:
+                    out.append("\n")
+                    self.column = 0
+                else:
+                    out.append(" ")
+                    self.column += 1
+            else:
+                self.word += ch
+        return "".join(out)
+
+    def end(self) -> str:
+        return self._word()
+
+    def _word(self) -> str:
+        word, self.word = self.word, ""
+        if not word:
+            return ""
+        wrap = self.column > 0 and self.column + len(word) > self.width
+        self.column = len(word) if wrap else self.column + len(word)
+        return ("\n" if wrap else "") + word
+
+
+def wrap_width(nowordwrap: bool) -> int | None:
+    """The width answers wrap at: on a terminal of 10 columns or more, 5 short of it."""
+    if nowordwrap or not sys.stdout.isatty():
+        return None
+    columns = shutil.get_terminal_size().columns
+    return columns - 5 if columns >= 10 else None
+
+
 REPL_HELP = """Available commands:
   /set parameter NAME VALUE   set a sampling parameter (temperature, num_ctx, stop, ...)
   /set system MESSAGE         set the system message
   /set format json            answer in JSON (/set noformat: free text)
   /set verbose                print timings after each answer (/set quiet: don't)
+  /set wordwrap               wrap answers at the terminal's width (/set nowordwrap: don't)
   /show info|modelfile|parameters|system|template|license
   /load MODEL                 switch to another model (the conversation starts over)
   /save MODEL                 save this session (model, system, parameters, messages) as MODEL
@@ -211,6 +256,7 @@ class ChatSession:
     def __init__(self, client: Client, args: argparse.Namespace) -> None:
         self.client, self.model = client, args.model
         self.format, self.keepalive, self.verbose = args.format, args.keepalive, args.verbose
+        self.wordwrap = not args.nowordwrap
         self.messages: list[dict[str, Any]] = []
         self.options: dict[str, Any] = {}
         self.system: str | None = None
@@ -233,13 +279,15 @@ class ChatSession:
         """Send prompt after the conversation so far, print the answer as it streams, and
         keep both (nothing is kept if the turn is interrupted)."""
         reply, final = [], {}
+        width = wrap_width(not self.wordwrap)
+        wrap = WordWrap(width) if width else None
         for chunk in self.client.stream("/api/chat", self._request(
                 [*self.messages, {"role": "user", "content": prompt}])):
             text = chunk.get("message", {}).get("content", "")
-            print(text, end="", flush=True)
+            print(wrap.write(text) if wrap else text, end="", flush=True)
             reply.append(text)
             final = chunk
-        print()
+        print(wrap.end() if wrap else "")
         if self.verbose:
             print(metrics_summary(final), file=sys.stderr)
         self.messages += [{"role": "user", "content": prompt},
@@ -268,6 +316,9 @@ class ChatSession:
             case ["/set", "noformat"]:
                 self.format = None
                 print("Disabled format.")
+            case ["/set", "wordwrap" | "nowordwrap" as mode]:
+                self.wordwrap = mode == "wordwrap"
+                print("Set 'wordwrap' mode." if self.wordwrap else "Set 'nowordwrap' mode.")
             case ["/set", "verbose" | "quiet" as mode]:
                 self.verbose = mode == "verbose"
                 print("Set 'verbose' mode." if self.verbose else "Set 'quiet' mode.")
@@ -530,7 +581,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--insecure", action="store_true",
                      help="use plain http for the registry a missing model is pulled from")
     run.add_argument("--nowordwrap", action="store_true",
-                     help="accepted as Ollama's: answers are never wrapped here")
+                     help="don't wrap answers at the terminal's width")
     create = add("create", cmd_create, "create a model from a Modelfile")
     create.add_argument("model")
     create.add_argument("-f", "--file", default="Modelfile")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ollamapy.cli import go_duration, metrics_summary, parameter_value
+from ollamapy.cli import WordWrap, go_duration, metrics_summary, parameter_value
 
 
 @pytest.mark.parametrize(("ns", "text"), [
@@ -43,3 +43,16 @@ def test_set_parameter_values_take_the_options_types() -> None:
     assert parameter_value("stop", ["<|im_end|>", "\n\n"]) == ["<|im_end|>", "\n\n"]
     assert parameter_value("use_mmap", ["false"]) is False
     assert parameter_value("temperature", ["warm"]) == "warm"  # the server's 400 names it
+
+
+def test_word_wrap_breaks_lines_between_words_only() -> None:
+    text = ("The quick brown fox jumps over the lazy dog, then keeps running far away.\n"
+            "A second paragraph with an extraordinarily-long-hyphenated-word in it.")
+    wrap = WordWrap(20)
+    # streamed in pieces that split words, as tokens do
+    out = "".join(wrap.write(text[i:i + 3]) for i in range(0, len(text), 3)) + wrap.end()
+    assert out.split() == text.split()  # only line breaks changed
+    lines = out.split("\n")
+    assert all(len(line) <= 20 for line in lines if " " in line.strip())
+    assert "extraordinarily-long-hyphenated-word" in lines  # too long for a line: its own
+    assert len(lines) > text.count("\n") + 1

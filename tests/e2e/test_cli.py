@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 
 import httpx
@@ -91,6 +94,21 @@ def _read_until(fd: int, marker: bytes, timeout: float = 600.0) -> bytes:
     return out
 
 
+GREETING = b"quit)\r\n>>> "  # `run`'s greeting on stderr (it starts with ">>> " too), the prompt
+
+
+def repl_send(master: int, line: str) -> str:
+    """Type line into a `run` chat on a pseudo-terminal → what it printed for it: after the
+    terminal's echo of the line, up to the next prompt (one read may bring both)."""
+    echo = line.encode() + b"\r\n"
+    os.write(master, line.encode() + b"\n")
+    out = _read_until(master, echo)
+    if b">>> " not in out.split(echo, 1)[1]:
+        out += _read_until(master, b">>> ")
+    reply = out.split(echo, 1)[1].rsplit(b">>> ", 1)[0]
+    return reply.decode(errors="replace").replace("\r\n", "\n")
+
+
 def test_interactive_run_keeps_the_conversation(server, greedy) -> None:
     """On a terminal, `run` is a chat: each turn is sent with the ones before it."""
     master, slave = pty.openpty()
@@ -98,18 +116,16 @@ def test_interactive_run_keeps_the_conversation(server, greedy) -> None:
                             stdin=slave, stdout=slave, stderr=slave, env=server.env())
     os.close(slave)
     try:
-        _read_until(master, b">>> ")
-        os.write(master, b"The secret word is pineapple.\n")
-        _read_until(master, b">>> ")
-        os.write(master, b"What is the secret word?\n")
-        answer = _read_until(master, b">>> ").decode(errors="replace")
+        _read_until(master, GREETING)
+        repl_send(master, "The secret word is pineapple.")
+        answer = repl_send(master, "What is the secret word?")
         os.write(master, b"/bye\n")
         assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
-    assert "pineapple" in answer.split("What is the secret word?")[-1].lower()
+    assert "pineapple" in answer.lower()
 
 
 def test_interactive_commands_set_show_save_load(server, greedy) -> None:
@@ -122,11 +138,10 @@ def test_interactive_commands_set_show_save_load(server, greedy) -> None:
     os.close(slave)
 
     def send(line: str) -> str:
-        os.write(master, line.encode() + b"\n")
-        return _read_until(master, b">>> ").decode(errors="replace")
+        return repl_send(master, line)
 
     try:
-        _read_until(master, b">>> ")
+        _read_until(master, GREETING)
         assert "Set parameter 'num_predict' to '3'" in send("/set parameter num_predict 3")
         assert "Set system message." in send("/set system You are a pirate.")
         assert "Set 'verbose' mode." in send("/set verbose")
@@ -148,6 +163,36 @@ def test_interactive_commands_set_show_save_load(server, greedy) -> None:
     assert saved["system"] == "You are a pirate."
     assert "num_predict" in saved["parameters"] and "temperature" in saved["parameters"]
     assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+
+
+def test_answers_wrap_at_the_terminals_width_unless_nowordwrap(server, greedy) -> None:
+    """On a 40-column terminal an answer's lines stop 5 short of it, broken between words;
+    /set nowordwrap prints the same answer (greedy) as it comes."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
+    env = {k: v for k, v in server.env().items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "run", greedy],
+                            stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    def send(line: str) -> str:
+        return repl_send(master, line)
+
+    try:
+        _read_until(master, GREETING)
+        assert "Set parameter" in send("/set parameter num_predict 60")
+        wrapped = send("Tell me about the sea.")
+        assert "Set 'nowordwrap' mode." in send("/set nowordwrap")
+        assert "Cleared session context" in send("/clear")  # the same question, afresh
+        plain = send("Tell me about the sea.")
+        os.write(master, b"/bye\n")
+        assert proc.wait(timeout=120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    assert wrapped.split() == plain.split()  # the same words; only the line breaks differ
+    assert max(len(line) for line in wrapped.splitlines()) <= 35
+    assert max(len(line) for line in plain.splitlines()) > 35
 
 
 def test_create_cp_rm(server, tmp_path) -> None:
