@@ -368,10 +368,11 @@ class ChatSession:
                 print()
 
 
-def _pull(client: Client, model: str, insecure: bool) -> None:
+def _transfer(client: Client, path: str, model: str, insecure: bool) -> None:
+    """/api/pull or /api/push, its progress drawn on stderr."""
     progress = TransferProgress()
     try:
-        for update in client.stream("/api/pull", {"model": model, "insecure": insecure}):
+        for update in client.stream(path, {"model": model, "insecure": insecure}):
             progress.show(update)
     finally:
         progress.done()
@@ -384,7 +385,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ClientError as e:
             if e.status != 404:
                 raise
-            _pull(client, args.model, args.insecure)  # as Ollama's run: pulled, then run
+            # as Ollama's run: pulled, then run
+            _transfer(client, "/api/pull", args.model, args.insecure)
         session = ChatSession(client, args)
         prompt = " ".join(args.prompt) if args.prompt else None
         if prompt is None and not sys.stdin.isatty():
@@ -448,19 +450,13 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     with Client() as client:
-        _pull(client, args.model, args.insecure)
+        _transfer(client, "/api/pull", args.model, args.insecure)
     return 0
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    progress = TransferProgress()
-    try:
-        with Client() as client:
-            for update in client.stream("/api/push", {"model": args.model,
-                                                      "insecure": args.insecure}):
-                progress.show(update)
-    finally:
-        progress.done()
+    with Client() as client:
+        _transfer(client, "/api/push", args.model, args.insecure)
     return 0
 
 

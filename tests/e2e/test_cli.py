@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pty
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -109,22 +111,35 @@ def repl_send(master: int, line: str) -> str:
     return reply.decode(errors="replace").replace("\r\n", "\n")
 
 
-def test_interactive_run_keeps_the_conversation(server, greedy) -> None:
-    """On a terminal, `run` is a chat: each turn is sent with the ones before it."""
+@contextlib.contextmanager
+def chat_on_terminal(server, model: str, columns: int | None = None
+                     ) -> Iterator[Callable[[str], str]]:
+    """`ollamapy run model` on a pseudo-terminal (of `columns` if given) → send(line), which
+    types a line and returns the reply; leaving the block types /bye and checks it exits 0."""
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "run", greedy],
-                            stdin=slave, stdout=slave, stderr=slave, env=server.env())
+    env = server.env()
+    if columns is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "run", model],
+                            stdin=slave, stdout=slave, stderr=slave, env=env)
     os.close(slave)
     try:
         _read_until(master, GREETING)
-        repl_send(master, "The secret word is pineapple.")
-        answer = repl_send(master, "What is the secret word?")
+        yield lambda line: repl_send(master, line)
         os.write(master, b"/bye\n")
         assert proc.wait(timeout=120) == 0
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def test_interactive_run_keeps_the_conversation(server, greedy) -> None:
+    """On a terminal, `run` is a chat: each turn is sent with the ones before it."""
+    with chat_on_terminal(server, greedy) as send:
+        send("The secret word is pineapple.")
+        answer = send("What is the secret word?")
     assert "pineapple" in answer.lower()
 
 
@@ -132,16 +147,7 @@ def test_interactive_commands_set_show_save_load(server, greedy) -> None:
     """The REPL's /commands, as Ollama's: /set parameter reaches the server (num_predict 3:
     three tokens, --verbose-style summary via /set verbose), /set system, /show, /save makes
     a model of the session, /load switches model, unknown commands are named."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "run", greedy],
-                            stdin=slave, stdout=slave, stderr=slave, env=server.env())
-    os.close(slave)
-
-    def send(line: str) -> str:
-        return repl_send(master, line)
-
-    try:
-        _read_until(master, GREETING)
+    with chat_on_terminal(server, greedy) as send:
         assert "Set parameter 'num_predict' to '3'" in send("/set parameter num_predict 3")
         assert "Set system message." in send("/set system You are a pirate.")
         assert "Set 'verbose' mode." in send("/set verbose")
@@ -152,12 +158,6 @@ def test_interactive_commands_set_show_save_load(server, greedy) -> None:
         assert "Unknown command '/bogus'" in send("/bogus")
         assert "not found" in send("/load no-such-model")
         assert "Loading model 'smollm2:135m'" in send("/load smollm2:135m")
-        os.write(master, b"/bye\n")
-        assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
     saved = httpx.post(f"{server.url}/api/show", json={"model": "smol-saved"}).json()
     server.cli("rm", "smol-saved")
     assert saved["system"] == "You are a pirate."
@@ -168,28 +168,12 @@ def test_interactive_commands_set_show_save_load(server, greedy) -> None:
 def test_answers_wrap_at_the_terminals_width_unless_nowordwrap(server, greedy) -> None:
     """On a 40-column terminal an answer's lines stop 5 short of it, broken between words;
     /set nowordwrap prints the same answer (greedy) as it comes."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
-    env = {k: v for k, v in server.env().items() if k not in ("COLUMNS", "LINES")}
-    proc = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "run", greedy],
-                            stdin=slave, stdout=slave, stderr=slave, env=env)
-    os.close(slave)
-    def send(line: str) -> str:
-        return repl_send(master, line)
-
-    try:
-        _read_until(master, GREETING)
+    with chat_on_terminal(server, greedy, columns=40) as send:
         assert "Set parameter" in send("/set parameter num_predict 60")
         wrapped = send("Tell me about the sea.")
         assert "Set 'nowordwrap' mode." in send("/set nowordwrap")
         assert "Cleared session context" in send("/clear")  # the same question, afresh
         plain = send("Tell me about the sea.")
-        os.write(master, b"/bye\n")
-        assert proc.wait(timeout=120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
     assert wrapped.split() == plain.split()  # the same words; only the line breaks differ
     assert max(len(line) for line in wrapped.splitlines()) <= 35
     assert max(len(line) for line in plain.splitlines()) > 35
