@@ -65,8 +65,13 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class Text:
+    """A piece of the answer as it streams: content, reasoning apart from it (models that
+    think), and tool calls as each is parsed."""
+
     text: str  # "" when the token's text is held back (part of a character or a stop)
     logprobs: tuple[TokenLogprob, ...] = ()  # when asked for: the token(s) this text ends
+    thinking: str = ""
+    tool_calls: tuple[dict[str, Any], ...] = ()  # Ollama's {"function": {index, name, arguments}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,7 @@ class Finished:
     prompt_tokens_dropped: int = 0
     messages_dropped: int = 0
     prompt_tokens_cached: int = 0  # prompt tokens a slot already held (prefix reuse)
-    tool_calls: tuple[dict[str, Any], ...] = ()
+    tool_calls: tuple[dict[str, Any], ...] = ()  # every call of the answer (already streamed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from ollamapy.text.gotemplate import render_go_template
 from ollamapy.text.template import DEFAULT_TEMPLATE, render_chat_template
 
 Message = Mapping[str, Any]
+Think = bool | str | None  # the request's think: off, on, a level, or unset
 RENDER_SECONDS = 5.0  # for all the renders of one request's prompt
 
 
@@ -65,19 +66,38 @@ def generate_messages(model: ModelPrompt, prompt: str, system: str | None,
     return msgs
 
 
+def _jinja_thinking(messages: Sequence[Message], think: Think) -> tuple[list[Message],
+                                                                          dict[str, Any]]:
+    """A Jinja template's view of thinking, as llama.cpp's server gives it: an earlier
+    answer's reasoning as `reasoning_content`; `enable_thinking` when the request set think,
+    `reasoning_effort` when it named a level (gpt-oss's template knows low, medium, high)."""
+    msgs = [{**m, "reasoning_content": m["thinking"]} if m.get("thinking") else m
+            for m in messages]
+    kwargs: dict[str, Any] = {}
+    if think is not None:
+        kwargs["enable_thinking"] = think is not False
+    if isinstance(think, str):
+        kwargs["reasoning_effort"] = "high" if think == "max" else think
+    return msgs, kwargs
+
+
 def render(model: ModelPrompt, messages: Sequence[Message], *,
            tools: Sequence[Mapping[str, Any]] | None = None, go_template: str | None = None,
-           suffix: str | None = None, seconds: float = RENDER_SECONDS) -> str:
+           suffix: str | None = None, think: Think = None,
+           seconds: float = RENDER_SECONDS) -> str:
     """Render messages with the request's Go template override, else the model's Go TEMPLATE,
-    else its Jinja chat template, else the contents alone, within `seconds`."""
+    else its Jinja chat template, else the contents alone, within `seconds`. think: the
+    request's (None: unset)."""
     template = go_template or model.go_template
 
     def run() -> str:
         if template is not None:
-            return render_go_template(template, messages, tools=tools, suffix=suffix)
-        return render_chat_template(model.jinja_template or DEFAULT_TEMPLATE, messages,
+            return render_go_template(template, messages, tools=tools, suffix=suffix,
+                                      think=think)
+        msgs, kwargs = _jinja_thinking(messages, think)
+        return render_chat_template(model.jinja_template or DEFAULT_TEMPLATE, msgs,
                                     add_generation_prompt=True, bos_token=model.bos_token,
-                                    eos_token=model.eos_token, tools=tools or None)
+                                    eos_token=model.eos_token, tools=tools or None, **kwargs)
 
     try:
         return within(seconds, run)
@@ -89,7 +109,8 @@ def render(model: ModelPrompt, messages: Sequence[Message], *,
 
 def fit_messages(model: ModelPrompt, messages: Sequence[Message], num_ctx: int,
                  count_tokens: Callable[[str], int], *,
-                 tools: Sequence[Mapping[str, Any]] | None = None) -> tuple[str, int]:
+                 tools: Sequence[Mapping[str, Any]] | None = None,
+                 think: Think = None) -> tuple[str, int]:
     """Render the longest tail of messages that fits num_ctx tokens (system messages before
     the tail are always kept, the last message always). → (prompt, messages dropped)."""
     spent = 0.0  # seconds spent rendering, not counting tokens
@@ -98,7 +119,8 @@ def fit_messages(model: ModelPrompt, messages: Sequence[Message], num_ctx: int,
         nonlocal spent
         begin = time.monotonic()
         try:
-            return render(model, msgs, tools=tools, seconds=RENDER_SECONDS - spent)
+            return render(model, msgs, tools=tools, think=think,
+                          seconds=RENDER_SECONDS - spent)
         finally:
             spent += time.monotonic() - begin
 

@@ -36,8 +36,24 @@ from ollamapy.engine.grammar import Grammars, constrains
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.seq import Seq, TokenLogprobs
 from ollamapy.loaded import LoadedModel, load
-from ollamapy.prompt import ModelPrompt, chat_messages, fit_messages, generate_messages, render
+from ollamapy.prompt import (
+    ModelPrompt,
+    Think,
+    chat_messages,
+    fit_messages,
+    generate_messages,
+    render,
+)
 from ollamapy.text.detokenize import IncrementalDetokenizer
+from ollamapy.text.gotemplate import GoTemplateError
+from ollamapy.text.thinking import (
+    CLOSE,
+    OPEN,
+    ThinkingParser,
+    jinja_thinks,
+    strip_thinking,
+    thinking_tags,
+)
 from ollamapy.text.toolcalls import ToolCallFormat, ToolCallParser
 from ollamapy.worker import DecodeJob, DecodeWorker, EmbedJob, EmbedWorker, Worker
 
@@ -123,43 +139,83 @@ class Runner:
     # -- text generation --------------------------------------------------------------------
     def chat(self, messages: Sequence[Mapping[str, Any]], options: Options, *,
              tools: Sequence[Mapping[str, Any]] | None = None, truncate: bool = True,
-             shift: bool = True, logprobs: int | None = None, format: Any = None
-             ) -> AsyncIterator[Text | Finished]:
+             shift: bool = True, logprobs: int | None = None, format: Any = None,
+             think: Think = None) -> AsyncIterator[Text | Finished]:
         """logprobs: None for none, else how many alternatives per token (0–20); format:
-        Ollama's `format` ("json" or a JSON schema) enforced by a grammar."""
+        Ollama's `format` ("json" or a JSON schema) enforced by a grammar; think: the
+        request's, after the server's defaulting (None: unset)."""
         self._need_decoder("chat")
+        rendered: list[str] = []
 
         def prompt() -> tuple[list[int], int]:
             msgs = chat_messages(self.prompt, messages)
+            if self.thinking_tags == (OPEN, CLOSE):
+                msgs = _without_earlier_thinking(msgs)
             if not truncate:
-                return self.model.prompt_ids(render(self.prompt, msgs, tools=tools)), 0
-            text, dropped = fit_messages(self.prompt, msgs, options.num_ctx,
-                                         self.model.count_prompt_tokens, tools=tools)
+                text, dropped = render(self.prompt, msgs, tools=tools, think=think), 0
+            else:
+                text, dropped = fit_messages(self.prompt, msgs, options.num_ctx,
+                                             self.model.count_prompt_tokens, tools=tools,
+                                             think=think)
+            rendered.append(text)
             return self.model.prompt_ids(text), dropped
 
         events = self._generate(prompt, options, truncate=truncate, shift=shift,
                                 logprobs=logprobs, format=format)
-        fmt = self.tool_call_format if tools else None
-        return _with_tool_calls(events, fmt) if fmt is not None else events
+        return self._answer(events, rendered, think, tools)
 
     def generate(self, prompt: str, options: Options, *, system: str | None = None,
                  raw: bool = False, template: str | None = None, suffix: str | None = None,
                  context: Sequence[int] | None = None, truncate: bool = True,
-                 shift: bool = True, logprobs: int | None = None, format: Any = None
-                 ) -> AsyncIterator[Text | Finished]:
+                 shift: bool = True, logprobs: int | None = None, format: Any = None,
+                 think: Think = None) -> AsyncIterator[Text | Finished]:
         self._need_decoder("generate")
+        rendered: list[str] = []
 
         def prompt_ids() -> tuple[list[int], int]:
             if raw:
+                rendered.append(prompt)
                 return self.model.prompt_ids(prompt), 0
             msgs = generate_messages(self.prompt, prompt, system, with_history=context is None)
-            text = render(self.prompt, msgs, go_template=template, suffix=suffix)
+            text = render(self.prompt, msgs, go_template=template, suffix=suffix, think=think)
             if context:
                 text = self.model.detokenize(list(context)) + text
+            rendered.append(text)
             return self.model.prompt_ids(text), 0
 
-        return self._generate(prompt_ids, options, truncate=truncate, shift=shift, raw=raw,
-                              logprobs=logprobs, format=format)
+        events = self._generate(prompt_ids, options, truncate=truncate, shift=shift, raw=raw,
+                                logprobs=logprobs, format=format)
+        return self._answer(events, rendered, None if raw else think, None)
+
+    def _answer(self, events: AsyncIterator[Text | Finished], rendered: list[str],
+                think: Think, tools: Sequence[Mapping[str, Any]] | None
+                ) -> AsyncIterator[Text | Finished]:
+        """The answer's reasoning split out when the model thinks, tool calls parsed when the
+        request has tools; else the events as they are."""
+        opening, closing = self.thinking_tags
+        thinks = think is not None and think is not False and bool(opening and closing)
+        calls = self.tool_call_format if tools else None
+        if not thinks and calls is None:
+            return events
+
+        def thinking() -> ThinkingParser | None:
+            if not thinks:
+                return None
+            opened = bool(rendered) and rendered[0].rstrip().endswith(opening)
+            return ThinkingParser(opening, closing, opened=opened)
+
+        return _parsed(events, thinking, ToolCallParser(calls) if calls else None)
+
+    @cached_property
+    def thinking_tags(self) -> tuple[str, str]:
+        """The tags this model's template wraps reasoning in (("", ""): it does not think)."""
+        if self.spec.template is not None:
+            try:
+                return thinking_tags(self.spec.template)
+            except GoTemplateError:
+                return "", ""
+        template = self.model.checkpoint.chat_template
+        return (OPEN, CLOSE) if template and jinja_thinks(template) else ("", "")
 
     @cached_property
     def grammars(self) -> Grammars:
@@ -251,21 +307,53 @@ class Runner:
             yield result
 
 
-async def _with_tool_calls(events: AsyncIterator[Text | Finished], fmt: ToolCallFormat
-                          ) -> AsyncIterator[Text | Finished]:
-    """Hold back text that may be a tool call; at the end, the calls go with Finished."""
-    parser = ToolCallParser(fmt)
+def _without_earlier_thinking(messages: Sequence[Mapping[str, Any]]
+                              ) -> list[Mapping[str, Any]]:
+    """Answers before the last user message lose their `<think>` traces (Ollama's
+    filterThinkTags, for every model that thinks in those tags)."""
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    return [{**m, "content": strip_thinking(m.get("content") or "")}
+            if m.get("role") == "assistant" and i < last_user else m
+            for i, m in enumerate(messages)]
+
+
+async def _parsed(events: AsyncIterator[Text | Finished],
+                  thinking: Callable[[], ThinkingParser | None],
+                  tool_calls: ToolCallParser | None) -> AsyncIterator[Text | Finished]:
+    """Text split into reasoning, content and tool calls as it streams: the thinking parser
+    first (made once the prompt is rendered), then the tool parser on what is content. Every
+    call goes out as soon as it is parsed; Finished carries them all."""
+    splitter: ThinkingParser | None = None
+    started = False
+    every_call: list[dict[str, Any]] = []
+
+    def split(text: str, end: bool) -> Text:
+        thought, content = splitter.feed(text) if splitter else ("", text)
+        if end and splitter:
+            more_thought, more = splitter.finish()
+            thought, content = thought + more_thought, content + more
+        calls: list[dict[str, Any]] = []
+        if tool_calls is not None:
+            content, calls = tool_calls.feed(content)
+            if end:
+                rest, more_calls = tool_calls.finish()
+                content, calls = content + rest, calls + more_calls
+        every_call.extend(calls)
+        return Text(content, (), thought, tuple(calls))
+
     async with aclosing(events):
         async for event in events:
+            if not started:
+                splitter, started = thinking(), True
             if isinstance(event, Text):
-                text = parser.feed(event.text)
-                if text or event.logprobs:
-                    yield Text(text, event.logprobs)
+                piece = replace(split(event.text, False), logprobs=event.logprobs)
+                if piece.text or piece.thinking or piece.tool_calls or piece.logprobs:
+                    yield piece
             else:
-                rest, calls = parser.finish()
-                if rest:
-                    yield Text(rest)
-                yield replace(event, tool_calls=tuple(calls))
+                piece = split("", True)
+                if piece.text or piece.thinking or piece.tool_calls:
+                    yield piece
+                yield replace(event, tool_calls=tuple(every_call))
 
 
 def _renormalize(v: list[float]) -> list[float]:

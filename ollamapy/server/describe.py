@@ -5,7 +5,8 @@ imports no torch; nothing is loaded). Ollama's rules (../shared/reference/ollama
 `model_info` is every GGUF key but `general.name` and `tokenizer.chat_template`, plus
 `general.parameter_count`, with arrays longer than 5 emptied unless verbose; capabilities are
 `completion` or `embedding` (a `<arch>.pooling_type` key), `tools` when the template uses
-tools, `insert` when it uses `.Suffix`.
+tools, `insert` when it uses `.Suffix`, `thinking` when it wraps `.Thinking` in tags (a Jinja
+template: writes `<think>` and `</think>`) or the family is gpt-oss.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ollamapy.loading.gguf import read_gguf
 from ollamapy.store import Model
 from ollamapy.store.modelinfo import safetensors_header
 from ollamapy.text.gotemplate import template_vars
+from ollamapy.text.thinking import jinja_thinks, thinking_tags
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
 SHORT_ARRAY = 5  # longer arrays are emptied in model_info unless verbose
@@ -104,10 +106,16 @@ def model_facts(model: Model, verbose: bool = False) -> ModelFacts:
     if model.template is not None:
         used = template_vars(model.template)
         caps += [cap for cap, var in (("tools", "tools"), ("insert", "suffix")) if var in used]
-    elif weights.chat_template and ("tools" in weights.chat_template
-                                    or "tool_call" in weights.chat_template):
-        caps.append("tools")
+        if all(thinking_tags(model.template)):
+            caps.append("thinking")
+    elif weights.chat_template:
+        if "tools" in weights.chat_template or "tool_call" in weights.chat_template:
+            caps.append("tools")
+        if jinja_thinks(weights.chat_template):
+            caps.append("thinking")
     family = config.model_family or str(weights.model_info.get("general.architecture", ""))
+    if family in ("gptoss", "gpt-oss"):
+        caps.append("thinking")
     details = {"parent_model": model.parent_model, "format": model.format, "family": family,
                "families": list(config.model_families or ([family] if family else [])),
                "parameter_size": config.model_type, "quantization_level": config.file_type}

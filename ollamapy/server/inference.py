@@ -28,17 +28,16 @@ from ollamapy.server.running import (
 )
 from ollamapy.server.state import State
 from ollamapy.server.streaming import Chunk, OllamaJSON, created_at, respond
+from ollamapy.server.thinking import resolve_think, think_of
 
 if TYPE_CHECKING:
     from ollamapy.scheduler import AnyRunner
 
 
-def _check_common(fields: Mapping[str, Any], name: str) -> None:
+def _check_common(fields: Mapping[str, Any]) -> None:
     top = fields.get("top_logprobs", 0)
     if not 0 <= top <= 20:
         raise bad_request("top_logprobs must be between 0 and 20")
-    if fields.get("think") not in (None, False):
-        raise bad_request(f'"{name}" does not support thinking')
 
 
 def _logprobs(fields: Mapping[str, Any]) -> int | None:
@@ -61,6 +60,11 @@ def _with_logprobs(chunk: Chunk, event: Text) -> Chunk:
 def _merge_logprobs(chunks: list[Chunk]) -> dict[str, Any]:
     entries = [e for c in chunks for e in c.get("logprobs", ())]
     return {"logprobs": entries} if entries else {}
+
+
+def _joined_thinking(parts: list[Mapping[str, Any]]) -> dict[str, str]:
+    thinking = "".join(p.get("thinking", "") for p in parts)
+    return {"thinking": thinking} if thinking else {}
 
 
 async def _load_only(state: State, spec: ModelSpec, keep_alive: float | None,
@@ -86,7 +90,8 @@ async def generate(request: Request) -> Response:
     if fields.get("raw") and (fields.get("template") or fields.get("system")
                               or fields.get("context")):
         raise bad_request("raw mode does not support template, system, or context")
-    _check_common(fields, name)
+    _check_common(fields)
+    think = think_of(fields)
     keep_alive = keep_alive_of(fields)
     options = check_options(fields.get("options"))
     spec = state.resolve(name)
@@ -94,6 +99,7 @@ async def generate(request: Request) -> Response:
         raise model_not_found(name)
     if "completion" not in spec.capabilities:
         raise bad_request(f'"{name}" does not support generate')
+    think = resolve_think(spec, name, think)
     if fields.get("suffix") and "insert" not in spec.capabilities:
         raise bad_request(f"{state.full_name(name)} does not support insert")
     if fields.get("images"):
@@ -109,7 +115,7 @@ async def generate(request: Request) -> Response:
                                context=fields.get("context"),
                                truncate=fields.get("truncate", True),
                                shift=fields.get("shift", True), logprobs=_logprobs(fields),
-                               format=fields.get("format"))
+                               format=fields.get("format"), think=think)
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()
@@ -122,12 +128,14 @@ async def generate(request: Request) -> Response:
                         final["context"] = event.context
                     yield final | metrics(event, t_start, load_ns) | _truncation(event)
                 else:
-                    yield _with_logprobs({"model": name, "created_at": created_at(),
-                                          "response": event.text, "done": False}, event)
+                    chunk = {"model": name, "created_at": created_at(), "response": event.text}
+                    if event.thinking:
+                        chunk["thinking"] = event.thinking
+                    yield _with_logprobs(chunk | {"done": False}, event)
 
     def merge(all_chunks: list[Chunk]) -> Chunk:
         return all_chunks[-1] | {"response": "".join(c["response"] for c in all_chunks)} | \
-            _merge_logprobs(all_chunks)
+            _joined_thinking(all_chunks) | _merge_logprobs(all_chunks)
 
     return await respond(chunks(), stream=fields.get("stream", True), merge=merge)
 
@@ -135,12 +143,24 @@ async def generate(request: Request) -> Response:
 # -- /api/chat ------------------------------------------------------------------------------
 
 
+def _message(event: Text) -> dict[str, Any]:
+    """A streamed piece as Ollama's message: content, then thinking and tool calls (each call
+    in the chunk where it was parsed) when there are any."""
+    message: dict[str, Any] = {"role": "assistant", "content": event.text}
+    if event.thinking:
+        message["thinking"] = event.thinking
+    if event.tool_calls:
+        message["tool_calls"] = with_call_ids(event.tool_calls)
+    return message
+
+
 async def chat(request: Request) -> Response:
     state: State = request.app.state.ollamapy
     fields = schemas.decode(await request.body(), schemas.CHAT, "ChatRequest")
     name = schemas.require_model(fields)
     messages = schemas.messages(fields.get("messages", []), "ChatRequest")
-    _check_common(fields, name)
+    _check_common(fields)
+    think = think_of(fields)
     keep_alive = keep_alive_of(fields)
     options = check_options(fields.get("options"))
     spec = state.resolve(name)
@@ -148,6 +168,7 @@ async def chat(request: Request) -> Response:
         raise model_not_found(name)
     if "completion" not in spec.capabilities:
         raise bad_request(f'"{name}" does not support chat')
+    think = resolve_think(spec, name, think)
     tools = fields.get("tools") or []
     if tools and "tools" not in spec.capabilities:
         raise bad_request(f"{state.full_name(name)} does not support tools")
@@ -161,27 +182,24 @@ async def chat(request: Request) -> Response:
         return runner.chat(messages, runner.options(options), tools=tools or None,
                            truncate=fields.get("truncate", True),
                            shift=fields.get("shift", True), logprobs=_logprobs(fields),
-                           format=fields.get("format"))
+                           format=fields.get("format"), think=think)
 
     async def chunks() -> AsyncIterator[Chunk]:
         t_start = time.perf_counter_ns()
         async with aclosing(run_model(state, spec, options, keep_alive, start)) as events:
             async for event, load_ns in events:
                 if isinstance(event, Finished):
-                    if event.tool_calls:  # the calls in a chunk of their own, as Ollama does
-                        yield {"model": name, "created_at": created_at(), "message": {
-                            **empty, "tool_calls": with_call_ids(event.tool_calls)},
-                            "done": False}
                     yield {"model": name, "created_at": created_at(), "message": empty,
                            "done": True, "done_reason": event.done_reason,
                            } | metrics(event, t_start, load_ns) | _truncation(event)
                 else:
-                    yield _with_logprobs({"model": name, "created_at": created_at(), "message": {
-                        "role": "assistant", "content": event.text}, "done": False}, event)
+                    yield _with_logprobs({"model": name, "created_at": created_at(),
+                                          "message": _message(event), "done": False}, event)
 
     def merge(all_chunks: list[Chunk]) -> Chunk:
         message = {"role": "assistant",
                    "content": "".join(c["message"]["content"] for c in all_chunks)}
+        message |= _joined_thinking([c["message"] for c in all_chunks])
         calls = [t for c in all_chunks for t in c["message"].get("tool_calls", ())]
         if calls:
             message["tool_calls"] = calls

@@ -42,6 +42,7 @@ from ollamapy.server.running import (
 from ollamapy.server.schemas import parse_json_body
 from ollamapy.server.state import State
 from ollamapy.server.streaming import dumps
+from ollamapy.server.thinking import resolve_think, think_of_effort
 from ollamapy.store import StoreError
 
 if TYPE_CHECKING:
@@ -181,10 +182,10 @@ def _completion_logprobs(entries: Sequence[Mapping[str, Any]], offset: int = 0
 
 
 def _openai_tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [{"id": call["id"], "index": i, "type": "function",
+    return [{"id": call["id"], "index": call["function"].get("index", 0), "type": "function",
              "function": {"name": call["function"]["name"],
                           "arguments": json.dumps(call["function"]["arguments"])}}
-            for i, call in enumerate(with_call_ids(calls))]
+            for call in with_call_ids(calls)]
 
 
 def _resolve(state: State, name: str, capability: str | None) -> ModelSpec:
@@ -225,6 +226,8 @@ def _messages(raw: Any) -> list[dict[str, Any]]:
             raise bad_request("invalid message format")
         role = "system" if m["role"] == "developer" else m["role"]
         msg: dict[str, Any] = {"role": role}
+        if isinstance(m.get("reasoning"), str) and m["reasoning"]:
+            msg["thinking"] = m["reasoning"]
         calls = m.get("tool_calls")
         if role == "assistant" and calls:
             msg["tool_calls"] = [_tool_call(c, names_by_call) for c in calls]
@@ -339,7 +342,10 @@ async def _text_request(request: Request, kind: str) -> Response:
     options = _options(body, completion=not chat)
     keep_alive = keep_alive_of(body)
     fmt = _format(body)
+    think = think_of_effort(body) if chat else None
     spec = _resolve(state, name, "completion")
+    if chat:
+        think = resolve_think(spec, name, think)
     tools = body.get("tools") or []
     if tools and "tools" not in spec.capabilities:
         raise bad_request(f"{state.full_name(name)} does not support tools")
@@ -352,7 +358,7 @@ async def _text_request(request: Request, kind: str) -> Response:
         opts = runner.options(options)
         if chat:
             return runner.chat(messages, opts, tools=tools or None, logprobs=logprobs,
-                               format=fmt)
+                               format=fmt, think=think)
         return runner.generate(prompt, opts, suffix=body.get("suffix"), logprobs=logprobs,
                                format=fmt)
 
@@ -372,19 +378,19 @@ async def _text_request(request: Request, kind: str) -> Response:
         def choice(**fields: Any) -> dict[str, Any]:
             return head | {"choices": [{"index": 0, **fields}]}
 
+        def delta(**fields: Any) -> dict[str, Any]:
+            nonlocal sent_role
+            first, sent_role = not sent_role, True
+            return ({"role": "assistant"} if first else {}) | fields
+
         def chunks_of(pair: tuple[Any, int]) -> list[dict[str, Any]]:
-            nonlocal sent_role, text_offset
+            nonlocal text_offset
             event, _ = pair
             if isinstance(event, Finished):
                 usage.update(_usage(event))
-                out = []
-                reason = event.done_reason
-                if event.tool_calls:
-                    reason = "tool_calls"
-                    out.append(choice(delta={"tool_calls": _openai_tool_calls(event.tool_calls)},
-                                      finish_reason=None))
+                reason = "tool_calls" if event.tool_calls else event.done_reason
                 end = {"delta": {}} if chat else {"text": ""}
-                return out + [choice(**end, finish_reason=reason)]
+                return [choice(**end, finish_reason=reason)]
             extra: dict[str, Any] = {}
             if event.logprobs:
                 these = logprob_entries(event.logprobs)
@@ -393,9 +399,17 @@ async def _text_request(request: Request, kind: str) -> Response:
             if not chat:
                 text_offset += len(event.text)
                 return [choice(text=event.text, finish_reason=None, **extra)]
-            delta = {"content": event.text} | ({} if sent_role else {"role": "assistant"})
-            sent_role = True
-            return [choice(delta=delta, finish_reason=None, **extra)]
+            out = []  # reasoning, then content, then calls: never two in one chunk (Ollama)
+            if event.thinking:
+                out.append(choice(delta=delta(content="", reasoning=event.thinking),
+                                  finish_reason=None))
+            if event.text or extra or not out and not event.tool_calls:
+                out.append(choice(delta=delta(content=event.text), finish_reason=None,
+                                  **extra))
+            if event.tool_calls:
+                out.append(choice(delta=delta(tool_calls=_openai_tool_calls(event.tool_calls)),
+                                  finish_reason=None))
+            return out
 
         def tail() -> list[dict[str, Any]]:
             return [head | {"choices": [], "usage": usage}] if include_usage else []
@@ -403,6 +417,7 @@ async def _text_request(request: Request, kind: str) -> Response:
         return _sse(first, events, chunks_of, tail)
 
     text: list[str] = []
+    thinking: list[str] = []
     entries: list[dict[str, Any]] = []
     final = None
     async with aclosing(events):
@@ -411,11 +426,14 @@ async def _text_request(request: Request, kind: str) -> Response:
                 final = event
             else:
                 text.append(event.text)
+                thinking.append(event.thinking)
                 entries.extend(logprob_entries(event.logprobs))
     assert final is not None
     reason = "tool_calls" if final.tool_calls else final.done_reason
     if chat:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
+        if any(thinking):
+            message["reasoning"] = "".join(thinking)
         if final.tool_calls:
             message["tool_calls"] = _openai_tool_calls(final.tool_calls)
         choice = {"index": 0, "message": message, "finish_reason": reason}

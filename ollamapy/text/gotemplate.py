@@ -96,13 +96,13 @@ def render_go_template(template: str, messages: Sequence[Mapping[str, Any]], *,
                        suffix: str | None = None, think: bool | str | None = None) -> str:
     """The prompt Ollama renders from this template for a conversation in API JSON form.
 
-    `think` is the request's: True/False, a level ("high", "medium", "low": thinking on at that
-    level) or None when the request did not set it.
+    `think` is the request's: True/False, a level ("high", "medium", "low", "max": thinking on
+    at that level; True is "medium", as Ollama's ThinkValue.String) or None when unset.
     """
     parsed = parse_go_template(template)
     system, collated = collate(messages)
     thinking = {"Think": think is not None and think is not False and think != "",
-                "ThinkLevel": think if isinstance(think, str) else "",
+                "ThinkLevel": think if isinstance(think, str) else "medium" if think else "",
                 "IsThinkSet": think is not None}
     prompt = next((m.Content for m in reversed(collated) if m.Role == "user"), "")
     if prompt and suffix:

@@ -7,10 +7,8 @@ turn of plain text and once with a probe call, and takes the text between where 
 text starts and where the call's JSON starts as the call's prefix (empty for bare JSON), as
 Ollama infers its tool-call tag from the template.
 
-`ToolCallParser` then reads the generated text as it streams: text that cannot be the start
-of a tool call goes out at once; from a possible start on, it is held until the end, where
-the calls are parsed (`{"name", "arguments" | "parameters"}` objects, or lists of them) and
-whatever is left is content.
+`ToolCallParser` then reads the generated text as it streams and gives out each call
+(`{"name", "arguments" | "parameters"}` objects, or lists of them) as soon as it is complete.
 """
 
 from __future__ import annotations
@@ -83,73 +81,90 @@ def _calls_in(value: Any) -> list[dict[str, Any]] | None:
 
 
 class ToolCallParser:
+    """feed(text) → (content, calls) as the answer streams; finish() → the same at its end.
+
+    With a prefix (`<tool_call>`), text before it is content, sent at once (but for an end
+    that may be the prefix's beginning); after it each call goes out as soon as its JSON is
+    complete, and what lies between calls (end tags) is dropped. Bare JSON is a call only when
+    the answer starts with it; then each complete value is one (or a list of) calls. Text held
+    that never became a call is content at the end: nothing the model wrote is lost.
+    """
+
     def __init__(self, fmt: ToolCallFormat) -> None:
         self.fmt = fmt
-        self._held = ""  # text that may be (the start of) a tool call
-        self._holding = False
+        self._held = ""  # text that may be (part of) a tool call
+        self._calling = False  # the prefix (or, bare, the first JSON value) has begun
+        self._done = False  # decided: no calls, all text is content
+        self._count = 0  # calls given out
 
-    def _may_start_call(self, text: str) -> bool:
-        s = text.lstrip()
-        if not s:
-            return True
-        if self.fmt.prefix:
-            return self.fmt.prefix.startswith(s) or s.startswith(self.fmt.prefix)
-        return s[0] in "{["
-
-    def feed(self, text: str) -> str:
-        """The part of text that is content for sure (the rest is held)."""
-        if self._holding:
-            self._held += text
-            return ""
-        candidate = self._held + text
-        if self._may_start_call(candidate):
-            self._held = candidate
-            # once the prefix is complete (or JSON began) everything is held to the end
-            stripped = candidate.lstrip()
-            self._holding = bool(stripped) and (
-                stripped.startswith(self.fmt.prefix) if self.fmt.prefix else True)
-            return ""
-        self._held = ""
-        return candidate
+    def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
+        if self._done:
+            return text, []
+        self._held += text
+        content = "" if self._calling else self._find_start()
+        calls = self._take_calls() if self._calling else []
+        return content, calls
 
     def finish(self) -> tuple[str, list[dict[str, Any]]]:
-        """(content not yet given out, tool calls) at the end of generation."""
-        text, self._held = self._held, ""
-        body = text.lstrip()
+        content, calls = self.feed("")
+        held, self._held = self._held, ""
+        if self._count == 0 and not calls:
+            return content + held, []  # never a call: all of it is content
+        return content, calls  # what follows the calls (end tags) is dropped, as Ollama does
+
+    def _find_start(self) -> str:
+        """Content before the start of a call; moves to calling once one has begun."""
+        held, prefix = self._held, self.fmt.prefix
+        if not prefix:  # bare JSON: only an answer that starts with it
+            stripped = held.lstrip()
+            if not stripped:
+                return ""
+            if stripped[0] in "{[":
+                self._calling = True
+                return ""
+            self._done, self._held = True, ""
+            return held
+        at = held.find(prefix)
+        if at >= 0:
+            self._calling, self._held = True, held[at:]
+            return held[:at]
+        keep = next((n for n in range(min(len(prefix), len(held)), 0, -1)
+                     if held.endswith(prefix[:n])), 0)
+        self._held = held[len(held) - keep:]
+        return held[:len(held) - keep]
+
+    def _take_calls(self) -> list[dict[str, Any]]:
+        """Every call complete in the held text, in order."""
+        calls: list[dict[str, Any]] = []
+        decoder = json.JSONDecoder()
+        while True:
+            start = self._next_value()
+            if start < 0:
+                return calls
+            try:
+                value, end = decoder.raw_decode(self._held, start)
+            except json.JSONDecodeError:
+                return calls  # not complete yet (or never: then content at the end)
+            found = _calls_in(value)
+            if found is None:
+                if self._count == 0 and not calls and not self.fmt.prefix:
+                    self._done = True  # bare JSON that is not a call: plain content
+                return calls
+            for call in found:
+                call["function"]["index"] = self._count
+                self._count += 1
+            calls.extend(found)
+            self._held = self._held[end:]
+
+    def _next_value(self) -> int:
+        """Where the next call's JSON starts in the held text (-1: not there yet)."""
+        held = self._held
         if self.fmt.prefix:
-            if not body.startswith(self.fmt.prefix):
-                return text, []
-            calls: list[dict[str, Any]] = []
-            for part in body.split(self.fmt.prefix)[1:]:
-                found = _decode_calls(part)
-                if found is None:
-                    return text, []
-                calls.extend(found)
-            for i, call in enumerate(calls):
-                call["function"]["index"] = i
-            return "", calls
-        found = _decode_calls(body)
-        return ("", found) if found else (text, [])
-
-
-def _decode_calls(text: str) -> list[dict[str, Any]] | None:
-    """Every JSON value at the start of text (an end tag or whitespace may follow each)."""
-    decoder = json.JSONDecoder()
-    calls: list[dict[str, Any]] = []
-    pos, text = 0, text.strip()
-    while pos < len(text):
-        while pos < len(text) and text[pos] not in "{[":
-            if not calls:
-                return None  # anything before the first call: not a call
-            pos += 1
-        if pos >= len(text):
-            break
-        try:
-            value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
-            return calls or None
-        found = _calls_in(value)
-        if found is None:
-            return None
-        calls.extend(found)
-    return calls or None
+            at = held.find(self.fmt.prefix)
+            if at < 0:
+                return -1
+            after = at + len(self.fmt.prefix)
+            rest = held[after:].lstrip()
+            return after + (len(held) - after - len(rest)) if rest else -1
+        starts = [i for i in (held.find("{"), held.find("[")) if i >= 0]
+        return min(starts) if starts else -1

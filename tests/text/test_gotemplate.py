@@ -351,7 +351,8 @@ def test_messages_path_sees_think_flags_and_no_prompt() -> None:
     template = "{{ .Messages }}|{{ .Think }} {{ .ThinkLevel }} {{ .IsThinkSet }}|{{ .Prompt }}"
     hi = [{"role": "user", "content": "hi"}]
     assert render_go_template(template, hi).endswith("|false  false|<no value>")
-    assert render_go_template(template, hi, think=True).endswith("|true  true|<no value>")
+    # true is level "medium" to a template (Ollama's ThinkValue.String)
+    assert render_go_template(template, hi, think=True).endswith("|true medium true|<no value>")
     assert render_go_template(template, hi, think=False).endswith("|false  true|<no value>")
     assert render_go_template(template, hi, think="high").endswith("|true high true|<no value>")
 

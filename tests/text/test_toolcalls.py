@@ -22,10 +22,27 @@ def go_format(name: str) -> ToolCallFormat | None:
 
 
 def parse(fmt: ToolCallFormat, pieces: list[str]) -> tuple[str, str, list]:
+    """→ (content streamed, content at the end, every call)."""
     parser = ToolCallParser(fmt)
-    streamed = "".join(parser.feed(p) for p in pieces)
-    rest, calls = parser.finish()
-    return streamed, rest, calls
+    streamed, calls = [], []
+    for piece in pieces:
+        content, found = parser.feed(piece)
+        streamed.append(content)
+        calls.extend(found)
+    rest, found = parser.finish()
+    return "".join(streamed), rest, calls + found
+
+
+def test_each_call_goes_out_as_soon_as_its_json_is_complete() -> None:
+    parser = ToolCallParser(ToolCallFormat("<tool_call>"))
+    assert parser.feed("Let me look.\n<tool") == ("Let me look.\n", [])
+    assert parser.feed('_call>\n{"name": "a", "arguments": {"x": ') == ("", [])
+    content, calls = parser.feed('1}}\n</tool_call>\n<tool_call>{"name": "b", ')
+    assert content == "" and calls == [{"function": {"index": 0, "name": "a",
+                                                     "arguments": {"x": 1}}}]
+    content, calls = parser.feed('"arguments": {}}</tool_call>')
+    assert [c["function"]["index"] for c in calls] == [1]
+    assert parser.finish() == ("", [])
 
 
 def test_qwen_uses_the_tool_call_tag() -> None:
@@ -53,6 +70,9 @@ def test_plain_text_streams_at_once_and_is_not_a_call() -> None:
     # text that looked like the start of a tag but was not: given back in full
     streamed, rest, calls = parse(fmt, ["<to", "day> is here"])
     assert streamed + rest == "<today> is here" and calls == []
+    # bare JSON is a call only at the start of the answer
+    streamed, rest, calls = parse(ToolCallFormat(""), ["I would say ", '{"name": "a"}'])
+    assert streamed + rest == 'I would say {"name": "a"}' and calls == []
 
 
 def test_several_calls_and_broken_json() -> None:

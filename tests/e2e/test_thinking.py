@@ -1,0 +1,171 @@
+"""Thinking through the live server: real thinking templates, tiny models made to think.
+
+No model here thinks, so the tests make ones that do: bigram GGUFs (tests/bigram.py) whose
+greedy answer is `<think>`, a reasoning, `</think>`, an answer, carrying the real chat templates
+of Qwen3 and DeepSeek-R1 from the llama-cpp-python sdist (models/templates/), and a Go TEMPLATE
+in the shape of Ollama's library qwen3. Driven with the `ollama` client, the `openai` SDK and
+LangChain's ChatOllama, as users drive thinking models.
+"""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+
+from tests.bigram import create_bigram_model, write_bigram_gguf
+from tests.conftest import require
+from tests.llama_cpp import LLAMA_CPP
+
+THOUGHT = "The user says hi, so I greet them back."
+ANSWER = "Hello! How can I help?"
+QUESTION = [{"role": "user", "content": "Hi there"}]
+# Qwen3: the generation prompt ends "<|im_start|>assistant\n"; the model opens the tag itself
+QWEN3_CHAIN = {"\n": "<think>", "<think>": THOUGHT, THOUGHT: "</think>", "</think>": ANSWER,
+               ANSWER: "<|im_end|>"}
+# DeepSeek-R1: the generation prompt ends "<think>\n" (thinking on) or "</think>" (off)
+R1_CHAIN = {"\n": THOUGHT, THOUGHT: "</think>", "</think>": ANSWER,
+            ANSWER: "<｜end▁of▁sentence｜>"}
+# Ollama's library qwen3 shape, writing every earlier answer's reasoning back
+QWEN3_GO = """\
+{{- range $i, $_ := .Messages }}
+{{- $last := eq (len (slice $.Messages $i)) 1 -}}
+{{- if eq .Role "user" }}<|im_start|>user
+{{ .Content }}<|im_end|>
+{{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{ if .Thinking }}<think>{{ .Thinking }}</think>
+{{ end }}{{ .Content }}<|im_end|>
+{{ end }}
+{{- if and (ne .Role "assistant") $last }}<|im_start|>assistant
+{{ end }}
+{{- end }}"""
+
+
+def template(name: str) -> str:
+    return require(LLAMA_CPP / "models" / "templates" / name).read_text()
+
+
+@pytest.fixture(scope="module")
+def thinkers(server, tmp_path_factory) -> dict[str, str]:
+    """name → model: qwen3 (its Jinja template), r1 (DeepSeek-R1 Distill's), qwen3-go (a Go
+    TEMPLATE over the qwen3 weights)."""
+    import ollama
+
+    folder = tmp_path_factory.mktemp("thinkers")
+    qwen3, r1 = folder / "qwen3.gguf", folder / "r1.gguf"
+    write_bigram_gguf(qwen3, [], QWEN3_CHAIN, control=["<|im_start|>", "<|im_end|>"],
+                      chat_template=template("Qwen-Qwen3-0.6B.jinja"))
+    write_bigram_gguf(r1, ["<think>"], R1_CHAIN,
+                      control=["<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"],
+                      chat_template=template("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"))
+    with ollama.Client(host=server.url) as client:
+        return {"qwen3": create_bigram_model(client, "thinker-qwen3", qwen3),
+                "r1": create_bigram_model(client, "thinker-r1", r1),
+                "qwen3-go": create_bigram_model(client, "thinker-qwen3-go", qwen3,
+                                                template=QWEN3_GO)}
+
+
+def test_thinking_templates_give_the_capability(client, thinkers) -> None:
+    for model in thinkers.values():
+        assert "thinking" in client.show(model).capabilities, model
+    assert "thinking" not in client.show("smollm2:135m").capabilities
+
+
+@pytest.mark.parametrize("which", ["qwen3", "r1", "qwen3-go"])
+def test_reasoning_comes_apart_from_the_answer(client, thinkers, which: str) -> None:
+    model = thinkers[which]
+    # a thinking model thinks when think is unset, as Ollama's do since v0.12.4
+    for think in (None, True, "high"):
+        r = client.chat(model=model, messages=QUESTION, think=think)
+        assert (r.message.thinking, r.message.content) == (THOUGHT, ANSWER), think
+    chunks = list(client.chat(model=model, messages=QUESTION, stream=True))
+    thinking = [c.message.thinking for c in chunks if c.message.thinking]
+    content = [c.message.content for c in chunks if c.message.content]
+    assert "".join(thinking) == THOUGHT and "".join(content) == ANSWER
+    # reasoning streams first: no thinking chunk after the first content chunk
+    first_content = next(i for i, c in enumerate(chunks) if c.message.content)
+    assert not any(c.message.thinking for c in chunks[first_content:])
+    g = client.generate(model=model, prompt="Hi there")
+    assert (g.thinking, g.response) == (THOUGHT, ANSWER)
+
+
+def test_think_false_leaves_the_text_alone(client, thinkers) -> None:
+    # R1's template closes the tag itself when thinking is off: the answer alone
+    r = client.chat(model=thinkers["r1"], messages=QUESTION, think=False)
+    assert (r.message.thinking, r.message.content) == (None, ANSWER)
+    # Qwen3's weights here think anyway: with think false nothing is parsed, as in Ollama
+    r = client.chat(model=thinkers["qwen3"], messages=QUESTION, think=False)
+    assert r.message.thinking is None
+    assert r.message.content == f"<think>{THOUGHT}</think>{ANSWER}"
+
+
+def test_reasoning_in_history_reaches_the_template(client, thinkers) -> None:
+    model = thinkers["qwen3-go"]
+    turn = [*QUESTION, {"role": "assistant", "content": ANSWER}, {"role": "user",
+                                                                   "content": "Again"}]
+    with_reasoning = [*QUESTION, {"role": "assistant", "content": ANSWER, "thinking": THOUGHT},
+                      {"role": "user", "content": "Again"}]
+    plain = client.chat(model=model, messages=turn)
+    thought = client.chat(model=model, messages=with_reasoning)
+    # <think>, the reasoning (one token) and </think>, and the newline after
+    assert thought.prompt_eval_count == plain.prompt_eval_count + 4
+
+
+def test_models_that_cannot_think_say_so(server, client) -> None:
+    with pytest.raises(Exception) as e:
+        client.chat(model="smollm2:135m", messages=QUESTION, think=True)
+    assert e.value.status_code == 400
+    assert e.value.error == '"smollm2:135m" does not support thinking'
+    assert client.chat(model="smollm2:135m", messages=QUESTION, think=False,
+                       options={"num_predict": 2}).message.thinking is None
+    r = httpx.post(f"{server.url}/api/chat", json={"model": "smollm2:135m", "think": "deep",
+                                                   "messages": QUESTION})
+    assert r.status_code == 400
+    assert r.json() == {"error": 'invalid think value: "deep" (must be "high", "medium", '
+                                 '"low", "max", true, or false)'}
+
+
+def test_openai_reasoning(server, thinkers) -> None:
+    model = thinkers["qwen3"]
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x") as oai:
+        r = oai.chat.completions.create(model=model, messages=QUESTION)
+        message = r.choices[0].message
+        assert (message.model_extra["reasoning"], message.content) == (THOUGHT, ANSWER)
+        off = oai.chat.completions.create(model=thinkers["r1"], messages=QUESTION,
+                                          reasoning_effort="none")
+        assert "reasoning" not in off.choices[0].message.model_extra
+        assert off.choices[0].message.content == ANSWER
+        chunks = list(oai.chat.completions.create(model=model, messages=QUESTION, stream=True,
+                                                  reasoning_effort="low"))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        assert "".join(d.model_extra.get("reasoning") or "" for d in deltas) == THOUGHT
+        assert "".join(d.content or "" for d in deltas) == ANSWER
+        # a piece never carries reasoning and content together
+        assert not any(d.content and d.model_extra.get("reasoning") for d in deltas)
+        with pytest.raises(openai.BadRequestError) as e:
+            oai.chat.completions.create(model=model, messages=QUESTION,
+                                        extra_body={"reasoning_effort": "extreme"})
+        assert "invalid reasoning value" in e.value.message
+        # earlier reasoning goes back in as the message's `reasoning`
+        again = oai.chat.completions.create(model=thinkers["qwen3-go"], messages=[
+            *QUESTION, {"role": "assistant", "content": ANSWER, "reasoning": THOUGHT},
+            {"role": "user", "content": "Again"}])
+        plain = oai.chat.completions.create(model=thinkers["qwen3-go"], messages=[
+            *QUESTION, {"role": "assistant", "content": ANSWER},
+            {"role": "user", "content": "Again"}])
+        assert again.usage.prompt_tokens == plain.usage.prompt_tokens + 4
+
+
+def test_langchain_chat_ollama_reasoning(server, thinkers) -> None:
+    from langchain_ollama import ChatOllama
+
+    llm = ChatOllama(model=thinkers["qwen3"], base_url=server.url, reasoning=True)
+    try:
+        reply = llm.invoke("Hi there")
+        assert reply.content == ANSWER
+        assert reply.additional_kwargs["reasoning_content"] == THOUGHT
+        # reasoning=False: think false, Ollama's raw text in the content
+        raw = llm.bind(reasoning=False).invoke("Hi there")
+        assert raw.content == f"<think>{THOUGHT}</think>{ANSWER}"
+    finally:
+        llm._client._client.close()  # ChatOllama keeps its httpx client open
