@@ -251,12 +251,13 @@ def check_fields(data: Mapping[str, Any], schema: Schema, struct: str) -> dict[s
 
 
 def messages(raw: list[dict[str, Any]], struct: str) -> list[dict[str, Any]]:
-    """Check each message; roles are lower-cased as api.Message decodes them."""
+    """Check each message; roles are lower-cased as api.Message decodes them, and a missing
+    role or content is "" as in Go's struct (the ollama client leaves empty fields out, and
+    templates read `message.content` of an assistant turn that only called tools)."""
     out = []
     for m in raw:
-        msg = check_fields(m, MESSAGE, f"{struct}.messages")
-        if "role" in msg:
-            msg["role"] = msg["role"].lower()
+        msg = {"role": "", "content": ""} | check_fields(m, MESSAGE, f"{struct}.messages")
+        msg["role"] = msg["role"].lower()
         out.append(msg)
     return out
 

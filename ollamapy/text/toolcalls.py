@@ -3,8 +3,8 @@
 A tools-aware template shows how an assistant turn with a tool call looks: Qwen wraps a JSON
 object in `<tool_call>…</tool_call>`, Mistral starts with `[TOOL_CALLS]`, Llama 3.2 writes
 the bare JSON. `ToolCallFormat.probe` renders the template twice, once with an assistant
-turn of plain text and once with a probe call, and takes the text between where the turn's
-text starts and where the call's JSON starts as the call's prefix (empty for bare JSON), as
+turn of plain text and once with a probe call, and takes the text between where the two
+renders part and where the call's JSON starts as the call's prefix (empty for bare JSON), as
 Ollama infers its tool-call tag from the template.
 
 `ToolCallParser` then reads the generated text as it streams and gives out each call
@@ -14,6 +14,7 @@ Ollama infers its tool-call tag from the template.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,14 +36,16 @@ class ToolCallFormat:
         plain = render([user, {"role": "assistant", "content": _PROBE_CONTENT}])
         called = render([user, {"role": "assistant", "content": "", "tool_calls": [
             {"function": {"name": _PROBE_NAME, "arguments": _PROBE_ARGS}}]}])
-        at = called.find(_PROBE_NAME)
-        begins = plain.find(_PROBE_CONTENT)  # where an assistant turn's own text starts
-        if at < 0 or begins < 0:
+        if _PROBE_CONTENT not in plain:
             return None
-        start = _json_start(called, at)
-        if start < 0:
+        # where the two renders part: the assistant turn's own text, or its call, begins
+        # (the tools listed in a system prompt come before it and are the same in both)
+        begins = len(os.path.commonprefix([plain, called]))
+        at = called.find(_PROBE_NAME, begins)
+        start = _json_start(called, at) if at >= 0 else -1
+        if start < begins:
             return None
-        return cls(called[begins:start].strip() if begins < start else "")
+        return cls(called[begins:start].strip())
 
 
 def _json_start(text: str, inside: int) -> int:
