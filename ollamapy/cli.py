@@ -227,6 +227,7 @@ REPL_HELP = """Available commands:
   /set parameter NAME VALUE   set a sampling parameter (temperature, num_ctx, stop, ...)
   /set system MESSAGE         set the system message
   /set format json            answer in JSON (/set noformat: free text)
+  /set think [LEVEL]          think before answering (/set nothink: don't)
   /set verbose                print timings after each answer (/set quiet: don't)
   /set wordwrap               wrap answers at the terminal's width (/set nowordwrap: don't)
   /show info|modelfile|parameters|system|template|license
@@ -234,6 +235,21 @@ REPL_HELP = """Available commands:
   /save MODEL                 save this session (model, system, parameters, messages) as MODEL
   /clear                      forget the conversation
   /bye                        exit"""
+
+
+THINKING_OPENS, THINKING_CLOSES = "Thinking...\n", "...done thinking.\n\n"
+THINK_VALUES = {"true": True, "false": False, "high": "high", "medium": "medium", "low": "low",
+                "max": "max"}
+
+
+def think_value(flag: str | None) -> bool | str | None:
+    """`--think[=VALUE]` → the request's think (None: the flag was not given)."""
+    if flag is None:
+        return None
+    if flag not in THINK_VALUES:
+        raise SystemExit(f'Error: invalid value for --think: "{flag}" (must be true, false, '
+                         "high, medium, low, or max)")
+    return THINK_VALUES[flag]
 
 
 def parameter_value(name: str, words: list[str]) -> Any:
@@ -257,6 +273,8 @@ class ChatSession:
         self.client, self.model = client, args.model
         self.format, self.keepalive, self.verbose = args.format, args.keepalive, args.verbose
         self.wordwrap = not args.nowordwrap
+        self.think: bool | str | None = think_value(args.think)
+        self.hide_thinking = args.hidethinking
         self.messages: list[dict[str, Any]] = []
         self.options: dict[str, Any] = {}
         self.system: str | None = None
@@ -266,6 +284,8 @@ class ChatSession:
         body: dict[str, Any] = {"model": self.model, "messages": [*system, *messages]}
         if self.format:
             body["format"] = self.format
+        if self.think is not None:
+            body["think"] = self.think
         if self.keepalive is not None:
             body["keep_alive"] = self.keepalive
         if self.options:
@@ -279,19 +299,33 @@ class ChatSession:
         """Send prompt after the conversation so far, print the answer as it streams, and
         keep both (nothing is kept if the turn is interrupted)."""
         reply, final = [], {}
+        thought, opened, closed = "", False, False
         width = wrap_width(not self.wordwrap)
         wrap = WordWrap(width) if width else None
         for chunk in self.client.stream("/api/chat", self._request(
                 [*self.messages, {"role": "user", "content": prompt}])):
-            text = chunk.get("message", {}).get("content", "")
+            message = chunk.get("message", {})
+            thinking, text = message.get("thinking", ""), message.get("content", "")
+            if thinking and not self.hide_thinking:
+                if not opened:  # as Ollama's run: the reasoning set off before the answer
+                    print(THINKING_OPENS, end="")
+                    opened = True
+                thought += thinking
+                print(wrap.write(thinking) if wrap else thinking, end="", flush=True)
+            if opened and not closed and (text or message.get("tool_calls")):
+                end = (wrap.end() if wrap else "") + ("" if thought.endswith("\n") else "\n")
+                print(end + THINKING_CLOSES, end="")
+                closed = True
+                wrap = WordWrap(width) if width else None
             print(wrap.write(text) if wrap else text, end="", flush=True)
             reply.append(text)
             final = chunk
         print(wrap.end() if wrap else "")
         if self.verbose:
             print(metrics_summary(final), file=sys.stderr)
+        answer = {"role": "assistant", "content": "".join(reply)}
         self.messages += [{"role": "user", "content": prompt},
-                          {"role": "assistant", "content": "".join(reply)}]
+                          answer | ({"thinking": thought} if thought else {})]
         return "".join(reply)
 
     def command(self, line: str) -> bool:
@@ -310,6 +344,12 @@ class ChatSession:
                 self.system = line.split(None, 2)[2].strip().strip('"') if len(words) > 2 \
                     else None
                 print("Set system message.")
+            case ["/set", "think", *level] if len(level) <= 1:
+                self.think = think_value(level[0] if level else "true")
+                print(f"Set 'think' mode to '{level[0]}'." if level else "Set 'think' mode.")
+            case ["/set", "nothink"]:
+                self.think = False
+                print("Set 'nothink' mode.")
             case ["/set", "format", "json"]:
                 self.format = "json"
                 print("Set format to 'json' mode.")
@@ -576,6 +616,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--keepalive", help="how long the model stays loaded (e.g. 5m)")
     run.add_argument("--insecure", action="store_true",
                      help="use plain http for the registry a missing model is pulled from")
+    run.add_argument("--think", metavar="=VALUE",
+                     help="think before answering: --think, --think=false, --think=high ...")
+    run.add_argument("--hidethinking", action="store_true",
+                     help="don't print the reasoning of a thinking model")
     run.add_argument("--nowordwrap", action="store_true",
                      help="don't wrap answers at the terminal's width")
     create = add("create", cmd_create, "create a model from a Modelfile")
@@ -609,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     # `run MODEL --verbose Why is the sky blue?`: flags may sit anywhere among the prompt's
     # words, as Ollama's CLI takes them; argparse leaves the words after a flag unparsed
+    # `--think` alone is true and the next word is the prompt's (a level needs `--think=high`),
+    # as pflag's optional values go
+    argv = ["--think=true" if a == "--think" else a for a in (sys.argv[1:] if argv is None
+                                                                 else argv)]
     args, rest = p.parse_known_args(argv)
     if rest and (args.command != "run" or any(word.startswith("-") for word in rest)):
         p.error(f"unrecognized arguments: {' '.join(rest)}")

@@ -169,3 +169,31 @@ def test_langchain_chat_ollama_reasoning(server, thinkers) -> None:
         assert raw.content == f"<think>{THOUGHT}</think>{ANSWER}"
     finally:
         llm._client._client.close()  # ChatOllama keeps its httpx client open
+
+
+def test_run_think_flags(server, thinkers) -> None:
+    model = thinkers["qwen3"]
+    shown = server.cli("run", model, "Hi there").stdout
+    assert shown == f"Thinking...\n{THOUGHT}\n...done thinking.\n\n{ANSWER}\n"
+    assert server.cli("run", model, "--hidethinking", "Hi there").stdout == f"{ANSWER}\n"
+    raw = server.cli("run", model, "--think=false", "Hi there").stdout
+    assert raw == f"<think>{THOUGHT}</think>{ANSWER}\n"
+    assert server.cli("run", model, "--think=high", "Hi there").stdout == shown
+    assert server.cli("run", model, "--think", "Hi there").stdout == shown
+    bad = server.cli("run", model, "--think=deep", "Hi there", check=False)
+    assert bad.returncode != 0
+    assert 'invalid value for --think: "deep"' in bad.stderr
+    refused = server.cli("run", "smollm2:135m", "--think", "Hi there", check=False)
+    assert refused.returncode != 0
+    assert '"smollm2:135m" does not support thinking' in refused.stderr
+
+
+def test_repl_set_think_and_nothink(server, thinkers) -> None:
+    from tests.e2e.test_cli import chat_on_terminal
+
+    with chat_on_terminal(server, thinkers["qwen3"], columns=200) as send:
+        assert f"{THOUGHT}\n...done thinking." in send("Hi there")
+        assert "Set 'nothink' mode." in send("/set nothink")
+        assert f"<think>{THOUGHT}</think>{ANSWER}" in send("Hi there")
+        assert "Set 'think' mode to 'low'." in send("/set think low")
+        assert "Thinking..." in send("Hi there")
