@@ -32,9 +32,10 @@ from ollamapy.contract import (
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.device import release_cached_memory, release_openmp_threads
-from ollamapy.engine.grammar import Grammars, constrains
+from ollamapy.engine.grammar import Grammars, Matcher, constrains
 from ollamapy.engine.options import Options, parse_options
-from ollamapy.engine.seq import Seq, TokenLogprobs
+from ollamapy.engine.reasoning_first import ReasoningFirst
+from ollamapy.engine.seq import Constraint, Seq, TokenLogprobs
 from ollamapy.loaded import LoadedModel, load
 from ollamapy.prompt import (
     ModelPrompt,
@@ -74,6 +75,7 @@ class Runner:
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one
         self.num_ctx = max(4, min(num_ctx, self.context_length))
         self.num_parallel = num_parallel
+        self._opening_ids: list[int] | None = None  # tokens that are a whole opening tag
         self.base_options = parse_options(spec.params, Options(num_ctx=self.num_ctx))
         tok = self.model.tokenizer
         self.prompt = ModelPrompt(
@@ -161,7 +163,8 @@ class Runner:
             return self.model.prompt_ids(text), dropped
 
         events = self._generate(prompt, options, truncate=truncate, shift=shift,
-                                logprobs=logprobs, format=format)
+                                logprobs=logprobs, format=format,
+                                opened=self._opened(rendered) if self._thinks(think) else None)
         return self._answer(events, rendered, think, tools)
 
     def generate(self, prompt: str, options: Options, *, system: str | None = None,
@@ -183,28 +186,47 @@ class Runner:
             rendered.append(text)
             return self.model.prompt_ids(text), 0
 
+        think = None if raw else think
         events = self._generate(prompt_ids, options, truncate=truncate, shift=shift, raw=raw,
-                                logprobs=logprobs, format=format)
-        return self._answer(events, rendered, None if raw else think, None)
+                                logprobs=logprobs, format=format,
+                                opened=self._opened(rendered) if self._thinks(think) else None)
+        return self._answer(events, rendered, think, None)
 
     def _answer(self, events: AsyncIterator[Text | Finished], rendered: list[str],
                 think: Think, tools: Sequence[Mapping[str, Any]] | None
                 ) -> AsyncIterator[Text | Finished]:
         """The answer's reasoning split out when the model thinks, tool calls parsed when the
         request has tools; else the events as they are."""
-        opening, closing = self.thinking_tags
-        thinks = think is not None and think is not False and bool(opening and closing)
+        thinks = self._thinks(think)
         calls = self.tool_call_format if tools else None
         if not thinks and calls is None:
             return events
 
         def thinking() -> ThinkingParser | None:
-            if not thinks:
-                return None
-            opened = bool(rendered) and rendered[0].rstrip().endswith(opening)
-            return ThinkingParser(opening, closing, opened=opened)
+            return ThinkingParser(*self.thinking_tags, opened=self._opened(rendered)()) \
+                if thinks else None
 
         return _parsed(events, thinking, ToolCallParser(calls) if calls else None)
+
+    def _thinks(self, think: Think) -> bool:
+        """The answer starts with reasoning in this model's tags."""
+        return think is not None and think is not False and all(self.thinking_tags)
+
+    def _opened(self, rendered: list[str]) -> Callable[[], bool]:
+        """→ (once the prompt is rendered) whether it ends with the opening tag."""
+        return lambda: bool(rendered) and rendered[0].rstrip().endswith(self.thinking_tags[0])
+
+    def _reasoning_first(self, grammar: Matcher, opened: bool) -> ReasoningFirst:
+        """A grammar that applies once the reasoning is over (engine/reasoning_first.py)."""
+        opening, closing = self.thinking_tags
+        tok = self.model.tokenizer
+        if self._opening_ids is None:
+            self._opening_ids = [i for i in range(tok.vocab_size)
+                                 if tok.token_bytes(i).strip() == opening.encode()]
+        return ReasoningFirst(grammar, opening_ids=self._opening_ids,
+                              closing_ids=self.model.tokenize(closing, False, True),
+                              closing=closing.encode(), token_bytes=tok.token_bytes,
+                              opened=opened)
 
     @cached_property
     def thinking_tags(self) -> tuple[str, str]:
@@ -247,10 +269,13 @@ class Runner:
 
     async def _generate(self, make_prompt: Callable[[], tuple[list[int], int]],
                         options: Options, *, truncate: bool, shift: bool, raw: bool = False,
-                        logprobs: int | None = None, format: Any = None
+                        logprobs: int | None = None, format: Any = None,
+                        opened: Callable[[], bool] | None = None
                         ) -> AsyncIterator[Text | Finished]:
         """make_prompt → (ids, messages dropped) runs on a pool thread: rendering and
-        tokenizing a long history is real work that must not stall the event loop."""
+        tokenizing a long history is real work that must not stall the event loop. opened:
+        the model reasons first (→ whether the prompt opened the tag), so a format's grammar
+        waits for the reasoning to end."""
         compiled = None
         if constrains(format):
             compiled = await asyncio.to_thread(self.grammars.compile, format)
@@ -260,10 +285,14 @@ class Runner:
         tok = self.model.tokenizer
 
         def make_seq() -> Seq:
+            constraint: Constraint | None = None
+            if compiled is not None:
+                grammar = compiled.matcher()
+                constraint = grammar if opened is None else self._reasoning_first(grammar,
+                                                                                  opened())
             return Seq(ids, options, num_ctx=self.num_ctx, eos_ids=tok.eos_ids,
                        detokenizer=IncrementalDetokenizer(tok), add_bos=tok.add_bos,
-                       shift=shift, device=self.model.device,
-                       constraint=compiled.matcher() if compiled is not None else None,
+                       shift=shift, device=self.model.device, constraint=constraint,
                        top_logprobs=logprobs)
 
         job = DecodeJob(asyncio.get_running_loop(), make_seq, raw=raw, messages_dropped=dropped,

@@ -260,28 +260,38 @@ MAX_DIGIT_RUN = 16
 
 
 class Closer:
-    """Finishes a document in few tokens from any state of its grammar: a greedy walk that
-    takes the tokens the grammar forces, else the first allowed of CLOSING (end the open
-    string, object or array, go on to the next member, then the shortest values), else the
-    lowest allowed token id, until the document is complete. Not the shortest finish
-    (finding that is a search); tests/engine/test_grammar.py checks that it finishes random
-    partial documents of every test schema within seq.CLOSING_WINDOW tokens."""
+    """Finishes a document in few tokens from any state of its grammar: greedy walks that
+    take the tokens the grammar forces, else the first allowed of a preference order, else
+    the lowest allowed token id, until the document is complete; the shorter of two walks:
+    CLOSING (end the open string, object or array, go on to the next member, then the
+    shortest values) and the same with the brackets first (an empty object or array ends at
+    once, where CLOSING would open a key). Not the shortest finish (finding that is a search);
+    tests/engine/test_grammar.py checks that it finishes random partial documents of every
+    test schema within seq.CLOSING_WINDOW tokens."""
 
     CLOSING = (b'"', b"}", b"]", b",", b"1", b"0", b"null", b"false", b'""', b"{}", b"[]",
                b"{", b"[", b":")
+    BRACKETS_FIRST = (b"}", b"]", *(t for t in CLOSING if t not in (b"}", b"]")))
 
     def __init__(self, tokens: Sequence[bytes], eos_ids: frozenset[int]) -> None:
         first: dict[bytes, int] = {}
         for i, t in enumerate(tokens):
             first.setdefault(t, i)
-        self.preferred = [first[t] for t in self.CLOSING if t in first]
+        self.orders = [[first[t] for t in order if t in first]
+                       for order in (self.CLOSING, self.BRACKETS_FIRST)]
         self._vocab_size = len(tokens)
         self._eos = torch.tensor(sorted(eos_ids))
         self._shifts = torch.arange(32, dtype=torch.int32)
 
     def finish(self, inner: llguidance.LLMatcher, limit: int) -> list[int] | None:
-        """The walk's tokens from inner's state (which is left as it is), or None if they
-        would be more than `limit`."""
+        """The shorter walk's tokens from inner's state (which is left as it is), or None if
+        both would be more than `limit`."""
+        walks = [w for w in (self._walk(inner, limit, order) for order in self.orders)
+                 if w is not None]
+        return min(walks, key=len) if walks else None
+
+    def _walk(self, inner: llguidance.LLMatcher, limit: int, preferred: list[int]
+              ) -> list[int] | None:
         m = inner.deep_copy()
         bits = torch.empty((self._vocab_size + 31) // 32, dtype=torch.int32)
         path: list[int] = []
@@ -293,7 +303,7 @@ class Closer:
                 path += forced
                 continue
             _fill(m, bits)
-            token = next((t for t in self.preferred if int(bits[t // 32]) >> (t % 32) & 1), None)
+            token = next((t for t in preferred if int(bits[t // 32]) >> (t % 32) & 1), None)
             if token is None:
                 allowed = (bits.view(-1, 1) >> self._shifts & 1).flatten()[:self._vocab_size]
                 allowed[self._eos] = 0

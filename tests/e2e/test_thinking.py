@@ -9,6 +9,8 @@ LangChain's ChatOllama, as users drive thinking models.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -26,6 +28,9 @@ QWEN3_CHAIN = {"\n": "<think>", "<think>": THOUGHT, THOUGHT: "</think>", "</thin
 # DeepSeek-R1: the generation prompt ends "<think>\n" (thinking on) or "</think>" (off)
 R1_CHAIN = {"\n": THOUGHT, THOUGHT: "</think>", "</think>": ANSWER,
             ANSWER: "<｜end▁of▁sentence｜>"}
+# a model that never stops thinking (DeepSeek-R1's template)
+PONDER = "Hmm. "
+PONDER_CHAIN = {"\n": PONDER, PONDER: PONDER}
 # Ollama's library qwen3 shape, writing every earlier answer's reasoning back
 QWEN3_GO = """\
 {{- range $i, $_ := .Messages }}
@@ -47,20 +52,24 @@ def template(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def thinkers(server, tmp_path_factory) -> dict[str, str]:
-    """name → model: qwen3 (its Jinja template), r1 (DeepSeek-R1 Distill's), qwen3-go (a Go
-    TEMPLATE over the qwen3 weights)."""
+    """name → model: qwen3 (its Jinja template), r1 (DeepSeek-R1 Distill's), ponderer (R1's,
+    never done thinking), qwen3-go (a Go TEMPLATE over the qwen3 weights)."""
     import ollama
 
     folder = tmp_path_factory.mktemp("thinkers")
-    qwen3, r1 = folder / "qwen3.gguf", folder / "r1.gguf"
+    qwen3, r1, ponderer = (folder / f"{n}.gguf" for n in ("qwen3", "r1", "ponderer"))
     write_bigram_gguf(qwen3, [], QWEN3_CHAIN, control=["<|im_start|>", "<|im_end|>"],
                       chat_template=template("Qwen-Qwen3-0.6B.jinja"))
     write_bigram_gguf(r1, ["<think>"], R1_CHAIN,
                       control=["<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"],
                       chat_template=template("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"))
+    write_bigram_gguf(ponderer, ["<think>", "</think>"], PONDER_CHAIN,
+                      control=["<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"],
+                      chat_template=template("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja"))
     with ollama.Client(host=server.url) as client:
         return {"qwen3": create_bigram_model(client, "thinker-qwen3", qwen3),
                 "r1": create_bigram_model(client, "thinker-r1", r1),
+                "ponderer": create_bigram_model(client, "thinker-ponderer", ponderer),
                 "qwen3-go": create_bigram_model(client, "thinker-qwen3-go", qwen3,
                                                 template=QWEN3_GO)}
 
@@ -197,3 +206,26 @@ def test_repl_set_think_and_nothink(server, thinkers) -> None:
         assert f"<think>{THOUGHT}</think>{ANSWER}" in send("Hi there")
         assert "Set 'think' mode to 'low'." in send("/set think low")
         assert "Thinking..." in send("Hi there")
+
+
+@pytest.mark.parametrize("which", ["qwen3", "r1"])
+def test_format_applies_once_the_reasoning_is_over(client, thinkers, which: str) -> None:
+    """As Ollama's: a thinking model thinks freely, then its answer follows the format."""
+    r = client.chat(model=thinkers[which], messages=QUESTION, format="json",
+                    options={"num_predict": 48})
+    assert r.message.thinking == THOUGHT
+    assert isinstance(json.loads(r.message.content), dict | list)
+
+
+def test_reasoning_that_would_use_up_the_budget_is_closed_in_time(client, thinkers) -> None:
+    """Beyond Ollama: a model that would think past num_predict has its reasoning closed
+    while there is budget left for a whole document ("length" says the budget did it)."""
+    r = client.chat(model=thinkers["ponderer"], messages=QUESTION, format="json",
+                    options={"num_predict": 48})
+    assert r.message.thinking.startswith(PONDER) and set(r.message.thinking.split()) == {"Hmm."}
+    assert r.done_reason == "length" and r.eval_count == 48
+    assert isinstance(json.loads(r.message.content), dict | list)
+    # without a format the reasoning simply runs to the budget
+    free = client.chat(model=thinkers["ponderer"], messages=QUESTION,
+                       options={"num_predict": 48})
+    assert free.message.content == "" and free.done_reason == "length"

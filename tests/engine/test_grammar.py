@@ -482,3 +482,13 @@ def test_close_within_takes_the_finish_only_when_the_budget_needs_it(grammars, t
     assert matcher.close_within(letter, len(finish)) is None  # room to finish after it
     assert matcher.close_within(letter, len(finish) - 1) == finish[0]  # no room: finish now
     assert matcher.close_within(min(tokenizer.eos_ids), 0) is None  # EOS is never replaced
+
+
+def test_an_open_object_is_closed_at_once_when_that_is_shortest(grammars, tokenizer) -> None:
+    """`{` then whitespace: the bracket-first walk ends it with `}` where the string-first
+    one would open a key, a colon and a value first."""
+    vocab = vocab_of(tokenizer)
+    matcher = grammars.compile("json").matcher()
+    feed(matcher, "{\n", tokenizer, vocab)
+    finish = matcher._closer.finish(matcher._inner, CLOSING_WINDOW)
+    assert b"".join(vocab[t] for t in finish).strip() == b"}"
