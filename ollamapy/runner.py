@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import replace
 from functools import cached_property
-from typing import Any
+from typing import Any, Protocol
 
 from ollamapy.contract import (
     Embeddings,
@@ -47,6 +47,7 @@ from ollamapy.prompt import (
 )
 from ollamapy.text.detokenize import IncrementalDetokenizer
 from ollamapy.text.gotemplate import GoTemplateError
+from ollamapy.text.harmony import HarmonyParser, harmony_template
 from ollamapy.text.thinking import (
     CLOSE,
     OPEN,
@@ -196,17 +197,26 @@ class Runner:
                 think: Think, tools: Sequence[Mapping[str, Any]] | None
                 ) -> AsyncIterator[Text | Finished]:
         """The answer's reasoning split out when the model thinks, tool calls parsed when the
-        request has tools; else the events as they are."""
+        request has tools; else the events as they are. A harmony model's answer is always
+        split (its reasoning cannot be turned off)."""
+        if self.harmony:
+            return _parsed(events, HarmonyParser)
         thinks = self._thinks(think)
         calls = self.tool_call_format if tools else None
         if not thinks and calls is None:
             return events
 
-        def thinking() -> ThinkingParser | None:
-            return ThinkingParser(*self.thinking_tags, opened=self._opened(rendered)()) \
+        def parser() -> TaggedAnswer:
+            reasoning = ThinkingParser(*self.thinking_tags, opened=self._opened(rendered)()) \
                 if thinks else None
+            return TaggedAnswer(reasoning, ToolCallParser(calls) if calls else None)
 
-        return _parsed(events, thinking, ToolCallParser(calls) if calls else None)
+        return _parsed(events, parser)
+
+    @cached_property
+    def harmony(self) -> bool:
+        """The model answers in harmony messages (gpt-oss)."""
+        return harmony_template(self.spec.template or self.model.checkpoint.chat_template)
 
     def _thinks(self, think: Think) -> bool:
         """The answer starts with reasoning in this model's tags."""
@@ -291,7 +301,9 @@ class Runner:
                 constraint = grammar if opened is None else self._reasoning_first(grammar,
                                                                                   opened())
             return Seq(ids, options, num_ctx=self.num_ctx, eos_ids=tok.eos_ids,
-                       detokenizer=IncrementalDetokenizer(tok), add_bos=tok.add_bos,
+                       detokenizer=IncrementalDetokenizer(tok, specials=self.harmony and
+                                                          not raw),
+                       add_bos=tok.add_bos,
                        shift=shift, device=self.model.device, constraint=constraint,
                        top_logprobs=logprobs)
 
@@ -346,42 +358,51 @@ def _without_earlier_thinking(messages: Sequence[Mapping[str, Any]]
             for i, m in enumerate(messages)]
 
 
-async def _parsed(events: AsyncIterator[Text | Finished],
-                  thinking: Callable[[], ThinkingParser | None],
-                  tool_calls: ToolCallParser | None) -> AsyncIterator[Text | Finished]:
-    """Text split into reasoning, content and tool calls as it streams: the thinking parser
-    first (made once the prompt is rendered), then the tool parser on what is content. Every
-    call goes out as soon as it is parsed; Finished carries them all."""
-    splitter: ThinkingParser | None = None
-    started = False
+class TaggedAnswer:
+    """Reasoning in tags, then content that may hold tool calls: the thinking parser first,
+    the tool parser on what is content. feed/finish → (thinking, content, calls)."""
+
+    def __init__(self, reasoning: ThinkingParser | None, calls: ToolCallParser | None) -> None:
+        self.reasoning, self.calls = reasoning, calls
+
+    def feed(self, text: str) -> tuple[str, str, list[dict[str, Any]]]:
+        thinking, content = self.reasoning.feed(text) if self.reasoning else ("", text)
+        return thinking, *(self.calls.feed(content) if self.calls else (content, []))
+
+    def finish(self) -> tuple[str, str, list[dict[str, Any]]]:
+        thinking, content = self.reasoning.finish() if self.reasoning else ("", "")
+        if self.calls is None:
+            return thinking, content, []
+        content, calls = self.calls.feed(content)
+        rest, more = self.calls.finish()
+        return thinking, content + rest, calls + more
+
+
+class AnswerParser(Protocol):
+    def feed(self, text: str) -> tuple[str, str, list[dict[str, Any]]]: ...
+    def finish(self) -> tuple[str, str, list[dict[str, Any]]]: ...
+
+
+async def _parsed(events: AsyncIterator[Text | Finished], make_parser: Callable[[], AnswerParser]
+                  ) -> AsyncIterator[Text | Finished]:
+    """Text split into reasoning, content and tool calls as it streams (the parser is made at
+    the first event, once the prompt is rendered). Every call goes out as soon as it is
+    parsed; Finished carries them all."""
+    parser: AnswerParser | None = None
     every_call: list[dict[str, Any]] = []
-
-    def split(text: str, end: bool) -> Text:
-        thought, content = splitter.feed(text) if splitter else ("", text)
-        if end and splitter:
-            more_thought, more = splitter.finish()
-            thought, content = thought + more_thought, content + more
-        calls: list[dict[str, Any]] = []
-        if tool_calls is not None:
-            content, calls = tool_calls.feed(content)
-            if end:
-                rest, more_calls = tool_calls.finish()
-                content, calls = content + rest, calls + more_calls
-        every_call.extend(calls)
-        return Text(content, (), thought, tuple(calls))
-
     async with aclosing(events):
         async for event in events:
-            if not started:
-                splitter, started = thinking(), True
+            parser = parser or make_parser()
             if isinstance(event, Text):
-                piece = replace(split(event.text, False), logprobs=event.logprobs)
-                if piece.text or piece.thinking or piece.tool_calls or piece.logprobs:
-                    yield piece
+                thinking, content, calls = parser.feed(event.text)
+                every_call += calls
+                if content or thinking or calls or event.logprobs:
+                    yield Text(content, event.logprobs, thinking, tuple(calls))
             else:
-                piece = split("", True)
-                if piece.text or piece.thinking or piece.tool_calls:
-                    yield piece
+                thinking, content, calls = parser.finish()
+                every_call += calls
+                if content or thinking or calls:
+                    yield Text(content, (), thinking, tuple(calls))
                 yield replace(event, tool_calls=tuple(every_call))
 
 

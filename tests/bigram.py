@@ -55,7 +55,7 @@ def write_bigram_gguf(path: Path, special: Sequence[str], chain: Mapping[str, st
         out[ids[EOS], ids[a]] = 0.0
         out[ids[b], ids[a]] = 1.0
     w = gguf.GGUFWriter(str(path), "llama")
-    w.add_context_length(512)
+    w.add_context_length(4096)
     w.add_embedding_length(dim)
     w.add_block_count(1)
     w.add_feed_forward_length(ffn)

@@ -6,7 +6,7 @@ imports no torch; nothing is loaded). Ollama's rules (../shared/reference/ollama
 `general.parameter_count`, with arrays longer than 5 emptied unless verbose; capabilities are
 `completion` or `embedding` (a `<arch>.pooling_type` key), `tools` when the template uses
 tools, `insert` when it uses `.Suffix`, `thinking` when it wraps `.Thinking` in tags (a Jinja
-template: writes `<think>` and `</think>`) or the family is gpt-oss.
+template: writes `<think>` and `</think>`, or harmony messages) or the family is gpt-oss.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ollamapy.loading.gguf import read_gguf
 from ollamapy.store import Model
 from ollamapy.store.modelinfo import safetensors_header
 from ollamapy.text.gotemplate import template_vars
+from ollamapy.text.harmony import harmony_template
 from ollamapy.text.thinking import jinja_thinks, thinking_tags
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"
@@ -111,7 +112,7 @@ def model_facts(model: Model, verbose: bool = False) -> ModelFacts:
     elif weights.chat_template:
         if "tools" in weights.chat_template or "tool_call" in weights.chat_template:
             caps.append("tools")
-        if jinja_thinks(weights.chat_template):
+        if jinja_thinks(weights.chat_template) or harmony_template(weights.chat_template):
             caps.append("thinking")
     family = config.model_family or str(weights.model_info.get("general.architecture", ""))
     if family in ("gptoss", "gpt-oss"):

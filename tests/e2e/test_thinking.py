@@ -229,3 +229,60 @@ def test_reasoning_that_would_use_up_the_budget_is_closed_in_time(client, thinke
     free = client.chat(model=thinkers["ponderer"], messages=QUESTION,
                        options={"num_predict": 48})
     assert free.message.content == "" and free.done_reason == "length"
+
+
+# gpt-oss: harmony messages, its real template; the channel tokens are control tokens, as in
+# gpt-oss's vocabulary, and "assistant" one token so the answer can follow the prompt's
+HARMONY_CONTROL = ["<|start|>", "<|channel|>", "<|message|>", "<|end|>", "<|return|>",
+                   "<|call|>", "<|constrain|>"]
+HARMONY_CHAIN = {"assistant": "<|channel|>", "<|channel|>": "analysis",
+                 "analysis": "<|message|>", "<|message|>": THOUGHT, THOUGHT: "<|end|>",
+                 "<|end|>": "<|start|>", "<|start|>": "assistant<|channel|>final<|message|>",
+                 "assistant<|channel|>final<|message|>": ANSWER, ANSWER: "<|return|>"}
+HARMONY_CALL_CHAIN = {"assistant": "<|channel|>",
+                      "<|channel|>": "commentary to=functions.get_weather ",
+                      "commentary to=functions.get_weather ": "<|constrain|>",
+                      "<|constrain|>": "json", "json": "<|message|>",
+                      "<|message|>": '{"city": "Paris"}', '{"city": "Paris"}': "<|call|>"}
+
+
+@pytest.fixture(scope="module")
+def gpt_oss(server, tmp_path_factory) -> dict[str, str]:
+    import ollama
+
+    folder = tmp_path_factory.mktemp("gpt-oss")
+    with ollama.Client(host=server.url) as client:
+        models = {}
+        for name, chain in (("talks", HARMONY_CHAIN), ("calls", HARMONY_CALL_CHAIN)):
+            path = folder / f"{name}.gguf"
+            write_bigram_gguf(path, ["assistant"], chain, control=HARMONY_CONTROL,
+                              chat_template=template("openai-gpt-oss-120b.jinja"))
+            models[name] = create_bigram_model(client, f"harmony-{name}", path)
+        return models
+
+
+def test_gpt_oss_channels(client, server, gpt_oss) -> None:
+    model = gpt_oss["talks"]
+    assert "thinking" in client.show(model).capabilities
+    for think in (None, "low", "high"):
+        r = client.chat(model=model, messages=QUESTION, think=think)
+        assert (r.message.thinking, r.message.content) == (THOUGHT, ANSWER), think
+    streamed = list(client.chat(model=model, messages=QUESTION, stream=True))
+    assert "".join(c.message.thinking or "" for c in streamed) == THOUGHT
+    assert "".join(c.message.content for c in streamed) == ANSWER
+    # the reasoning goes back into the template as the analysis channel of a tool-call turn
+    weather = [{"type": "function", "function": {
+        "name": "get_weather", "description": "The weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+    call = client.chat(model=gpt_oss["calls"], messages=QUESTION, tools=weather)
+    assert [(c.function.name, dict(c.function.arguments)) for c in call.message.tool_calls] \
+        == [("get_weather", {"city": "Paris"})]
+    assert call.message.content == ""
+    history = [*QUESTION, call.message, {"role": "tool", "content": "Sunny",
+                                         "tool_name": "get_weather"}]
+    assert client.chat(model=gpt_oss["calls"], messages=history, tools=weather).done
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x") as oai:
+        r = oai.chat.completions.create(model=model, messages=QUESTION,
+                                        reasoning_effort="high")
+        assert (r.choices[0].message.model_extra["reasoning"],
+                r.choices[0].message.content) == (THOUGHT, ANSWER)
