@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from ollamapy.scheduler import Scheduler
-from ollamapy.server import inference, models, openai, openapi, registry
+from ollamapy.server import anthropic, inference, models, openai, openapi, registry, responses
 from ollamapy.server.errors import APIError
 from ollamapy.server.limits import BodyLimit
 from ollamapy.server.security import (
@@ -74,9 +74,11 @@ ROUTES = [
     Route("/api/ps", models.ps, methods=["GET"]),
     Route("/v1/chat/completions", openai.chat_completions, methods=["POST"]),
     Route("/v1/completions", openai.completions, methods=["POST"]),
+    Route("/v1/responses", responses.responses, methods=["POST"]),
     Route("/v1/embeddings", openai.embeddings, methods=["POST"]),
     Route("/v1/models", openai.list_models, methods=["GET"]),
     Route("/v1/models/{model:path}", openai.retrieve_model, methods=["GET"]),
+    Route("/v1/messages", anthropic.messages, methods=["POST"]),
     Route("/openapi.json", openapi_json, methods=["GET"]),
 ]
 

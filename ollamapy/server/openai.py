@@ -67,34 +67,34 @@ def openai_error(status: int, message: str, headers: Mapping[str, str] | None = 
                         headers=error_headers(status, headers))
 
 
-def _error_payload(e: BaseException) -> tuple[int, str]:
+def error_payload(e: BaseException) -> tuple[int, str]:
     if isinstance(e, APIError):
         return e.status, e.message
     if isinstance(e, StoreError):
         return e.status, str(e)
-    log.exception("error in an OpenAI-compatible request", exc_info=e)
+    log.exception("error in a /v1 request", exc_info=e)
     return 500, str(e) or type(e).__name__
 
 
-def _state(request: Request) -> State:
+def state_of(request: Request) -> State:
     return request.app.state.ollamapy
 
 
-async def _body(request: Request) -> dict[str, Any]:
+async def json_body(request: Request) -> dict[str, Any]:
     body = parse_json_body(await request.body())
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object")
     return body
 
 
-def _model(body: Mapping[str, Any]) -> str:
+def model_name(body: Mapping[str, Any]) -> str:
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise bad_request("model is required")
     return name
 
 
-def _options(body: Mapping[str, Any], *, completion: bool = False) -> dict[str, Any]:
+def sampling_options(body: Mapping[str, Any], *, completion: bool = False) -> dict[str, Any]:
     """OpenAI's sampling fields → Ollama's options (OpenAI's defaults: temperature and top_p
     1.0), then the Ollama extras (`options` object first, named fields over it)."""
     extra = body.get("options")
@@ -181,14 +181,14 @@ def _completion_logprobs(entries: Sequence[Mapping[str, Any]], offset: int = 0
             "text_offset": offsets}
 
 
-def _openai_tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def openai_tool_calls(calls: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{"id": call["id"], "index": call["function"].get("index", 0), "type": "function",
              "function": {"name": call["function"]["name"],
                           "arguments": json.dumps(call["function"]["arguments"])}}
             for call in with_call_ids(calls)]
 
 
-def _resolve(state: State, name: str, capability: str | None) -> ModelSpec:
+def resolve_model(state: State, name: str, capability: str | None) -> ModelSpec:
     """capability None: any model (Ollama's /v1/embeddings, like /api/embed, checks none)."""
     spec = state.resolve(name)
     if spec is None:
@@ -275,7 +275,7 @@ def _tool_call(call: Any, names_by_call: dict[str, str]) -> dict[str, Any]:
 # -- responses ------------------------------------------------------------------------------
 
 
-async def _first(events: AsyncIterator[Any]) -> Any:
+async def first_event(events: AsyncIterator[Any]) -> Any:
     """The first event, before any byte is sent, so its error keeps its own status."""
     try:
         return await anext(events)
@@ -300,7 +300,7 @@ def _sse(first: Any, events: AsyncIterator[Any],
                 yield f"data: {dumps(chunk)}\n\n"
             yield "data: [DONE]\n\n"
         except Exception as e:
-            status, message = _error_payload(e)
+            status, message = error_payload(e)
             error = {"message": message, "type": ERROR_TYPES.get(status, "api_error"),
                      "param": None, "code": None}
             yield f"data: {dumps({'error': error})}\n\n"
@@ -317,7 +317,7 @@ def openai_route(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         try:
             return await handler(request)
         except (APIError, StoreError) as e:
-            return openai_error(*_error_payload(e),
+            return openai_error(*error_payload(e),
                                 headers=e.headers if isinstance(e, APIError) else None)
 
     route.__name__ = handler.__name__
@@ -328,9 +328,9 @@ def openai_route(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
 
 
 async def _text_request(request: Request, kind: str) -> Response:
-    state = _state(request)
-    body = await _body(request)
-    name = _model(body)
+    state = state_of(request)
+    body = await json_body(request)
+    name = model_name(body)
     chat = kind == "chat"
     messages = _messages(body.get("messages")) if chat else []
     prompt = body.get("prompt", "")
@@ -339,11 +339,11 @@ async def _text_request(request: Request, kind: str) -> Response:
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise bad_request("prompt must be a string")
-    options = _options(body, completion=not chat)
+    options = sampling_options(body, completion=not chat)
     keep_alive = keep_alive_of(body)
     fmt = _format(body)
     think = think_of_effort(body) if chat else None
-    spec = _resolve(state, name, "completion")
+    spec = resolve_model(state, name, "completion")
     if chat:
         think = resolve_think(spec, name, think)
     tools = body.get("tools") or []
@@ -367,7 +367,7 @@ async def _text_request(request: Request, kind: str) -> Response:
     created = int(time.time())
     head = {"id": ident, "object": "chat.completion.chunk" if chat else "text_completion",
             "created": created, "model": name, "system_fingerprint": FINGERPRINT}
-    first = await _first(events)
+    first = await first_event(events)
 
     if body.get("stream"):
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -407,7 +407,7 @@ async def _text_request(request: Request, kind: str) -> Response:
                 out.append(choice(delta=delta(content=event.text), finish_reason=None,
                                   **extra))
             if event.tool_calls:
-                out.append(choice(delta=delta(tool_calls=_openai_tool_calls(event.tool_calls)),
+                out.append(choice(delta=delta(tool_calls=openai_tool_calls(event.tool_calls)),
                                   finish_reason=None))
             return out
 
@@ -435,7 +435,7 @@ async def _text_request(request: Request, kind: str) -> Response:
         if any(thinking):
             message["reasoning"] = "".join(thinking)
         if final.tool_calls:
-            message["tool_calls"] = _openai_tool_calls(final.tool_calls)
+            message["tool_calls"] = openai_tool_calls(final.tool_calls)
         choice = {"index": 0, "message": message, "finish_reason": reason}
         if logprobs is not None:
             choice["logprobs"] = _chat_logprobs(entries)
@@ -462,9 +462,9 @@ async def completions(request: Request) -> Response:
 
 @openai_route
 async def embeddings(request: Request) -> Response:
-    state = _state(request)
-    body = await _body(request)
-    name = _model(body)
+    state = state_of(request)
+    body = await json_body(request)
+    name = model_name(body)
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not inputs or not isinstance(inputs, list) or not all(isinstance(x, str)
@@ -478,13 +478,13 @@ async def embeddings(request: Request) -> Response:
     if dimensions is not None and (isinstance(dimensions, bool)
                                    or not isinstance(dimensions, int)):
         raise bad_request("dimensions must be an integer")
-    options = _options({k: v for k, v in body.items() if k in EXTRA_OPTIONS | {"options"}})
-    spec = _resolve(state, name, None)
+    options = sampling_options({k: v for k, v in body.items() if k in EXTRA_OPTIONS | {"options"}})
+    spec = resolve_model(state, name, None)
     events = run_model(state, spec, options, keep_alive_of(body),
                        lambda runner: runner.embed(inputs, dimensions=dimensions,
                                                    num_ctx=options.get("num_ctx")))
     async with aclosing(events):
-        result, _ = await _first(events)
+        result, _ = await first_event(events)
     assert isinstance(result, Embeddings)
 
     def encode(v: list[float]) -> list[float] | str:
@@ -509,7 +509,7 @@ def _model_card(name: str, namespace: str, modified_ns: int) -> dict[str, Any]:
 
 @openai_route
 async def list_models(request: Request) -> Response:
-    entries = await run_in_threadpool(_state(request).store.list_models)
+    entries = await run_in_threadpool(state_of(request).store.list_models)
     data = [_model_card(e.name.display_shortest(), e.name.namespace, e.modified_ns)
             for e in entries]
     return JSONResponse({"object": "list", "data": data})
@@ -518,7 +518,7 @@ async def list_models(request: Request) -> Response:
 @openai_route
 async def retrieve_model(request: Request) -> Response:
     name = request.path_params["model"]
-    model = _state(request).find_model(name)
+    model = state_of(request).find_model(name)
     if model is None:
         raise APIError(404, f"model '{name}' not found")
     return JSONResponse(_model_card(name, model.name.namespace, model.modified_ns))

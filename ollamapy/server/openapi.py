@@ -23,6 +23,7 @@ from typing import Any
 from ollamapy import __version__
 from ollamapy.engine.options import DEPRECATED_OPTIONS, Options
 from ollamapy.server import schemas
+from ollamapy.server.thinking import EFFORTS
 
 KEPT = Path(__file__).with_name("openapi.json")
 EXAMPLE_MODEL = "smollm2:135m"
@@ -329,6 +330,77 @@ def _native_paths() -> JSON:
     }
 
 
+def _anthropic_messages() -> JSON:
+    """POST /v1/messages: its errors are Anthropic's shape but for the guards' (401, 403)."""
+    block = {"type": "object", "required": ["type"], "properties": {"type": STRING}}
+    body = {"type": "object", "required": ["model", "max_tokens", "messages"], "properties": {
+        "model": ref("ModelName"), "max_tokens": {"type": "integer", "minimum": 1},
+        "messages": array({"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"type": "string", "enum": ["user", "assistant"]},
+            "content": {"anyOf": [STRING, array(block)]}}}),
+        "system": {"anyOf": [STRING, array(block)]},
+        "stream": {"type": "boolean", "default": False},
+        "temperature": NUMBER, "top_p": NUMBER, "top_k": INTEGER,
+        "stop_sequences": array(STRING),
+        "tools": array({"type": "object", "required": ["name"], "properties": {
+            "name": STRING, "description": STRING, "input_schema": {"type": "object"}}}),
+        "tool_choice": {"type": "object"}, "metadata": {"type": "object"},
+        "thinking": {"type": "object", "properties": {
+            "type": {"type": "string", "enum": ["enabled", "disabled", "adaptive"]},
+            "budget_tokens": INTEGER}},
+        "output_config": {"type": "object", "properties": {"effort": STRING}},
+        "options": ref("Options"), "keep_alive": ref("KeepAlive")}}
+    error = {"type": "object", "required": ["type", "error"], "properties": {
+        "type": {"const": "error"}, "request_id": STRING,
+        "error": {"type": "object", "required": ["type", "message"], "properties": {
+            "type": STRING, "message": STRING}}}}
+    operation = _operation(
+        "Anthropic Messages API (a message, or server-sent events ending with message_stop)",
+        body=body, errors=(400, 404, 503), openai=True, tag="anthropic",
+        ok={"type": "object", "required": ["id", "type", "role", "content"]},
+        example={"model": EXAMPLE_MODEL, "max_tokens": 4,
+                 "messages": [{"role": "user", "content": "Hi"}]})
+    operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": STRING}
+    for status in ("400", "404", "408", "413", "503"):
+        operation["responses"][status]["content"] = _json(error)
+    return {"post": operation}
+
+
+def _openai_responses() -> JSON:
+    """POST /v1/responses: OpenAI's Responses API, stateless (responses.py)."""
+    text_format = {"type": "object", "required": ["type"], "properties": {
+        "type": {"type": "string", "enum": ["text", "json_object", "json_schema"]},
+        "name": STRING, "schema": {"type": "object"}, "strict": BOOLEAN}}
+    tool = {"type": "object", "required": ["type"], "properties": {
+        "type": {"type": "string", "enum": ["function", "namespace"]}, "name": STRING,
+        "description": {"type": ["string", "null"]},
+        "parameters": {"type": ["object", "null"]}, "strict": {"type": ["boolean", "null"]},
+        "tools": array({"type": "object"})}}
+    body = {"type": "object", "required": ["model"], "properties": {
+        "model": ref("ModelName"),
+        "input": {"anyOf": [STRING, array({"type": "object", "properties": {
+            "type": {"type": "string", "enum": ["message", "function_call",
+                                                "function_call_output", "reasoning"]},
+            "role": STRING}})]},
+        "instructions": STRING, "stream": {"type": "boolean", "default": False},
+        "temperature": NUMBER, "top_p": NUMBER, "max_output_tokens": INTEGER,
+        "tools": array(tool), "text": {"type": "object", "properties": {"format": text_format}},
+        "reasoning": {"type": "object", "properties": {
+            "effort": {"type": "string", "enum": list(EFFORTS)}, "summary": STRING}},
+        "truncation": STRING, "metadata": {"type": "object"},
+        "options": ref("Options"), "keep_alive": ref("KeepAlive")},
+        "description": "previous_response_id and conversation are refused (400): nothing is "
+                       "stored"}
+    operation = _operation(
+        "OpenAI Responses API (a response object, or server-sent events ending with "
+        "response.completed)", body=body, errors=(400, 404, 503), openai=True, tag="openai",
+        ok={"type": "object", "required": ["id", "object", "status", "output"]},
+        example={"model": EXAMPLE_MODEL, "input": "Hi", "max_output_tokens": 4,
+                 "temperature": 0})
+    operation["responses"]["200"]["content"]["text/event-stream"] = {"schema": STRING}
+    return {"post": operation}
+
+
 def _openai_paths() -> JSON:
     def sampling(**properties: JSON) -> JSON:
         return {"allOf": [ref("OpenAISampling"), {
@@ -366,6 +438,7 @@ def _openai_paths() -> JSON:
             "OpenAI legacy completions", body=completion, ok={"type": "object"},
             errors=(400, 404, 503), example={"model": EXAMPLE_MODEL, "prompt": "Once",
                                              **short})},
+        "/v1/responses": _openai_responses(),
         "/v1/embeddings": {"post": op(
             "OpenAI embeddings", body=embeddings, ok={"type": "object"},
             errors=(400, 404, 503), example={"model": EXAMPLE_EMBED_MODEL, "input": "Hi"})},
@@ -378,6 +451,7 @@ def _openai_paths() -> JSON:
             "head": {"summary": "Same as GET, without a body", "tags": ["openai"],
                      "responses": {"200": {"description": "Success"},
                                    "404": {"description": "Not found"}}}},
+        "/v1/messages": _anthropic_messages(),
     }
 
 
@@ -393,14 +467,16 @@ def build() -> JSON:
     return {
         "openapi": "3.1.0",
         "info": {"title": "ollamapy", "version": __version__,
-                 "description": "Ollama's HTTP API (native and OpenAI-compatible) as served "
-                                "by ollamapy. Errors are {\"error\": message} (OpenAI's shape "
-                                "under /v1); a streamed response that fails after it began "
-                                "ends with an {\"error\": ...} line."},
+                 "description": "Ollama's HTTP API (native, OpenAI- and Anthropic-compatible) "
+                                "as served by ollamapy. Errors are {\"error\": message} "
+                                "(OpenAI's shape under /v1, Anthropic's at /v1/messages); a "
+                                "streamed response that fails after it began ends with an "
+                                "error line or event."},
         "servers": [{"url": "http://127.0.0.1:11434"}],
         "security": [{}, {"apiKey": []}],  # the key is only needed when the server has one
         "tags": [{"name": "native", "description": "Ollama's API"},
                  {"name": "openai", "description": "The OpenAI-compatible layer"},
+                 {"name": "anthropic", "description": "The Anthropic-compatible layer"},
                  {"name": "meta"}],
         "paths": paths,
         "components": {"schemas": _components(), "securitySchemes": {"apiKey": {

@@ -110,7 +110,7 @@ def _go_json_message(body: bytes, e: json.JSONDecodeError) -> str:
     return f"invalid character '{char}' ({e.msg.lower()})"
 
 
-def _json_kind(value: Any) -> str:
+def json_kind(value: Any) -> str:
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, int | float):
@@ -232,7 +232,7 @@ def decode(body: bytes, schema: Schema, struct: str) -> dict[str, Any]:
     present and non-null. struct is the Go type name used in error messages."""
     data = parse_json_body(body)
     if not isinstance(data, dict):
-        raise bad_request(f"json: cannot unmarshal {_json_kind(data)} into Go value of type "
+        raise bad_request(f"json: cannot unmarshal {json_kind(data)} into Go value of type "
                           f"api.{struct}")
     return check_fields(data, schema, struct)
 
@@ -244,7 +244,7 @@ def check_fields(data: Mapping[str, Any], schema: Schema, struct: str) -> dict[s
         if go_type is None or value is None:
             continue  # unknown fields are ignored; null leaves the default
         if not GO_TYPES[go_type](value):
-            raise bad_request(f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
+            raise bad_request(f"json: cannot unmarshal {json_kind(value)} into Go struct field "
                               f"{struct}.{key} of type {go_type.removeprefix('*')}")
         out[key] = int(value) if go_type == "int" else value
     return out

@@ -9,12 +9,13 @@
                   Allowed origins get `Access-Control-Allow-Origin` and their preflight a 204.
                   Starlette's CORSMiddleware would run such a request and only leave the
                   header out (../shared/reference/hardening.md §1.2), hence our own.
-    ApiKeyGuard   With OLLAMAPY_API_KEY set, `Authorization: Bearer <key>` on every route
-                  but the `GET /` health check (Ollama has no authentication).
+    ApiKeyGuard   With OLLAMAPY_API_KEY set, `Authorization: Bearer <key>` (or the
+                  anthropic SDK's `x-api-key: <key>`) on every route but the `GET /`
+                  health check (Ollama has no authentication).
 
 They run in that order, outermost first, and decide from the scope and headers alone: a
 refused request is never routed and its body is never read. Refusals are JSON errors, in
-OpenAI's shape under /v1.
+Anthropic's shape on /v1/messages, OpenAI's elsewhere under /v1.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ollamapy.server.anthropic import anthropic_error
 from ollamapy.server.openai import openai_error
 from ollamapy.server.streaming import error_response
 
@@ -49,6 +51,9 @@ ALLOWED_HEADERS = (
         "arch", "async", "custom-poll-interval", "helper-method", "lang", "os",
         "package-version", "poll-helper", "retry-count", "runtime", "runtime-version",
         "timeout")),
+    # beyond Ollama's list: what the anthropic SDKs send to /v1/messages
+    "x-api-key", "anthropic-version", "anthropic-beta",
+    "anthropic-dangerous-direct-browser-access",
 )
 ALLOWED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 PREFLIGHT_MAX_AGE_S = 12 * 3600  # gin-contrib/cors's default
@@ -61,6 +66,8 @@ _LOCAL_SUFFIXES = (".localhost", ".local", ".internal")
 def reject(scope: Scope, status: int, message: str,
            headers: Mapping[str, str] | None = None) -> Response:
     """An error answered by a guard, in the shape the route's clients parse."""
+    if scope.get("path", "") == "/v1/messages":
+        return anthropic_error(status, message, headers)
     if scope.get("path", "").startswith("/v1/"):
         code = "invalid_api_key" if status == 401 else None
         return openai_error(status, message, headers, code=code)
@@ -212,7 +219,8 @@ class OriginGuard:
 
 
 class ApiKeyGuard:
-    """401 unless `Authorization: Bearer <key>`; `GET /` (the health check) stays open.
+    """401 unless `Authorization: Bearer <key>` or `x-api-key: <key>`; `GET /` (the health
+    check) stays open.
     The token is compared in constant time, as bytes (a header may hold any latin-1)."""
 
     def __init__(self, app: ASGIApp, *, key: str) -> None:
@@ -223,9 +231,12 @@ class ApiKeyGuard:
                 or (scope["path"] == "/" and scope["method"] in ("GET", "HEAD"))):
             await self.app(scope, receive, send)
             return
-        scheme, _, token = Headers(scope=scope).get("authorization", "").partition(" ")
-        given = token.strip().encode("latin-1")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.key):
+        headers = Headers(scope=scope)
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        # the anthropic SDK sends its key as x-api-key
+        given = (token if scheme.lower() == "bearer" else headers.get("x-api-key", "")
+                 ).strip().encode("latin-1")
+        if not given or not hmac.compare_digest(given, self.key):
             response = reject(scope, 401, "unauthorized: a valid API key is required "
                               "(Authorization: Bearer <OLLAMAPY_API_KEY>)",
                               {"WWW-Authenticate": "Bearer"})

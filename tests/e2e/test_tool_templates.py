@@ -119,3 +119,48 @@ def test_openai_deltas_carry_each_call_with_its_index(server, callers) -> None:
                                            tools=TOOLS)
         assert done.choices[0].finish_reason == "tool_calls"
         assert json.loads(done.choices[0].message.tool_calls[0].function.arguments) == PARIS
+
+
+def test_responses_and_messages_stream_each_call(server, callers) -> None:
+    """The two calls of the Qwen 2.5 model as /v1/responses function_call items and as
+    /v1/messages tool_use blocks, each complete in the stream before the next begins."""
+    import anthropic
+
+    model = callers["qwen2.5"]
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="x") as oai:
+        events = list(oai.responses.create(model=model, input=QUESTION["content"],
+                                           tools=[{"type": "function", **TOOLS[0]["function"]}],
+                                           stream=True))
+    done = [e.item for e in events if e.type == "response.output_item.done"
+            and e.item.type == "function_call"]
+    assert [json.loads(item.arguments) for item in done] == [PARIS, TOKYO]
+    added = [i for i, e in enumerate(events) if e.type == "response.output_item.added"]
+    first_done = next(i for i, e in enumerate(events) if e.type == "response.output_item.done")
+    assert first_done < added[1]  # the first call is whole before the second opens
+    with anthropic.Anthropic(base_url=server.url, api_key="x") as claude:
+        tools = [{"name": "get_weather", "description": "The weather in a city",
+                  "input_schema": TOOLS[0]["function"]["parameters"]}]
+        with claude.messages.stream(model=model, max_tokens=64, tools=tools,
+                                    messages=[QUESTION]) as stream:
+            kinds = [(e.type, getattr(e, "index", None)) for e in stream]
+            final = stream.get_final_message()
+    assert [b.input for b in final.content if b.type == "tool_use"] == [PARIS, TOKYO]
+    assert final.stop_reason == "tool_use"
+    assert kinds.index(("content_block_stop", 0)) < kinds.index(("content_block_start", 1))
+
+
+def test_langchain_chat_ollama_binds_tools(server, callers) -> None:
+    from langchain_core.tools import tool
+    from langchain_ollama import ChatOllama
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return "Sunny"
+
+    llm = ChatOllama(model=callers["hermes3"], base_url=server.url)
+    try:
+        reply = llm.bind_tools([get_weather]).invoke(QUESTION["content"])
+        assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("get_weather", PARIS)]
+    finally:
+        llm._client._client.close()  # ChatOllama keeps its httpx client open

@@ -431,6 +431,19 @@ def test_v1_401_is_in_openai_shape(make_server) -> None:
     assert error["code"] == "invalid_api_key" and error["message"].startswith("unauthorized")
 
 
+def test_anthropic_sdk_key_header_and_error_shape(make_server) -> None:
+    """The anthropic SDK sends its key as x-api-key: accepted as the bearer token is; a
+    refusal on /v1/messages is in Anthropic's error shape."""
+    with make_server(OLLAMAPY_API_KEY=KEY).client() as c:
+        assert c.get("/api/tags", headers={"x-api-key": KEY}).status_code == 200
+        assert c.get("/api/tags", headers={"x-api-key": KEY + "x"}).status_code == 401
+        r = c.post("/v1/messages", headers={"x-api-key": "nope"}, json={})
+    assert r.status_code == 401
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
+    assert body["error"]["message"].startswith("unauthorized")
+
+
 def test_key_is_compared_in_constant_time(make_server, monkeypatch: pytest.MonkeyPatch
                                           ) -> None:
     """The token goes through hmac.compare_digest, as bytes."""
