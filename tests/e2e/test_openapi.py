@@ -77,7 +77,8 @@ MODEL_OPERATIONS = {
     ("POST", "/api/generate"): TEXT_MODEL, ("POST", "/api/chat"): TEXT_MODEL,
     ("POST", "/api/tokenize"): TEXT_MODEL, ("POST", "/api/detokenize"): TEXT_MODEL,
     ("POST", "/api/show"): TEXT_MODEL, ("POST", "/v1/chat/completions"): TEXT_MODEL,
-    ("POST", "/v1/completions"): TEXT_MODEL, ("POST", "/api/embed"): EMBED_MODEL,
+    ("POST", "/v1/completions"): TEXT_MODEL, ("POST", "/v1/responses"): TEXT_MODEL,
+    ("POST", "/v1/messages"): TEXT_MODEL, ("POST", "/api/embed"): EMBED_MODEL,
     ("POST", "/api/embeddings"): EMBED_MODEL, ("POST", "/v1/embeddings"): EMBED_MODEL,
 }
 
