@@ -15,11 +15,10 @@ import asyncio
 import gc
 import math
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import aclosing
-from dataclasses import replace
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
+from ollamapy.answer import TaggedAnswer, parsed_answer, without_earlier_thinking
 from ollamapy.contract import (
     Embeddings,
     Finished,
@@ -48,14 +47,7 @@ from ollamapy.prompt import (
 from ollamapy.text.detokenize import IncrementalDetokenizer
 from ollamapy.text.gotemplate import GoTemplateError
 from ollamapy.text.harmony import HarmonyParser, harmony_template
-from ollamapy.text.thinking import (
-    CLOSE,
-    OPEN,
-    ThinkingParser,
-    jinja_thinks,
-    strip_thinking,
-    thinking_tags,
-)
+from ollamapy.text.thinking import CLOSE, OPEN, ThinkingParser, jinja_thinks, thinking_tags
 from ollamapy.text.toolcalls import ToolCallFormat, ToolCallParser
 from ollamapy.worker import DecodeJob, DecodeWorker, EmbedJob, EmbedWorker, Worker
 
@@ -153,7 +145,7 @@ class Runner:
         def prompt() -> tuple[list[int], int]:
             msgs = chat_messages(self.prompt, messages)
             if self.thinking_tags == (OPEN, CLOSE):
-                msgs = _without_earlier_thinking(msgs)
+                msgs = without_earlier_thinking(msgs)
             if not truncate:
                 text, dropped = render(self.prompt, msgs, tools=tools, think=think), 0
             else:
@@ -200,7 +192,7 @@ class Runner:
         request has tools; else the events as they are. A harmony model's answer is always
         split (its reasoning cannot be turned off)."""
         if self.harmony:
-            return _parsed(events, HarmonyParser)
+            return parsed_answer(events, HarmonyParser)
         thinks = self._thinks(think)
         calls = self.tool_call_format if tools else None
         if not thinks and calls is None:
@@ -211,7 +203,7 @@ class Runner:
                 if thinks else None
             return TaggedAnswer(reasoning, ToolCallParser(calls) if calls else None)
 
-        return _parsed(events, parser)
+        return parsed_answer(events, parser)
 
     @cached_property
     def harmony(self) -> bool:
@@ -346,64 +338,6 @@ class Runner:
                 result = Embeddings([_renormalize(v[:dimensions]) for v in result.vectors],
                                     result.prompt_eval_count)
             yield result
-
-
-def _without_earlier_thinking(messages: Sequence[Mapping[str, Any]]
-                              ) -> list[Mapping[str, Any]]:
-    """Answers before the last user message lose their `<think>` traces (Ollama's
-    filterThinkTags, for every model that thinks in those tags)."""
-    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
-    return [{**m, "content": strip_thinking(m.get("content") or "")}
-            if m.get("role") == "assistant" and i < last_user else m
-            for i, m in enumerate(messages)]
-
-
-class TaggedAnswer:
-    """Reasoning in tags, then content that may hold tool calls: the thinking parser first,
-    the tool parser on what is content. feed/finish → (thinking, content, calls)."""
-
-    def __init__(self, reasoning: ThinkingParser | None, calls: ToolCallParser | None) -> None:
-        self.reasoning, self.calls = reasoning, calls
-
-    def feed(self, text: str) -> tuple[str, str, list[dict[str, Any]]]:
-        thinking, content = self.reasoning.feed(text) if self.reasoning else ("", text)
-        return thinking, *(self.calls.feed(content) if self.calls else (content, []))
-
-    def finish(self) -> tuple[str, str, list[dict[str, Any]]]:
-        thinking, content = self.reasoning.finish() if self.reasoning else ("", "")
-        if self.calls is None:
-            return thinking, content, []
-        content, calls = self.calls.feed(content)
-        rest, more = self.calls.finish()
-        return thinking, content + rest, calls + more
-
-
-class AnswerParser(Protocol):
-    def feed(self, text: str) -> tuple[str, str, list[dict[str, Any]]]: ...
-    def finish(self) -> tuple[str, str, list[dict[str, Any]]]: ...
-
-
-async def _parsed(events: AsyncIterator[Text | Finished], make_parser: Callable[[], AnswerParser]
-                  ) -> AsyncIterator[Text | Finished]:
-    """Text split into reasoning, content and tool calls as it streams (the parser is made at
-    the first event, once the prompt is rendered). Every call goes out as soon as it is
-    parsed; Finished carries them all."""
-    parser: AnswerParser | None = None
-    every_call: list[dict[str, Any]] = []
-    async with aclosing(events):
-        async for event in events:
-            parser = parser or make_parser()
-            if isinstance(event, Text):
-                thinking, content, calls = parser.feed(event.text)
-                every_call += calls
-                if content or thinking or calls or event.logprobs:
-                    yield Text(content, event.logprobs, thinking, tuple(calls))
-            else:
-                thinking, content, calls = parser.finish()
-                every_call += calls
-                if content or thinking or calls:
-                    yield Text(content, (), thinking, tuple(calls))
-                yield replace(event, tool_calls=tuple(every_call))
 
 
 def _renormalize(v: list[float]) -> list[float]:
