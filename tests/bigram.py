@@ -100,3 +100,48 @@ def create_bigram_model(client: Any, name: str, path: Path, *, template: str | N
     client.create(model=name, files={path.name: digest}, parameters=params,
                   **({"template": template} if template is not None else {}), **create)
     return name
+
+
+# -- two models several test modules drive ---------------------------------------------------
+
+# A tools model: its Go TEMPLATE uses .Tools and ends the prompt with <|assistant|> (the chain
+# writes a tool call) or, after a tool result, with <|answer|> (the chain answers).
+CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+ANSWER = "It is sunny in Paris."
+TOOLS_TEMPLATE = (
+    "{{- if .Tools }}<|tools|>{{ end }}{{- $role := \"\" }}"
+    "{{- range .Messages }}{{ $role = .Role }}"
+    "{{- if eq .Role \"user\" }}<|user|>{{ .Content }}"
+    "{{- else if eq .Role \"assistant\" }}<|assistant|>"
+    "{{- if .ToolCalls }}<tool_call>{{ range .ToolCalls }}{\"name\": \"{{ .Function.Name }}\", "
+    "\"arguments\": {{ json .Function.Arguments }}}{{ end }}</tool_call>"
+    "{{- else }}{{ .Content }}{{ end }}"
+    "{{- else if eq .Role \"tool\" }}<|tool|>{{ .Content }}{{ end }}{{ end }}"
+    "{{- if eq $role \"tool\" }}<|answer|>{{ else }}<|assistant|>{{ end }}")
+TOOLS_CHAIN = {"<|assistant|>": "<tool_call>", "<tool_call>": CALL, CALL: "</tool_call>",
+               "</tool_call>": EOS, "<|answer|>": ANSWER, ANSWER: EOS}
+TOOLS_SPECIAL = ["<|user|>", "<|tool|>", "<|tools|>"]
+
+# A thinking model: its Go TEMPLATE wraps a message's .Thinking in <think> tags (so it has the
+# "thinking" capability); the chain thinks, then greets.
+THOUGHT = "The user says hi, so I greet them back."
+GREETING = "Hello! How can I help?"
+THINK_TEMPLATE = (
+    "{{- range .Messages }}{{ if eq .Role \"user\" }}<|user|>{{ .Content }}"
+    "{{- else if eq .Role \"assistant\" }}<|assistant|>"
+    "{{- if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}{{ end }}"
+    "{{- end }}<|assistant|>")
+THINK_CHAIN = {"<|assistant|>": "<think>", "<think>": THOUGHT, THOUGHT: "</think>",
+               "</think>": GREETING, GREETING: EOS}
+
+
+def create_tools_and_thinker(client: Any, folder: Path, prefix: str) -> dict[str, str]:
+    """"tools" → the tools model, "thinker" → the thinking model, imported as PREFIX-tools and
+    PREFIX-thinker."""
+    tools, thinker = folder / "tools.gguf", folder / "thinker.gguf"
+    write_bigram_gguf(tools, TOOLS_SPECIAL, TOOLS_CHAIN)
+    write_bigram_gguf(thinker, ["<|user|>"], THINK_CHAIN)
+    return {"tools": create_bigram_model(client, f"{prefix}-tools", tools,
+                                         template=TOOLS_TEMPLATE),
+            "thinker": create_bigram_model(client, f"{prefix}-thinker", thinker,
+                                           template=THINK_TEMPLATE)}

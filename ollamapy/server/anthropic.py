@@ -33,7 +33,7 @@ import base64
 import binascii
 import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -43,13 +43,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from ollamapy.contract import Finished, ModelSpec, Text
 from ollamapy.server.errors import APIError, bad_request, error_headers, model_not_found
-from ollamapy.server.openai import EXTRA_OPTIONS, error_payload, first_event
+from ollamapy.server.openai import EXTRA_OPTIONS, error_payload, errors_as, first_event
 from ollamapy.server.running import check_options, keep_alive_of, run_model, with_call_ids
 from ollamapy.server.schemas import GO_TYPES, json_kind, parse_json_body
 from ollamapy.server.state import State
 from ollamapy.server.streaming import dumps
 from ollamapy.server.thinking import LEVELS, Think, resolve_think
-from ollamapy.store import StoreError
 
 if TYPE_CHECKING:
     from ollamapy.scheduler import AnyRunner
@@ -490,18 +489,7 @@ def sse(name: str, data: Mapping[str, Any]) -> str:
 # -- the route ------------------------------------------------------------------------------
 
 
-def anthropic_route(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-    """Errors raised before a response starts, in Anthropic's shape."""
-
-    async def route(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except (APIError, StoreError) as e:
-            return anthropic_error(*error_payload(e),
-                                   headers=e.headers if isinstance(e, APIError) else None)
-
-    route.__name__ = handler.__name__
-    return route
+anthropic_route = errors_as(anthropic_error)
 
 
 @anthropic_route

@@ -310,18 +310,28 @@ def _sse(first: Any, events: AsyncIterator[Any],
     return StreamingResponse(lines(), media_type="text/event-stream")
 
 
-def openai_route(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-    """Errors raised before a response starts, in OpenAI's shape."""
+Handler = Callable[[Request], Any]
 
-    async def route(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except (APIError, StoreError) as e:
-            return openai_error(*error_payload(e),
-                                headers=e.headers if isinstance(e, APIError) else None)
 
-    route.__name__ = handler.__name__
-    return route
+def errors_as(shape: Callable[..., Response]) -> Callable[[Handler], Handler]:
+    """A route decorator: errors raised before a response starts are answered by
+    `shape(status, message, headers=...)` (OpenAI's here, Anthropic's in anthropic.py)."""
+
+    def decorate(handler: Handler) -> Handler:
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (APIError, StoreError) as e:
+                return shape(*error_payload(e),
+                             headers=e.headers if isinstance(e, APIError) else None)
+
+        route.__name__ = handler.__name__
+        return route
+
+    return decorate
+
+
+openai_route = errors_as(openai_error)
 
 
 # -- /v1/chat/completions and /v1/completions --------------------------------------------------

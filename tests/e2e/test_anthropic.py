@@ -13,40 +13,16 @@ import anthropic
 import httpx
 import pytest
 
-from tests.bigram import create_bigram_model, write_bigram_gguf
+from tests.bigram import ANSWER, GREETING, THOUGHT, create_tools_and_thinker
 
 MODEL = "smollm2:135m"
 GREEDY = {"extra_body": {"temperature": 0}}
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
-CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
-ANSWER = "It is sunny in Paris."
-TOOLS_TEMPLATE = (
-    "{{- if .Tools }}<|tools|>{{ end }}{{- $role := \"\" }}"
-    "{{- range .Messages }}{{ $role = .Role }}"
-    "{{- if eq .Role \"user\" }}<|user|>{{ .Content }}"
-    "{{- else if eq .Role \"assistant\" }}<|assistant|>"
-    "{{- if .ToolCalls }}<tool_call>{{ range .ToolCalls }}{\"name\": \"{{ .Function.Name }}\", "
-    "\"arguments\": {{ json .Function.Arguments }}}{{ end }}</tool_call>"
-    "{{- else }}{{ .Content }}{{ end }}"
-    "{{- else if eq .Role \"tool\" }}<|tool|>{{ .Content }}{{ end }}{{ end }}"
-    "{{- if eq $role \"tool\" }}<|answer|>{{ else }}<|assistant|>{{ end }}")
-TOOLS_CHAIN = {"<|assistant|>": "<tool_call>", "<tool_call>": CALL, CALL: "</tool_call>",
-               "</tool_call>": "</s>", "<|answer|>": ANSWER, ANSWER: "</s>"}
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
            "input_schema": {"type": "object", "required": ["city"],
                             "properties": {"city": {"type": "string"}}}}
 ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
-
-THOUGHT = "The user says hi, so I greet them back."
-GREETING = "Hello! How can I help?"
-THINK_TEMPLATE = (
-    "{{- range .Messages }}{{ if eq .Role \"user\" }}<|user|>{{ .Content }}"
-    "{{- else if eq .Role \"assistant\" }}<|assistant|>"
-    "{{- if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}{{ end }}"
-    "{{- end }}<|assistant|>")
-THINK_CHAIN = {"<|assistant|>": "<think>", "<think>": THOUGHT, THOUGHT: "</think>",
-               "</think>": GREETING, GREETING: "</s>"}
 HI = [{"role": "user", "content": "Hi there"}]
 
 
@@ -55,15 +31,9 @@ def bigrams(server, tmp_path_factory) -> dict[str, str]:
     """"tools" → a model that calls get_weather, then answers; "thinker" → one that thinks."""
     import ollama
 
-    folder = tmp_path_factory.mktemp("anthropic-bigrams")
-    tools, thinker = folder / "tools.gguf", folder / "thinker.gguf"
-    write_bigram_gguf(tools, ["<|user|>", "<|tools|>", "<|tool|>"], TOOLS_CHAIN)
-    write_bigram_gguf(thinker, ["<|user|>"], THINK_CHAIN)
     with ollama.Client(host=server.url) as client:
-        return {"tools": create_bigram_model(client, "anthropic-tools", tools,
-                                             template=TOOLS_TEMPLATE),
-                "thinker": create_bigram_model(client, "anthropic-thinker", thinker,
-                                               template=THINK_TEMPLATE)}
+        return create_tools_and_thinker(client, tmp_path_factory.mktemp("anthropic-bigrams"),
+                                        "anthropic")
 
 
 @pytest.fixture()

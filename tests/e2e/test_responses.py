@@ -14,37 +14,14 @@ import openai
 import pydantic
 import pytest
 
-from tests.bigram import create_bigram_model, write_bigram_gguf
+from tests.bigram import ANSWER, GREETING, THOUGHT, create_tools_and_thinker
 
 MODEL = "smollm2:135m"
 QUESTION = "What is the capital of France?"
 
-# a tools model: its Go TEMPLATE ends the prompt with <|assistant|> (the chain writes a tool
-# call) or, after a tool result, with <|answer|> (the chain answers)
-CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
-ANSWER = "It is sunny in Paris."
-TOOLS_TEMPLATE = (
-    "{{- if .Tools }}<|tools|>{{ end }}{{- $role := \"\" }}"
-    "{{- range .Messages }}{{ $role = .Role }}"
-    "{{- if eq .Role \"user\" }}<|user|>{{ .Content }}"
-    "{{- else if eq .Role \"assistant\" }}<|assistant|>"
-    "{{- if .ToolCalls }}<tool_call>{{ range .ToolCalls }}{\"name\": \"{{ .Function.Name }}\", "
-    "\"arguments\": {{ json .Function.Arguments }}}{{ end }}</tool_call>"
-    "{{- else }}{{ .Content }}{{ end }}"
-    "{{- else if eq .Role \"tool\" }}<|tool|>{{ .Content }}{{ end }}{{ end }}"
-    "{{- if eq $role \"tool\" }}<|answer|>{{ else }}<|assistant|>{{ end }}")
 TOOL = {"type": "function", "name": "get_weather", "description": "The weather in a city",
         "parameters": {"type": "object", "required": ["city"],
                        "properties": {"city": {"type": "string", "description": "The city"}}}}
-
-# a thinking model: its Go TEMPLATE wraps .Thinking in <think> tags; the chain thinks, answers
-THOUGHT = "The user greets me, so I greet them back."
-GREETING = "Hello there, friend."
-THINK_TEMPLATE = (
-    "{{- range .Messages }}{{ if eq .Role \"user\" }}<|user|>{{ .Content }}"
-    "{{- else if eq .Role \"assistant\" }}<|assistant|>"
-    "{{- if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}{{ .Content }}{{ end }}{{ end }}"
-    "<|assistant|>")
 
 
 @pytest.fixture(scope="module")
@@ -57,21 +34,9 @@ def oai(server):
 def bigrams(server, tmp_path_factory) -> dict[str, str]:
     import ollama
 
-    folder = tmp_path_factory.mktemp("responses-bigrams")
-    tools, thinker = folder / "tools.gguf", folder / "thinker.gguf"
-    write_bigram_gguf(tools, ["<|user|>", "<|assistant|>", "<|answer|>", "<|tool|>",
-                              "<|tools|>", "<tool_call>", "</tool_call>"],
-                      {"<|assistant|>": "<tool_call>", "<tool_call>": CALL,
-                       CALL: "</tool_call>", "</tool_call>": "</s>", "<|answer|>": ANSWER,
-                       ANSWER: "</s>"})
-    write_bigram_gguf(thinker, ["<|user|>", "<|assistant|>", "<think>", "</think>"],
-                      {"<|assistant|>": "<think>", "<think>": THOUGHT, THOUGHT: "</think>",
-                       "</think>": GREETING, GREETING: "</s>"})
     with ollama.Client(host=server.url) as client:
-        return {"tools": create_bigram_model(client, "responses-tools", tools,
-                                             template=TOOLS_TEMPLATE),
-                "thinker": create_bigram_model(client, "responses-thinker", thinker,
-                                               template=THINK_TEMPLATE)}
+        return create_tools_and_thinker(client, tmp_path_factory.mktemp("responses-bigrams"),
+                                        "responses")
 
 
 def test_a_string_input_answers_as_api_chat(oai, client) -> None:

@@ -13,24 +13,16 @@ import json
 import openai
 import pytest
 
-from tests.bigram import create_bigram_model, write_bigram_gguf
+from tests.bigram import (
+    ANSWER,
+    CALL,
+    TOOLS_CHAIN,
+    TOOLS_SPECIAL,
+    TOOLS_TEMPLATE,
+    create_bigram_model,
+    write_bigram_gguf,
+)
 
-CALL = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
-ANSWER = "It is sunny in Paris."
-SPECIAL = ["<|user|>", "<|assistant|>", "<|answer|>", "<|tool|>", "<|tools|>", "<tool_call>",
-           CALL, "</tool_call>", ANSWER]
-CHAIN = {"<|assistant|>": "<tool_call>", "<tool_call>": CALL, CALL: "</tool_call>",
-         "</tool_call>": "</s>", "<|answer|>": ANSWER, ANSWER: "</s>"}
-TEMPLATE = (
-    "{{- if .Tools }}<|tools|>{{ end }}{{- $role := \"\" }}"
-    "{{- range .Messages }}{{ $role = .Role }}"
-    "{{- if eq .Role \"user\" }}<|user|>{{ .Content }}"
-    "{{- else if eq .Role \"assistant\" }}<|assistant|>"
-    "{{- if .ToolCalls }}<tool_call>{{ range .ToolCalls }}{\"name\": \"{{ .Function.Name }}\", "
-    "\"arguments\": {{ json .Function.Arguments }}}{{ end }}</tool_call>"
-    "{{- else }}{{ .Content }}{{ end }}"
-    "{{- else if eq .Role \"tool\" }}<|tool|>{{ .Content }}{{ end }}{{ end }}"
-    "{{- if eq $role \"tool\" }}<|answer|>{{ else }}<|assistant|>{{ end }}")
 TOOLS = [{"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
     "parameters": {"type": "object", "required": ["city"],
@@ -43,9 +35,9 @@ def tool_model(server, tmp_path_factory) -> str:
     import ollama
 
     path = tmp_path_factory.mktemp("bigram") / "bigram.gguf"
-    write_bigram_gguf(path, SPECIAL, CHAIN)
+    write_bigram_gguf(path, TOOLS_SPECIAL, TOOLS_CHAIN)
     with ollama.Client(host=server.url) as client:
-        return create_bigram_model(client, "weather-bot", path, template=TEMPLATE)
+        return create_bigram_model(client, "weather-bot", path, template=TOOLS_TEMPLATE)
 
 
 def test_the_template_makes_it_tools_capable(client, tool_model) -> None:
