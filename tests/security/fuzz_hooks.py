@@ -6,10 +6,10 @@ Four jobs, none of which changes what the server must do (answer without a 5xx):
 * steer: two fuzzed requests in three that name a model get a real one instead (smollm2 or
   all-minilm), so the fuzzed fields reach the runner rather than stopping at a 404; the pick
   is a hash of the body, so a run is reproducible;
-* keep it cheap: `num_predict` above 8 (or unlimited) becomes 8 and a valid `num_ctx`
+* keep it cheap: `num_predict` above 3 (or unlimited) becomes 3 and a valid `num_ctx`
   becomes 256, so no fuzzed request generates for minutes or reloads the model for a new
   window; invalid values are left alone, they must still be refused (a request that names
-  neither gets the test's defaults: its copy of smollm2 says `num_predict 8`, its server
+  neither gets the test's defaults: its copy of smollm2 says `num_predict 3`, its server
   `OLLAMA_CONTEXT_LENGTH=256`);
 * protect the real models: a delete, copy or create that would overwrite or remove one is
   pointed at a scratch name instead (the store is a copy, but losing the model would turn the
@@ -39,7 +39,7 @@ import schemathesis
 TEXT_MODEL, EMBED_MODEL = "smollm2:135m", "all-minilm"
 REAL = {TEXT_MODEL, "smollm2", EMBED_MODEL, "all-minilm:latest"}
 EMBED_PATHS = ("/api/embed", "/api/embeddings", "/v1/embeddings")
-MAX_PREDICT, NUM_CTX = 8, 256
+MAX_PREDICT, NUM_CTX = 3, 256
 
 
 def _is_number(v: Any) -> bool:
@@ -102,7 +102,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if isinstance(body.get("options"), dict):
         _cheap(body["options"], ("num_predict",))
     if path.startswith("/v1/"):
-        _cheap(body, ("max_tokens", "max_completion_tokens", "num_predict"))
+        _cheap(body, ("max_tokens", "max_completion_tokens", "max_output_tokens", "num_predict"))
 
 
 @schemathesis.hook
