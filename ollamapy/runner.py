@@ -68,7 +68,6 @@ class Runner:
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one
         self.num_ctx = max(4, min(num_ctx, self.context_length))
         self.num_parallel = num_parallel
-        self._opening_ids: list[int] | None = None  # tokens that are a whole opening tag
         self.base_options = parse_options(spec.params, Options(num_ctx=self.num_ctx))
         tok = self.model.tokenizer
         self.prompt = ModelPrompt(
@@ -220,15 +219,17 @@ class Runner:
 
     def _reasoning_first(self, grammar: Matcher, opened: bool) -> ReasoningFirst:
         """A grammar that applies once the reasoning is over (engine/reasoning_first.py)."""
-        opening, closing = self.thinking_tags
-        tok = self.model.tokenizer
-        if self._opening_ids is None:
-            self._opening_ids = [i for i in range(tok.vocab_size)
-                                 if tok.token_bytes(i).strip() == opening.encode()]
+        closing = self.thinking_tags[1]
         return ReasoningFirst(grammar, opening_ids=self._opening_ids,
                               closing_ids=self.model.tokenize(closing, False, True),
-                              closing=closing.encode(), token_bytes=tok.token_bytes,
-                              opened=opened)
+                              closing=closing.encode(),
+                              token_bytes=self.model.tokenizer.token_bytes, opened=opened)
+
+    @cached_property
+    def _opening_ids(self) -> list[int]:
+        """The tokens that are the whole opening tag (a vocabulary scan, once)."""
+        tok, opening = self.model.tokenizer, self.thinking_tags[0].encode()
+        return [i for i in range(tok.vocab_size) if tok.token_bytes(i).strip() == opening]
 
     @cached_property
     def thinking_tags(self) -> tuple[str, str]:

@@ -34,7 +34,6 @@ import binascii
 import json
 import secrets
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +43,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ollamapy.contract import Finished, ModelSpec, Text
 from ollamapy.server.errors import APIError, bad_request, error_headers, model_not_found
 from ollamapy.server.openai import EXTRA_OPTIONS, error_payload, errors_as, first_event
-from ollamapy.server.running import check_options, keep_alive_of, run_model, with_call_ids
+from ollamapy.server.running import (
+    check_options,
+    keep_alive_of,
+    run_model,
+    whole_answer,
+    with_call_ids,
+)
 from ollamapy.server.schemas import GO_TYPES, json_kind, parse_json_body
 from ollamapy.server.state import State
 from ollamapy.server.streaming import dumps
@@ -533,19 +538,9 @@ def _spec(state: State, req: ChatRequest) -> ModelSpec:
 
 async def _whole(ident: str, model: str, first: tuple[Any, int],
                  events: AsyncIterator[tuple[Any, int]]) -> dict[str, Any]:
-    thinking, text, calls = [], [], []
-    final = None
-    async with aclosing(events):
-        for event, _ in [first] + [e async for e in events]:
-            if isinstance(event, Finished):
-                final = event
-            else:
-                thinking.append(event.thinking)
-                text.append(event.text)
-                calls += event.tool_calls
-    assert final is not None
-    return to_message(ident, model, "".join(thinking), "".join(text),
-                      final.tool_calls or calls, final)
+    answer = await whole_answer(first, events)
+    return to_message(ident, model, answer.thinking, answer.text, answer.final.tool_calls,
+                      answer.final)
 
 
 async def _stream(converter: StreamConverter, input_tokens: int, first: tuple[Any, int],

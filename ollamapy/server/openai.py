@@ -37,6 +37,7 @@ from ollamapy.server.running import (
     keep_alive_of,
     logprob_entries,
     run_model,
+    whole_answer,
     with_call_ids,
 )
 from ollamapy.server.schemas import parse_json_body
@@ -125,8 +126,15 @@ def sampling_options(body: Mapping[str, Any], *, completion: bool = False) -> di
 
 
 def _format(body: Mapping[str, Any]) -> Any:
-    """response_format → Ollama's format: json_object → "json", json_schema → its schema."""
+    """response_format → Ollama's format (`ollama_format`)."""
     fmt = body.get("response_format")
+    schema = (fmt.get("json_schema") or {}).get("schema") if isinstance(fmt, dict) else None
+    return ollama_format(fmt, schema, "response_format")
+
+
+def ollama_format(fmt: Any, schema: Any, field: str) -> Any:
+    """An OpenAI format object (`field` names it in errors) → Ollama's format: none for text,
+    "json" for json_object, the schema for json_schema."""
     if fmt is None:
         return None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
@@ -135,11 +143,10 @@ def _format(body: Mapping[str, Any]) -> Any:
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        schema = (fmt.get("json_schema") or {}).get("schema")
         if not isinstance(schema, dict):
-            raise bad_request("response_format json_schema needs a schema object")
+            raise bad_request(f"{field} json_schema needs a schema object")
         return schema
-    raise bad_request(f"invalid response_format type: {json.dumps(kind)}; expected "
+    raise bad_request(f"invalid {field} type: {json.dumps(kind)}; expected "
                       '"text", "json_object" or "json_schema"')
 
 
@@ -413,7 +420,8 @@ async def _text_request(request: Request, kind: str) -> Response:
             if event.thinking:
                 out.append(choice(delta=delta(content="", reasoning=event.thinking),
                                   finish_reason=None))
-            if event.text or extra or not out and not event.tool_calls:
+            # content (or logprobs), or an empty content piece when the event holds nothing
+            if event.text or extra or not (out or event.tool_calls):
                 out.append(choice(delta=delta(content=event.text), finish_reason=None,
                                   **extra))
             if event.tool_calls:
@@ -426,31 +434,20 @@ async def _text_request(request: Request, kind: str) -> Response:
 
         return _sse(first, events, chunks_of, tail)
 
-    text: list[str] = []
-    thinking: list[str] = []
-    entries: list[dict[str, Any]] = []
-    final = None
-    async with aclosing(events):
-        for event, _ in [first] + [e async for e in events]:
-            if isinstance(event, Finished):
-                final = event
-            else:
-                text.append(event.text)
-                thinking.append(event.thinking)
-                entries.extend(logprob_entries(event.logprobs))
-    assert final is not None
+    answer = await whole_answer(first, events)
+    final, entries = answer.final, logprob_entries(answer.logprobs)
     reason = "tool_calls" if final.tool_calls else final.done_reason
     if chat:
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(text)}
-        if any(thinking):
-            message["reasoning"] = "".join(thinking)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+        if answer.thinking:
+            message["reasoning"] = answer.thinking
         if final.tool_calls:
             message["tool_calls"] = openai_tool_calls(final.tool_calls)
         choice = {"index": 0, "message": message, "finish_reason": reason}
         if logprobs is not None:
             choice["logprobs"] = _chat_logprobs(entries)
     else:
-        choice = {"index": 0, "text": "".join(text), "finish_reason": reason}
+        choice = {"index": 0, "text": answer.text, "finish_reason": reason}
         if logprobs is not None:
             choice["logprobs"] = _completion_logprobs(entries)
     obj = "chat.completion" if chat else "text_completion"

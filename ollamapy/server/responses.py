@@ -47,6 +47,7 @@ from ollamapy.server.openai import (
     first_event,
     json_body,
     model_name,
+    ollama_format,
     openai_route,
     openai_tool_calls,
     resolve_model,
@@ -269,22 +270,12 @@ def _tool(tool: Any, namespace: str = "") -> list[JSONObject]:
 
 
 def text_format(body: Mapping[str, Any]) -> Any:
-    """text.format → Ollama's format: json_schema → its schema, json_object → "json"."""
+    """text.format → Ollama's format (`openai.ollama_format`; the schema sits in the format
+    object itself here)."""
     text = body.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
-    if fmt is None:
-        return None
-    kind = fmt.get("type") if isinstance(fmt, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return "json"
-    if kind == "json_schema":
-        if not isinstance(fmt.get("schema"), dict):
-            raise bad_request("text.format json_schema needs a schema object")
-        return fmt["schema"]
-    raise bad_request(f"invalid text.format type: {json.dumps(kind)}; expected \"text\", "
-                      '"json_object" or "json_schema"')
+    return ollama_format(fmt, fmt.get("schema") if isinstance(fmt, dict) else None,
+                         "text.format")
 
 
 def request_options(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -84,6 +84,37 @@ async def run_model(state: State, spec: ModelSpec, options: Mapping[str, Any],
         raise APIError(500, str(e)) from None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class WholeAnswer:
+    """A non-streamed answer: its pieces joined, and the Finished that ended it (whose
+    tool_calls are every call of the answer)."""
+
+    text: str
+    thinking: str
+    logprobs: tuple[TokenLogprob, ...]
+    final: Finished
+
+
+async def whole_answer(first: tuple[Any, int], events: AsyncIterator[tuple[Any, int]]
+                       ) -> WholeAnswer:
+    """Every event of `run_model` (the first already taken) joined into one answer."""
+    text: list[str] = []
+    thinking: list[str] = []
+    logprobs: list[TokenLogprob] = []
+    final = None
+    async with aclosing(events):
+        for event, _ in [first] + [e async for e in events]:
+            if isinstance(event, Finished):
+                final = event
+            else:
+                text.append(event.text)
+                thinking.append(event.thinking)
+                logprobs.extend(event.logprobs)
+    if final is None:
+        raise APIError(500, "the answer ended without finishing")
+    return WholeAnswer("".join(text), "".join(thinking), tuple(logprobs), final)
+
+
 def logprob_entries(logprobs: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
     """Ollama's logprob entries: each token's text (invalid UTF-8 replaced) and bytes, with
     its alternatives'."""

@@ -8,7 +8,6 @@ models."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,7 @@ import anthropic
 import pytest
 from starlette.testclient import TestClient
 
-from ollamapy.contract import Finished, ModelSpec, RequestError, ServerBusy, Text
-from ollamapy.engine.options import Options, parse_options
-from ollamapy.scheduler import Scheduler
+from ollamapy.contract import Finished, RequestError, ServerBusy, Text
 from ollamapy.server.anthropic import (
     StreamConverter,
     estimate_input_tokens,
@@ -26,11 +23,8 @@ from ollamapy.server.anthropic import (
     stop_reason,
     to_message,
 )
-from ollamapy.server.app import create_app
 from ollamapy.server.errors import APIError
-from ollamapy.settings import Settings
-from ollamapy.store import Store, create_model
-from tests.store.conftest import upload, write_gguf
+from tests.server.scripted import ScriptedRunner, scripted_app
 
 HELLO = [{"role": "user", "content": "Hello"}]
 WEATHER = {"name": "get_weather", "description": "The weather in a city",
@@ -329,35 +323,6 @@ def test_calls_given_only_at_the_end_are_still_sent() -> None:
 # -- the route, through the SDK, on a fake runner --------------------------------------------
 
 
-class FakeRunner:
-    """Streams `script` (a list of events, or an exception to raise there) and records each
-    chat's arguments."""
-
-    script: list[Any] = []
-    asked: list[dict[str, Any]] = []
-
-    def __init__(self, spec: ModelSpec, num_ctx: int) -> None:
-        self.spec, self.num_ctx = spec, min(num_ctx, 2048)
-        self.is_encoder, self.context_length, self.size, self.on_gpu = False, 2048, 1000, False
-        self.alive, self.closed = True, False
-
-    def options(self, request: Any) -> Options:
-        return parse_options(request, Options(num_ctx=self.num_ctx))
-
-    def chat(self, messages: Any, options: Options, **kwargs: Any) -> AsyncIterator[Any]:
-        FakeRunner.asked.append({"messages": messages, "options": options, **kwargs})
-        return self._events()
-
-    async def _events(self) -> AsyncIterator[Any]:
-        for item in FakeRunner.script:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self.closed = True
-
-
 # a Go template that uses .Tools and has <think> tags around .Thinking: tools and thinking
 THINKING_TEMPLATE = ("{{ .Tools }}{{ range .Messages }}{{ if .Thinking }}<think>{{ .Thinking }}"
                      "</think>{{ end }}{{ .Content }}{{ end }}")
@@ -365,16 +330,8 @@ THINKING_TEMPLATE = ("{{ .Tools }}{{ range .Messages }}{{ if .Thinking }}<think>
 
 @pytest.fixture()
 def http(tmp_path: Path):
-    FakeRunner.script = [Text("Hel"), Text("lo"), done()]
-    FakeRunner.asked = []
-    settings = Settings.from_env({"OLLAMA_MODELS": str(tmp_path / "models")})
-    store = Store(settings.models)
-    digest = upload(store, write_gguf(tmp_path / "tiny.gguf"))
-    list(create_model(store, "plain", files={"tiny.gguf": digest}))
-    list(create_model(store, "thinker", files={"tiny.gguf": digest},
-                      template=THINKING_TEMPLATE))
-    app = create_app(settings, Scheduler(settings, make_runner=FakeRunner))
-    with TestClient(app) as client:
+    with scripted_app(tmp_path, {"plain": None, "thinker": THINKING_TEMPLATE},
+                      [Text("Hel"), Text("lo"), done()]) as client:
         yield client
 
 
@@ -392,7 +349,7 @@ def test_a_message_through_the_sdk(sdk) -> None:
     assert [b.type for b in m.content] == ["text"] and m.content[0].text == "Hello"
     assert m.stop_reason == "end_turn"
     assert (m.usage.input_tokens, m.usage.output_tokens) == (7, 3)
-    asked = FakeRunner.asked[-1]
+    asked = ScriptedRunner.calls[-1]
     assert asked["messages"] == [{"role": "system", "content": "Be brief."}, *HELLO]
     options = asked["options"]
     assert options.num_predict == 5 and options.temperature == 0.2 and options.stop == (".",)
@@ -401,7 +358,7 @@ def test_a_message_through_the_sdk(sdk) -> None:
 
 def test_a_stream_through_the_sdk(sdk) -> None:
     weather = call("get_weather", city="Paris")
-    FakeRunner.script = [Text("", thinking="Hm"), Text("", thinking="m."), Text("Let me see."),
+    ScriptedRunner.script = [Text("", thinking="Hm"), Text("", thinking="m."), Text("Let me see."),
                          Text("", tool_calls=(weather,)), done("stop", (weather,))]
     with sdk.messages.stream(model="thinker", max_tokens=50, messages=HELLO, tools=[WEATHER],
                              thinking={"type": "enabled", "budget_tokens": 1024}) as stream:
@@ -415,7 +372,7 @@ def test_a_stream_through_the_sdk(sdk) -> None:
     assert final.content[2].name == "get_weather" and final.content[2].input == {"city": "Paris"}
     assert final.stop_reason == "tool_use" and final.usage.output_tokens == 3
     assert final.usage.input_tokens == 7  # the real count from message_delta, not the guess
-    asked = FakeRunner.asked[-1]
+    asked = ScriptedRunner.calls[-1]
     assert asked["think"] is True
     assert asked["tools"][0]["function"]["name"] == "get_weather"
 
@@ -424,13 +381,13 @@ def test_a_thinking_model_thinks_unless_told_not_to(sdk) -> None:
     sdk.messages.create(model="thinker", max_tokens=5, messages=HELLO)
     sdk.messages.create(model="thinker", max_tokens=5, messages=HELLO,
                         thinking={"type": "disabled"})
-    assert [a["think"] for a in FakeRunner.asked] == [True, False]
+    assert [a["think"] for a in ScriptedRunner.calls] == [True, False]
 
 
 def test_a_model_that_cannot_think_is_asked_nothing_rather_than_refused(sdk) -> None:
     m = sdk.messages.create(model="plain", max_tokens=5, messages=HELLO,
                             thinking={"type": "enabled", "budget_tokens": 1024})
-    assert m.content[0].text == "Hello" and FakeRunner.asked[-1]["think"] is None
+    assert m.content[0].text == "Hello" and ScriptedRunner.calls[-1]["think"] is None
 
 
 def test_errors_are_anthropics(sdk) -> None:
@@ -452,11 +409,11 @@ def test_errors_are_anthropics(sdk) -> None:
             {"type": "image", "source": {"type": "base64", "media_type": "image/png",
                                          "data": PNG}}]}])
     assert e.value.body["error"]["message"] == '"plain" does not support images'
-    assert FakeRunner.asked == []  # nothing reached a runner
+    assert ScriptedRunner.calls == []  # nothing reached a runner
 
 
 def test_a_refusal_by_the_runner_keeps_its_status(sdk) -> None:
-    FakeRunner.script = [RequestError("the input length exceeds the context length")]
+    ScriptedRunner.script = [RequestError("the input length exceeds the context length")]
     with (pytest.raises(anthropic.BadRequestError) as e,
           sdk.messages.stream(model="plain", max_tokens=5, messages=HELLO) as stream):
         list(stream)
@@ -464,14 +421,14 @@ def test_a_refusal_by_the_runner_keeps_its_status(sdk) -> None:
 
 
 def test_a_full_queue_is_overloaded_with_retry_after(http) -> None:
-    FakeRunner.script = [ServerBusy()]
+    ScriptedRunner.script = [ServerBusy()]
     r = http.post("/v1/messages", json={"model": "plain", "max_tokens": 5, "messages": HELLO})
     assert r.status_code == 503 and r.headers["retry-after"]
     assert r.json()["error"]["type"] == "overloaded_error"
 
 
 def test_an_error_mid_stream_is_an_error_event(sdk) -> None:
-    FakeRunner.script = [Text("Hel"), RuntimeError("the engine fell over")]
+    ScriptedRunner.script = [Text("Hel"), RuntimeError("the engine fell over")]
     seen = []
     with (pytest.raises(anthropic.APIStatusError) as e,
           sdk.messages.stream(model="plain", max_tokens=5, messages=HELLO) as stream):

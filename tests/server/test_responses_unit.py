@@ -6,7 +6,6 @@ against a scripted fake runner. tests/e2e/test_responses.py drives it with real 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,7 @@ from openai.lib.streaming.responses import ResponseStreamState
 from openai.types.responses import Response, ResponseStreamEvent
 from starlette.testclient import TestClient
 
-from ollamapy.contract import Finished, ModelSpec, Text
-from ollamapy.engine.options import Options, parse_options
-from ollamapy.scheduler import Scheduler
-from ollamapy.server.app import create_app
+from ollamapy.contract import Finished, Text
 from ollamapy.server.errors import APIError
 from ollamapy.server.responses import (
     Conversion,
@@ -30,9 +26,7 @@ from ollamapy.server.responses import (
     request_options,
     text_format,
 )
-from ollamapy.settings import Settings
-from ollamapy.store import Store, create_model
-from tests.store.conftest import upload, write_gguf
+from tests.server.scripted import ScriptedRunner, scripted_app
 
 STREAM_EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 CALL = {"function": {"index": 0, "name": "get_weather", "arguments": {"city": "Paris"}}}
@@ -362,35 +356,6 @@ def test_the_response_repeats_the_request() -> None:
 # -- the route, against a scripted runner ------------------------------------------------------
 
 
-class ScriptedRunner:
-    """Plays `script` (runner events, or an exception to raise) and records each call."""
-
-    script: list[Any] = []
-    calls: list[dict[str, Any]] = []
-
-    def __init__(self, spec: ModelSpec, num_ctx: int) -> None:
-        self.spec, self.num_ctx = spec, num_ctx
-        self.is_encoder, self.context_length, self.size, self.on_gpu = False, 2048, 1000, False
-        self.alive = True
-
-    def options(self, request: dict[str, Any]) -> Options:
-        return parse_options(request, Options(num_ctx=self.num_ctx))
-
-    def chat(self, messages: list[dict[str, Any]], options: Options, **kw: Any
-             ) -> AsyncIterator[Any]:
-        ScriptedRunner.calls.append({"messages": messages, "options": options, **kw})
-        return self._play()
-
-    async def _play(self) -> AsyncIterator[Any]:
-        for step in ScriptedRunner.script:
-            if isinstance(step, Exception):
-                raise step
-            yield step
-
-    def close(self) -> None:
-        pass
-
-
 TOOLS_TEMPLATE = "{{ if .Tools }}{{ .Tools }}{{ end }}{{ range .Messages }}{{ .Content }}{{ end }}"
 TOOL = {"type": "function", "name": "get_weather", "description": "The weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}
@@ -398,17 +363,9 @@ TOOL = {"type": "function", "name": "get_weather", "description": "The weather",
 
 @pytest.fixture()
 def app_client(tmp_path: Path):
-    ScriptedRunner.script = [Text("Hel"), Text("lo"), finished()]
-    ScriptedRunner.calls = []
-    settings = Settings.from_env({"OLLAMA_MODELS": str(tmp_path / "models")})
-    store = Store(settings.models)
-    digest = upload(store, write_gguf(tmp_path / "tiny.gguf"))
-    list(create_model(store, "fake", files={"tiny.gguf": digest}))
-    list(create_model(store, "fake-tools", files={"tiny.gguf": digest},
-                      template=TOOLS_TEMPLATE))
-    app = create_app(settings, Scheduler(settings, make_runner=ScriptedRunner))
-    with TestClient(app) as c:
-        yield c
+    with scripted_app(tmp_path, {"fake": None, "fake-tools": TOOLS_TEMPLATE},
+                      [Text("Hel"), Text("lo"), finished()]) as client:
+        yield client
 
 
 @pytest.fixture()
