@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ollamapy_kernels import native
-from ollamapy_kernels.attention import DecodeAttention
+from ollamapy_kernels.attention import SpanAttention
 
 HEADS = {"smollm2": (9, 3, 64), "gemma3": (4, 1, 256), "llama-1b": (32, 8, 64)}
 _L3_BYTES = 32 << 20
@@ -49,7 +49,7 @@ def main() -> None:
     if not native.load():
         raise SystemExit("the kernel needs an x86-64 CPU with AVX-512 VNNI and a C++ compiler")
     torch.set_num_threads(args.threads)
-    kernel = DecodeAttention()
+    kernel = SpanAttention()
     print(f"{args.threads} threads; µs per call, cache read from DRAM")
     print(f"{'model':9} {'span':>5} {'cache':8} {'torch':>8} {'kernel':>8} {'speedup':>7} "
           f"{'GB/s':>6}")

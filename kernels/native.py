@@ -123,7 +123,7 @@ def _register_fakes() -> None:
     def _(x: torch.Tensor, blocks: torch.Tensor) -> torch.Tensor:
         return x.new_empty((x.shape[0], blocks.shape[0]), dtype=torch.float32)
 
-    @torch.library.register_fake("ollamapy_native::decode_attention")
+    @torch.library.register_fake("ollamapy_native::span_attention")
     def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float,
           cap: float, sinks: torch.Tensor | None) -> torch.Tensor:
         return q.new_empty(q.shape, dtype=torch.float32)

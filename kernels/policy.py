@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from . import native
-from .attention import DecodeAttention
+from .attention import SpanAttention
 from .dense_linear import DenseLinear, DenseLinearReference
 from .int4_linear import Int4Linear, Int4LinearReference
 from .int4_vnni import Int4VnniLinear
@@ -95,13 +95,13 @@ def int8_layer(device: torch.device | str) -> type[nn.Module]:
     return Int8Linear if kind == "cpu" else DenseLinear
 
 
-def decode_attention(device: torch.device | str, n_heads: int, n_kv_heads: int,
-                     head_dim: int) -> nn.Module | None:
-    """The kernel for one query per row (decode steps) on `device`: `DecodeAttention` on an
-    x86 CPU with AVX-512 VNNI for heads it takes, else None (torch's fused attention)."""
+def span_attention(device: torch.device | str, n_heads: int, n_kv_heads: int,
+                   head_dim: int) -> nn.Module | None:
+    """The attention kernel on `device`, one query at a time: `SpanAttention` on an x86 CPU
+    with AVX-512 VNNI for heads it takes, else None (torch's fused attention)."""
     if torch.device(device).type == "cpu" and native.load() and \
-            DecodeAttention.fits(n_heads, n_kv_heads, head_dim):
-        return DecodeAttention()
+            SpanAttention.fits(n_heads, n_kv_heads, head_dim):
+        return SpanAttention()
     return None
 
 

@@ -8,7 +8,9 @@ Chunks are dicts shaped like Ollama's /api/generate stream (chat chunks like /ap
 
 `ollamapy.load(path, fast=True)` runs what the server runs: quantized weights and the compiled
 decode step (compiled, or loaded from the compile cache, when the model loads, for the default
-window; another `num_ctx` gets its own step on first use).
+window; another `num_ctx` gets its own step on first use). Where the fast path is batch
+invariant (README, "Batch invariance") it gives the server's tokens for the same file, options
+and seed, whatever else the server was running.
 """
 
 from __future__ import annotations

@@ -55,10 +55,12 @@ from ollamapy.worker import DecodeJob, DecodeWorker, EmbedJob, EmbedWorker, Work
 class Runner:
     def __init__(self, spec: ModelSpec, num_ctx: int, *, num_parallel: int = 4,
                  max_queue: int = 512, device: str | None = None, fast: bool = False,
-                 compile: bool = False, kv_cache_type: str = "f16") -> None:
+                 compile: bool = False, kv_cache_type: str = "f16",
+                 batch_invariant: bool = True) -> None:
         """fast: GGUF weights stay quantized (int4/int8 kernels); compile: the batched
         decode step is compiled (and compiled now, before the first request waits on it);
-        kv_cache_type: OLLAMA_KV_CACHE_TYPE (the fast path's cache)."""
+        kv_cache_type: OLLAMA_KV_CACHE_TYPE (the fast path's cache); batch_invariant:
+        OLLAMAPY_BATCH_INVARIANT (`Transformer.batch_invariant`)."""
         self.spec = spec
         # compile=False: the batch below gets its own compiled step, one per bucket
         self.model: LoadedModel = load(spec.path, device=device, fast=fast, compile=False,
@@ -80,6 +82,7 @@ class Runner:
             self.worker = EmbedWorker(spec.name, self.model.embed_ids, max_queue)
         else:
             self.model.decoder.init_rope(self.num_ctx)  # LongRoPE: the factors for this window
+            self.model.decoder.batch_invariant = batch_invariant
             batch = Batch(self.model.decoder, num_parallel, self.num_ctx,
                           self.base_options.num_batch)
             if compile:

@@ -53,7 +53,8 @@ class Scheduler:
         self.settings = settings
         runner_args = {"num_parallel": settings.num_parallel, "max_queue": settings.max_queue,
                        "fast": settings.fast, "compile": settings.fast and settings.compile,
-                       "kv_cache_type": settings.kv_cache_type}
+                       "kv_cache_type": settings.kv_cache_type,
+                       "batch_invariant": settings.batch_invariant}
         self.make_runner = make_runner or (
             partial(RunnerProcess, load_timeout=settings.load_timeout, **runner_args)
             if settings.engine_process else partial(_runner_class(), **runner_args))

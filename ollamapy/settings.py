@@ -199,6 +199,9 @@ class Settings:
     fast: bool = True  # OLLAMAPY_FAST: GGUF weights stay quantized (int4/int8 kernels)
     compile: bool = True  # OLLAMAPY_COMPILE: the batched decode step is torch.compile'd
     kv_cache_type: str = "f16"  # OLLAMA_KV_CACHE_TYPE: the fast path's KV cache
+    # OLLAMAPY_BATCH_INVARIANT: a request's tokens and logprobs do not depend on what else
+    # the server runs (engine/model.py `batch_invariant`); 0 trades that for prompt speed
+    batch_invariant: bool = True
     # OLLAMAPY_ENGINE_PROCESS: each loaded model's engine runs in its own process (0: on a
     # thread of the server's, for debugging and for tests that reach into the engine)
     engine_process: bool = True
@@ -228,6 +231,7 @@ class Settings:
             fast=_flag("OLLAMAPY_FAST", True, environ),
             compile=_flag("OLLAMAPY_COMPILE", True, environ),
             kv_cache_type=env("OLLAMA_KV_CACHE_TYPE", environ).lower() or "f16",
+            batch_invariant=_flag("OLLAMAPY_BATCH_INVARIANT", True, environ),
             engine_process=_flag("OLLAMAPY_ENGINE_PROCESS", True, environ),
             api_key=env("OLLAMAPY_API_KEY", environ),
             max_body_bytes=max(0, _int("OLLAMAPY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES,

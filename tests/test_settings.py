@@ -97,3 +97,10 @@ def test_settings_from_env_trims_quotes_and_spaces(tmp_path) -> None:
     assert d.kv_cache_type == "f16"  # Ollama's default
     assert Settings.from_env({"OLLAMA_KV_CACHE_TYPE": " 'F32' "}).kv_cache_type == "f32"
     assert str(d.models).endswith(".ollama/models")
+
+
+def test_batch_invariance_is_on_unless_turned_off() -> None:
+    assert Settings.from_env({}).batch_invariant
+    assert Settings.from_env({"OLLAMAPY_BATCH_INVARIANT": "1"}).batch_invariant
+    assert not Settings.from_env({"OLLAMAPY_BATCH_INVARIANT": "0"}).batch_invariant
+    assert not Settings.from_env({"OLLAMAPY_BATCH_INVARIANT": " off "}).batch_invariant

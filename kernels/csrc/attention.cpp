@@ -1,18 +1,21 @@
-// Attention of one query per row over the KV cache (a decode step) on AVX-512: the op
-// `decode_attention` of kernels/attention.py.
+// Attention over the KV cache, one query at a time, on AVX-512: the op `span_attention` of
+// kernels/attention.py.
 //
-// q (B, H, 1, D) float32; k and v (B, Hkv, S, D) float32, bfloat16 or float16, views of the
-// cache (any strides but a contiguous last dimension); mask (B or 1, 1, 1, S) bool, True where
-// the row may see the key; each kv head serves G = H / Hkv query heads; D a multiple of 16.
-// → (B, H, 1, D) float32, softmax(cap(q k^T * scale), masked, with an optional sink logit per
+// q (B, H, T, D) float32; k and v (B, Hkv, S, D) float32, bfloat16 or float16, views of the
+// cache (any strides but a contiguous last dimension); mask (B or 1, 1, T, S) bool, True where
+// the query may see the key; each kv head serves G = H / Hkv query heads; D a multiple of 16.
+// → (B, H, T, D) float32, softmax(cap(q k^T * scale), masked, with an optional sink logit per
 // head in the denominator) v.
 //
-// The keys are cut into spans of SPAN positions. Each (row, kv head, span) is one task: it
-// reads the span's keys and values once for its G query heads and keeps, per query head, the
-// span's largest score m, l = sum exp(s - m) and a = sum exp(s - m) v (flash-decoding's split
-// of the keys). The spans are then merged in order: out = sum a e^(m - M) / sum l e^(m - M).
-// Spans depend on S alone, never on B or on the thread count, so a row's result is the same
-// whatever else is in the batch; a span its mask hides entirely is not read.
+// Every query (b, t) is handled alone. The keys are cut into spans of SPAN positions. Each
+// (query, kv head, span) is one task: it reads the span's keys and values once for its G query
+// heads and keeps, per query head, the span's largest score m over the keys the query sees,
+// l = sum exp(s - m) and a = sum exp(s - m) v (flash-decoding's split of the keys). The spans
+// are then merged in order: out = sum a e^(m - M) / sum l e^(m - M). Spans start at position
+// 0 whatever S is, a span the mask hides entirely is not read, and a hidden key adds exactly
+// 0: a query's result depends on the keys it sees alone, never on B, T, S, the other queries
+// or the thread count. So a token gets the same attention in a decode step of any batch as in
+// a prompt chunk of any length (batch invariance: the model's other ops are per-row already).
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -64,20 +67,20 @@ VNNI inline __m512 exp16(__m512 x) {
 }
 
 struct Shapes {
-  int64_t B, H, Hkv, G, S, D, spans;
+  int64_t B, T, H, Hkv, G, S, D, spans;
 };
 
 // Raw pointers and element strides of the inputs.
 template <typename T>
 struct Inputs {
   const float* q;
-  int64_t q_b, q_h;
+  int64_t q_b, q_t, q_h;
   const T* k;
   int64_t k_b, k_h, k_s;
   const T* v;
   int64_t v_b, v_h, v_s;
   const bool* mask;
-  int64_t m_b, m_s;
+  int64_t m_b, m_t, m_s;
   float scale, cap;
 };
 
@@ -144,15 +147,15 @@ void by_heads(int64_t G, const F& f) {
   }
 }
 
-// One task: row b, kv head kh, span s → for each of its G query heads one record of
-// part[((b * H + h) * spans + s) * (D + 2)]: m, l, then a (D floats).
+// One task: query t of row b, kv head kh, span s → for each of its G query heads one record
+// of part[(h * spans + s) * (D + 2)] (part: the query's records): m, l, then a (D floats).
 template <typename T>
-VNNI void span_task(const Inputs<T>& in, const Shapes& sh, int64_t b, int64_t kh, int64_t s,
-                    float* part) {
+VNNI void span_task(const Inputs<T>& in, const Shapes& sh, int64_t b, int64_t t, int64_t kh,
+                    int64_t s, float* part) {
   const int64_t s0 = s * SPAN, s1 = std::min(sh.S, s0 + SPAN), n = s1 - s0;
   const int64_t record = sh.D + 2, stride = sh.spans * record;  // between query heads
-  float* first = part + ((b * sh.H + kh * sh.G) * sh.spans + s) * record;
-  const bool* seen = in.mask + b * in.m_b;
+  float* first = part + (kh * sh.G * sh.spans + s) * record;
+  const bool* seen = in.mask + b * in.m_b + t * in.m_t;
   __mmask16 live[SPAN / LANES];  // in the span and seen by the row, 16 keys at a time
   bool any = false;
   for (int64_t j = 0; j < n; j += LANES) {
@@ -168,7 +171,7 @@ VNNI void span_task(const Inputs<T>& in, const Shapes& sh, int64_t b, int64_t kh
     }
     return;
   }
-  const float* q = in.q + b * in.q_b + kh * sh.G * in.q_h;
+  const float* q = in.q + b * in.q_b + t * in.q_t + kh * sh.G * in.q_h;
   const T* k = in.k + b * in.k_b + kh * in.k_h;
   const T* v = in.v + b * in.v_b + kh * in.v_h;
   alignas(64) float scores[MAX_GROUP * SPAN];
@@ -209,7 +212,7 @@ VNNI void span_task(const Inputs<T>& in, const Shapes& sh, int64_t b, int64_t kh
   });
 }
 
-// Merge the spans of query head h of row b into out (D floats).
+// Merge the spans of one query's head h into out (D floats).
 void merge(const float* part, const Shapes& sh, const float* sinks, int64_t h, float* out) {
   const int64_t record = sh.D + 2;
   float top = sinks != nullptr ? sinks[h] : NEG_INF;
@@ -227,51 +230,67 @@ void merge(const float* part, const Shapes& sh, const float* sinks, int64_t h, f
   for (int64_t d = 0; d < sh.D; ++d) out[d] /= total;
 }
 
+// Queries are taken in groups whose span records fit in about this many floats, so that a
+// long prompt chunk over a long cache does not hold them all at once.
+constexpr int64_t RECORDS = 1 << 22;
+
 template <typename T>
 at::Tensor run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                const at::Tensor& mask, double scale, double cap,
                const std::optional<at::Tensor>& sinks) {
-  const Shapes sh{q.size(0), q.size(1), k.size(1), q.size(1) / k.size(1), k.size(2), q.size(3),
-                  (k.size(2) + SPAN - 1) / SPAN};
-  const Inputs<T> in{q.data_ptr<float>(), q.stride(0), q.stride(1),
+  const Shapes sh{q.size(0), q.size(2), q.size(1), k.size(1), q.size(1) / k.size(1), k.size(2),
+                  q.size(3), (k.size(2) + SPAN - 1) / SPAN};
+  const Inputs<T> in{q.data_ptr<float>(), q.stride(0), q.stride(2), q.stride(1),
                      k.const_data_ptr<T>(), k.stride(0), k.stride(1), k.stride(2),
                      v.const_data_ptr<T>(), v.stride(0), v.stride(1), v.stride(2),
                      mask.const_data_ptr<bool>(), mask.size(0) == 1 ? 0 : mask.stride(0),
-                     mask.stride(3), static_cast<float>(scale), static_cast<float>(cap)};
-  at::Tensor part = at::empty({sh.B, sh.H, sh.spans, sh.D + 2}, q.options());
+                     mask.stride(2), mask.stride(3), static_cast<float>(scale),
+                     static_cast<float>(cap)};
+  const int64_t record = sh.D + 2, per_query = sh.H * sh.spans * record;
+  const int64_t queries = sh.B * sh.T;
+  const int64_t group = std::clamp<int64_t>(RECORDS / per_query, 1, queries);
+  at::Tensor part = at::empty({group, per_query}, q.options());
   float* parts = part.data_ptr<float>();
-  at::parallel_for(0, sh.B * sh.Hkv * sh.spans, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      span_task(in, sh, t / (sh.Hkv * sh.spans), t / sh.spans % sh.Hkv, t % sh.spans, parts);
-    }
-  });
-  at::Tensor out = at::empty({sh.B, sh.H, 1, sh.D}, q.options());
+  at::Tensor out = at::empty({sh.B, sh.H, sh.T, sh.D}, q.options());
   const float* sink = sinks.has_value() ? sinks->data_ptr<float>() : nullptr;
   float* o = out.data_ptr<float>();
   const int64_t grain = std::max<int64_t>(1, MERGE_GRAIN / (sh.spans * sh.D));
-  at::parallel_for(0, sh.B * sh.H, grain, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      merge(parts + r * sh.spans * (sh.D + 2), sh, sink, r % sh.H, o + r * sh.D);
-    }
-  });
+  for (int64_t r0 = 0; r0 < queries; r0 += group) {  // query r is (b, t) = (r / T, r % T)
+    const int64_t r1 = std::min(queries, r0 + group);
+    at::parallel_for(0, (r1 - r0) * sh.Hkv * sh.spans, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t task = t0; task < t1; ++task) {
+        const int64_t r = r0 + task / (sh.Hkv * sh.spans);
+        span_task(in, sh, r / sh.T, r % sh.T, task / sh.spans % sh.Hkv, task % sh.spans,
+                  parts + (r - r0) * per_query);
+      }
+    });
+    at::parallel_for(0, (r1 - r0) * sh.H, grain, [&](int64_t h0, int64_t h1) {
+      for (int64_t i = h0; i < h1; ++i) {
+        const int64_t r = r0 + i / sh.H, h = i % sh.H;
+        merge(parts + (r - r0) * per_query + h * sh.spans * record, sh, sink, h,
+              o + ((r / sh.T * sh.H + h) * sh.T + r % sh.T) * sh.D);
+      }
+    });
+  }
   return out;
 }
 
-at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_in,
-                            const at::Tensor& v_in, const at::Tensor& mask_in, double scale,
-                            double cap, const std::optional<at::Tensor>& sinks_in) {
-  TORCH_CHECK(q_in.dim() == 4 && q_in.size(2) == 1, "decode_attention: q must be (B, H, 1, D)");
+at::Tensor span_attention(const at::Tensor& q_in, const at::Tensor& k_in,
+                          const at::Tensor& v_in, const at::Tensor& mask_in, double scale,
+                          double cap, const std::optional<at::Tensor>& sinks_in) {
+  TORCH_CHECK(q_in.dim() == 4, "span_attention: q must be (B, H, T, D)");
   TORCH_CHECK(k_in.dim() == 4 && v_in.sizes() == k_in.sizes() && k_in.size(0) == q_in.size(0) &&
                   k_in.size(3) == q_in.size(3) && k_in.dtype() == v_in.dtype(),
-              "decode_attention: k and v must be (B, Hkv, S, D) of one dtype");
+              "span_attention: k and v must be (B, Hkv, S, D) of one dtype");
   TORCH_CHECK(q_in.size(1) % k_in.size(1) == 0 && q_in.size(1) / k_in.size(1) <= MAX_GROUP,
-              "decode_attention: H must be a multiple of Hkv, at most 64 times it");
-  TORCH_CHECK(q_in.size(3) % LANES == 0, "decode_attention: D must be a multiple of 16");
+              "span_attention: H must be a multiple of Hkv, at most 64 times it");
+  TORCH_CHECK(q_in.size(3) % LANES == 0, "span_attention: D must be a multiple of 16");
   TORCH_CHECK(mask_in.dim() == 4 && mask_in.size(-1) == k_in.size(2) &&
+                  mask_in.size(2) == q_in.size(2) &&
                   (mask_in.size(0) == 1 || mask_in.size(0) == q_in.size(0)) &&
                   mask_in.scalar_type() == at::kBool,
-              "decode_attention: mask must be bool (B or 1, 1, 1, S)");
-  TORCH_CHECK(cpu_has_vnni(), "decode_attention: needs AVX-512");
+              "span_attention: mask must be bool (B or 1, 1, T, S)");
+  TORCH_CHECK(cpu_has_vnni(), "span_attention: needs AVX-512");
   auto last_dense = [](const at::Tensor& t) { return t.stride(-1) == 1 ? t : t.contiguous(); };
   const at::Tensor q = last_dense(q_in.to(at::kFloat)), k = last_dense(k_in),
                    v = last_dense(v_in);
@@ -281,7 +300,7 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_in,
     case at::kFloat: return run<float>(q, k, v, mask_in, scale, cap, sinks);
     case at::kBFloat16: return run<c10::BFloat16>(q, k, v, mask_in, scale, cap, sinks);
     case at::kHalf: return run<c10::Half>(q, k, v, mask_in, scale, cap, sinks);
-    default: TORCH_CHECK(false, "decode_attention: k and v must be float32, bfloat16 or float16");
+    default: TORCH_CHECK(false, "span_attention: k and v must be float32, bfloat16 or float16");
   }
 }
 
@@ -289,5 +308,5 @@ at::Tensor decode_attention(const at::Tensor& q_in, const at::Tensor& k_in,
 }  // namespace ollamapy_native
 
 TORCH_LIBRARY_IMPL(ollamapy_native, CPU, m) {
-  m.impl("decode_attention", &ollamapy_native::decode_attention);
+  m.impl("span_attention", &ollamapy_native::span_attention);
 }

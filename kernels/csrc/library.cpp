@@ -16,6 +16,6 @@ TORCH_LIBRARY(ollamapy_native, m) {
   m.def("int8_mm(Tensor x, Tensor codes, Tensor scales) -> Tensor");
   m.def("q4k_mm(Tensor x, Tensor blocks) -> Tensor");
   m.def("q6k_mm(Tensor x, Tensor blocks) -> Tensor");
-  m.def("decode_attention(Tensor q, Tensor k, Tensor v, Tensor mask, float scale, float cap, "
+  m.def("span_attention(Tensor q, Tensor k, Tensor v, Tensor mask, float scale, float cap, "
         "Tensor? sinks) -> Tensor");
 }

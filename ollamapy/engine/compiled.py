@@ -94,10 +94,14 @@ class CompiledDecode:
                  key_positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
         B = tokens.shape[0]
         bucket = next(b for b in self.buckets if b >= B)
-        if bucket != B:  # padding rows decode token 0 at position 0 of slots nobody uses
+        if bucket != B:
+            # padding rows decode token 0 in the slots after the decoding ones, which hold a
+            # prompt being prefilled or what finished sequences left for prefix reuse: they
+            # write at the window's last position, which neither has written yet or will
+            # read (a prompt is at most max_len - 1 tokens, a reused prefix shorter still)
             pad = bucket - B
             tokens = torch.cat([tokens, tokens.new_zeros(pad, 1)])
-            positions = torch.cat([positions, positions.new_zeros(pad)])
+            positions = torch.cat([positions, positions.new_full((pad,), cache.max_len - 1)])
         if bucket not in self.steps:
             self.steps[bucket] = self._step(bucket, cache)
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ollamapy_kernels.embedding import QuantizedEmbedding
 from ollamapy_kernels.experts import Int8Experts
-from ollamapy_kernels.policy import DEFAULT_POLICY, Policy, decode_attention, from_dense, pack
+from ollamapy_kernels.policy import DEFAULT_POLICY, Policy, from_dense, pack, span_attention
 from ollamapy_kernels.requantize import Target, convert_rows, rows_from_dense
 from ollamapy_kernels.rows import (
     GROUP,
@@ -26,4 +26,4 @@ from ollamapy_kernels.rows import (
 
 __all__ = ["DEFAULT_POLICY", "GROUP", "BlockRows", "Int4Rows", "Int8Experts", "Int8Rows", "Policy",
            "QuantRows", "QuantizedEmbedding", "RowDecoder", "Target", "concat_rows", "convert_rows",
-           "decode_attention", "form", "from_dense", "pack", "rows_from_dense"]
+           "span_attention", "form", "from_dense", "pack", "rows_from_dense"]

@@ -50,9 +50,14 @@ class Attention(nn.Module):
                             (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim))
         self.q_norm = RMSNorm(q_width, c.norm_eps) if c.qk_norm != "none" else None
         self.k_norm = RMSNorm(k_width, c.norm_eps) if c.qk_norm != "none" else None
-        # a kernel for one query per row (decode steps) with `attend`'s signature, set by a
-        # fast loader; every other call, and every call without one, takes `attend`
-        self.decode: nn.Module | None = None
+        # an attention kernel with `attend`'s signature, set by a fast loader: it handles
+        # each query alone, reading the cache in its own dtype, so that a token's attention is
+        # the same in a decode step of any batch as in a prompt chunk of any length
+        # (kernels/attention.py); without one, `attend`
+        self.kernel: nn.Module | None = None
+        # False: prompt chunks (T > 1) take torch's fused attention instead, whose sums over
+        # the keys depend on how the prompt was cut (`Transformer.batch_invariant`)
+        self.kernel_for_prompts = True
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor, positions: torch.Tensor, cache: KVCache | None
@@ -73,8 +78,8 @@ class Attention(nn.Module):
             # (B, n_kv_heads, S, head_dim): S, the keys' span, is the mask's last dimension
             k, v = cache.update(self.layer, positions, k, v, length=mask.shape[-1])
         # (B, n_heads, T, head_dim)
-        if T == 1 and self.decode is not None:  # reads the cache in its own dtype
-            out = self.decode(q, k, v, mask, self.scale, self.softcap, self.sink_logits())
+        if self.kernel is not None and (T == 1 or self.kernel_for_prompts):
+            out = self.kernel(q, k, v, mask, self.scale, self.softcap, self.sink_logits())
         else:
             out = attend(q, k.to(q.dtype), v.to(q.dtype), mask, self.scale, self.softcap,
                          self.sink_logits())
@@ -162,6 +167,19 @@ class Transformer(nn.Module):
     def kv_dtype(self, dtype: torch.dtype) -> None:
         # kept as a name: a torch.dtype attribute does not survive the saved steps' guards
         self._kv_dtype = str(dtype).removeprefix("torch.")
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether a token's logits are the same whatever batch, slot and prompt chunk it was
+        computed in: every query through the attention kernel, where the fast loader gave
+        one (every other op of the model is per row on the paths that have one). Setting it
+        False sends prompt chunks to torch's fused attention (OLLAMAPY_BATCH_INVARIANT=0)."""
+        return all(b.attn.kernel is not None and b.attn.kernel_for_prompts for b in self.layers)
+
+    @batch_invariant.setter
+    def batch_invariant(self, on: bool) -> None:
+        for block in self.layers:
+            block.attn.kernel_for_prompts = on
 
     def init_rope(self, context: int = 0) -> None:
         """Fill the RoPE tables on the model's device (after weights have been assigned), for

@@ -34,9 +34,9 @@ from ollamapy.engine.kernels import (
     Policy,
     QuantRows,
     concat_rows,
-    decode_attention,
     form,
     pack,
+    span_attention,
 )
 from ollamapy.engine.model import Transformer
 from ollamapy.loading.gguf import GGUFFile
@@ -104,10 +104,10 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
 
     with torch.device("meta"):
         model = Transformer(config)
-    decode = decode_attention(device, config.n_heads, config.n_kv_heads, config.head_dim)
+    kernel = span_attention(device, config.n_heads, config.n_kv_heads, config.head_dim)
     for i, block in enumerate(model.layers):
         attn, ffn, p = block.attn, block.ffn, f"layers.{i}."
-        attn.decode = decode
+        attn.kernel = kernel
         attn.wqkv = fused(p + "attn.wqkv.weight",
                           tuple(p + f"attn.{w}.weight" for w in ("wq", "wk", "wv")))
         attn.wo = layer(p + "attn.wo.weight")

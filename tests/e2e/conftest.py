@@ -134,6 +134,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stop_server(srv)
 
 
+@pytest.fixture(scope="session")
+def fast_server(server: Server) -> Iterator[Server]:
+    """The product's default path as `make serve` runs it: quantized weights and the compiled
+    batched decode step (OLLAMAPY_FAST=1, OLLAMAPY_COMPILE=1), four slots, over the same store;
+    smollm2 loaded (and its steps compiled) once for every module that drives it."""
+    import ollama
+
+    srv = start_server(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="1",
+                       OLLAMA_NUM_PARALLEL="4")
+    try:
+        with ollama.Client(host=srv.url, timeout=600) as client:
+            client.generate(model="smollm2:135m", prompt="")
+        yield srv
+    finally:
+        stop_server(srv)
+
+
 @pytest.fixture()
 def client(server: Server):
     import ollama

@@ -15,15 +15,9 @@ from tests.engine.test_grammar import SCHEMAS
 
 
 @pytest.fixture(scope="module")
-def fast(server):
-    srv = start_server(server.models, OLLAMAPY_FAST="1", OLLAMAPY_COMPILE="1",
-                       OLLAMA_NUM_PARALLEL="4")
-    try:
-        with ollama.Client(host=srv.url, timeout=600) as client:
-            client.generate(model="smollm2:135m", prompt="")  # load (and compile) once
-            yield client
-    finally:
-        stop_server(srv)
+def fast(fast_server):
+    with ollama.Client(host=fast_server.url, timeout=600) as client:
+        yield client
 
 
 def test_answers_and_is_smaller_than_the_reference(fast, client) -> None:

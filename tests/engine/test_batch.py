@@ -44,19 +44,6 @@ def batched(model, prompts: list[list[int]], opts: list[Options], slots: int, nu
     return [out[id(s)] for s in seqs]
 
 
-def test_real_smollm2_batched_equals_alone(smollm2) -> None:
-    prompts = ["The meaning of life is",
-               "Write a poem about the sea and the wind, in four lines:\n",
-               "1, 2, 3,", "Paris is", "def fibonacci(n):"]
-    ids = [smollm2.tokenize(p) for p in prompts]
-    assert len({len(i) for i in ids}) == len(ids)  # different lengths
-    opts = [Options(temperature=0, num_predict=n, num_ctx=256) for n in (20, 28, 12, 24, 16)]
-    eos = smollm2.tokenizer.eos_ids
-    expected = [alone(smollm2.model, i, o, eos) for i, o in zip(ids, opts, strict=True)]
-    got = batched(smollm2.model, ids, opts, slots=3, num_ctx=256, eos=eos)
-    assert got == expected
-
-
 def test_seeded_sampling_is_per_sequence(smollm2) -> None:
     ids = [smollm2.tokenize(p) for p in ("Once upon a time", "The weather today")]
     opts = [Options(temperature=1.0, seed=s, num_predict=12, num_ctx=128) for s in (1, 2)]
