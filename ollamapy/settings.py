@@ -13,6 +13,9 @@ ollamapy's own, for the HTTP guards (`ollamapy/server/security.py`, `limits.py`)
 request bodies, default 32 MiB; 0 = no cap), `OLLAMAPY_MAX_BLOB_BYTES` (`/api/blobs` uploads,
 default 0 = no cap: they stream to disk), `OLLAMAPY_BODY_TIMEOUT` (seconds a JSON body may take
 to arrive, and the longest pause inside an upload; default 60).
+
+And for the engine: `OLLAMAPY_FAST`, `OLLAMAPY_COMPILE`, `OLLAMAPY_BATCH_INVARIANT` (each on
+unless 0; README, "Speed" and "Batch invariance") and `OLLAMAPY_ENGINE_PROCESS`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ the batch's decode step (`Batch.decode`) in `torch.compile`:
   (`key_positions`, marked dynamic), so a sequence that grows never recompiles; positions
   are tensors, so nothing in the step syncs with the host;
 - the batch is padded to a bucket (1, 2, 4, … up to the slot count), so joins and leaves
-  reuse a few graphs, all compiled when the model loads;
+  reuse a few graphs, all compiled when the model loads; a row comes out of every bucket's
+  graph with the same bits (batch invariance: tests/e2e/test_batch_invariance.py);
 - inductor's Python wrapper (its C++ wrapper, faster for plain bf16/int4 graphs per
   perf-anchors.md §6.1, calls our quantized kernels back through Python and was slower here:
   kernels/README.md), and a persistent cache directory (`OLLAMAPY_COMPILE_CACHE`, default
@@ -97,7 +98,7 @@ class CompiledDecode:
         if bucket != B:
             # padding rows decode token 0 in the slots after the decoding ones, which hold a
             # prompt being prefilled or what finished sequences left for prefix reuse: they
-            # write at the window's last position, which neither has written yet or will
+            # write at the window's last position, which neither has written yet nor will
             # read (a prompt is at most max_len - 1 tokens, a reused prefix shorter still)
             pad = bucket - B
             tokens = torch.cat([tokens, tokens.new_zeros(pad, 1)])

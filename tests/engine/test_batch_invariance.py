@@ -15,10 +15,11 @@ import torch
 
 import ollamapy
 from ollamapy.engine.batch import Batch
+from ollamapy.engine.compiled import CompiledDecode
 from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.options import Options
 from ollamapy.engine.seq import Seq, TokenLogprobs
-from ollamapy.engine.step import prefill
+from ollamapy.engine.step import decode_step, prefill
 from ollamapy_kernels import native
 from tests.conftest import model_path
 
@@ -146,6 +147,25 @@ def test_each_answer_is_the_same_alone_or_in_any_mix(model) -> None:
         assert cached > 0  # some prompts did start from the shared system prompt
         for i, answer in mixed.items():
             assert answer == solo[i], (trial, i, joins)
+
+
+def test_a_padded_step_leaves_the_slots_past_the_batch_as_they_were(model) -> None:
+    """Three rows padded to the bucket of four: the fourth slot (a prompt half prefilled, or
+    a prefix kept for reuse) keeps every position but the window's last, which neither
+    reaches."""
+    decoder = model.decoder
+    cache = KVCache(decoder.config, 64, batch=4, dtype=decoder.kv_dtype)
+    g = torch.Generator().manual_seed(4)
+    for t in cache.k + cache.v:
+        t.copy_(torch.randn(t.shape, generator=g))
+    held = [t[3, :, :63].clone() for t in cache.k + cache.v]
+    step = CompiledDecode(decoder, 4, decoder.device)
+    step.steps[4] = decode_step  # the bucket's step, eager: the padding is the wrapper's
+    logits = step(torch.tensor([[5], [6], [7]]), torch.tensor([9, 3, 20]), torch.arange(21),
+                  cache)
+    assert logits.shape == (3, decoder.config.vocab_size)
+    assert all(torch.equal(t[3, :, :63], h) for t, h in zip(cache.k + cache.v, held,
+                                                             strict=True))
 
 
 @pytest.mark.parametrize("on", [True, False])
