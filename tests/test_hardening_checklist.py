@@ -294,7 +294,9 @@ CHECKLIST: dict[int, tuple[str, ...]] = {
         f"{E2E}/test_concurrency.py::test_num_parallel_plus_one_concurrent_chats_do_not_cross_talk",
         f"{E2E}/test_concurrency.py::"
         "test_eight_concurrent_streams_finish_and_match_their_solo_answers",
-        "tests/engine/test_batch.py::test_real_smollm2_batched_equals_alone",
+        "tests/engine/test_batch_invariance.py::test_each_answer_is_the_same_alone_or_in_any_mix",
+        f"{E2E}/test_batch_invariance.py::"
+        "test_every_answer_equals_its_solo_run_in_random_concurrent_mixes",
         "tests/engine/test_batch.py::test_seeded_sampling_is_per_sequence",
     ),
     # 29. soak -> no 5xx, bounded RSS, fds back to baseline, no temp files, disk invariant
