@@ -11,7 +11,9 @@ of the residual update, and one all-reduce completes it:
       ─ gate/up (its units) ─ down (its columns) ─ all-reduce ─ +
 
 Every rank runs the same forward on the same tokens, so each samples the same logits; its KV
-cache holds its own kv heads (`shard_config(...)` is the config to build it from). gloo runs
+cache holds its own kv heads (`part.config` is the config to build it from). Shares are as
+even as the layout allows (`share`): whole kv groups per rank, or, with fewer kv heads than
+ranks, a kv head held by several ranks that split its query heads. gloo runs
 the all-reduce on CPU, NCCL on CUDA; nothing here depends on which.
 
     part = shard(model, rank, world)     # after dist.init_process_group(...)
@@ -21,6 +23,7 @@ the all-reduce on CPU, NCCL on CUDA; nothing here depends on which.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -47,50 +50,81 @@ class AllReduced(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
-def shard_config(config: ModelConfig, world: int) -> ModelConfig:
-    """The config of one rank's part: 1/world of the heads, kv heads and hidden units."""
-    for what, n in (("attention heads", config.n_heads), ("kv heads", config.n_kv_heads),
-                    ("feed-forward units", config.ffn_dim)):
-        if n % world:
-            raise ValueError(f"tensor parallel: {n} {what} do not split {world} ways")
+@dataclass(frozen=True, slots=True)
+class Share:
+    """What one rank holds: ranges of the query heads, the kv heads they read and the
+    feed-forward's hidden units."""
+
+    heads: range
+    kv_heads: range
+    units: range
+
+
+def share(config: ModelConfig, rank: int, world: int) -> Share:
+    """Rank `rank`'s share of the layers, as even as the layout allows.
+
+    With at least as many kv heads as ranks, each rank takes whole kv groups (a kv head and
+    the query heads it serves), one more on some ranks when they do not divide (smollm2's 3
+    over 2 ranks: 1 and 2). With fewer, each kv head is held by world / n_kv_heads ranks,
+    which split its query heads (gemma3's one kv head and 4 heads over 2 ranks: 2 heads and
+    the kv head each). Hidden units split as evenly as they divide."""
+    h, kv, f = config.n_heads, config.n_kv_heads, config.ffn_dim
+    group = h // kv
+    if kv >= world:
+        kv_heads = range(rank * kv // world, (rank + 1) * kv // world)
+        heads = range(kv_heads.start * group, kv_heads.stop * group)
+    elif world % kv == 0 and group % (world // kv) == 0:
+        holders = world // kv  # ranks that hold each kv head
+        k, per = rank // holders, group // holders
+        kv_heads = range(k, k + 1)
+        heads = range(k * group + rank % holders * per, k * group + (rank % holders + 1) * per)
+    else:
+        raise ValueError(f"tensor parallel: {h} attention heads over {kv} kv heads do not "
+                         f"split {world} ways")
+    return Share(heads, kv_heads, range(rank * f // world, (rank + 1) * f // world))
+
+
+def shard_config(config: ModelConfig, rank: int, world: int) -> ModelConfig:
+    """The config of one rank's part: its heads, kv heads and hidden units."""
     if config.n_experts:
         raise ValueError("tensor parallel: mixture-of-experts layers are not split yet")
     if config.qk_norm == "all":  # one norm over every head's q (olmo2): it needs them all
         raise ValueError("tensor parallel: a q/k norm over the whole projection cannot split")
-    return dataclasses.replace(config, n_heads=config.n_heads // world,
-                               n_kv_heads=config.n_kv_heads // world,
-                               ffn_dim=config.ffn_dim // world)
+    mine = share(config, rank, world)
+    return dataclasses.replace(config, n_heads=len(mine.heads), n_kv_heads=len(mine.kv_heads),
+                               ffn_dim=len(mine.units))
 
 
 @torch.no_grad()
 def shard(model: Transformer, rank: int, world: int,
           group: dist.ProcessGroup | None = None) -> Transformer:
     """Rank `rank`'s part of `model` (the float reference model, its weights whole): a
-    Transformer of `shard_config(model.config, world)` whose wo and w_down sum over group."""
-    c, part_config = model.config, shard_config(model.config, world)
-    h, kv, f, hd = part_config.n_heads, part_config.n_kv_heads, part_config.ffn_dim, c.head_dim
+    Transformer of `shard_config(model.config, rank, world)` whose wo and w_down sum over
+    group."""
+    c, mine = model.config, share(model.config, rank, world)
     with torch.device("meta"):
-        part = Transformer(part_config)
+        part = Transformer(shard_config(c, rank, world))
     state = dict(model.state_dict())
+    hd, q_all, kv_all = c.head_dim, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
 
-    def rows(t: torch.Tensor, start: int, n: int) -> torch.Tensor:
-        return t[start + rank * n:start + (rank + 1) * n]
+    def rows(t: torch.Tensor, start: int, taken: range, size: int = 1) -> torch.Tensor:
+        return t[start + taken.start * size:start + taken.stop * size]
 
     for i in range(c.n_layers):
         p = f"layers.{i}."
-        q_all, kv_all = c.n_heads * hd, c.n_kv_heads * hd
         for name in ("attn.wqkv.weight", "attn.wqkv.bias"):  # rows: q, then k, then v
             if p + name in state:
                 t = state[p + name]
-                state[p + name] = torch.cat([rows(t, 0, h * hd), rows(t, q_all, kv * hd),
-                                             rows(t, q_all + kv_all, kv * hd)])
-        state[p + "attn.wo.weight"] = rows(state[p + "attn.wo.weight"].T, 0, h * hd).T
+                state[p + name] = torch.cat([rows(t, 0, mine.heads, hd),
+                                             rows(t, q_all, mine.kv_heads, hd),
+                                             rows(t, q_all + kv_all, mine.kv_heads, hd)])
+        state[p + "attn.wo.weight"] = rows(state[p + "attn.wo.weight"].T, 0, mine.heads, hd).T
         if p + "attn.sinks.weight" in state:
-            state[p + "attn.sinks.weight"] = rows(state[p + "attn.sinks.weight"], 0, h)
+            state[p + "attn.sinks.weight"] = rows(state[p + "attn.sinks.weight"], 0, mine.heads)
         up = state[p + "ffn.w_gate_up.weight"]  # rows: gate, then up
-        state[p + "ffn.w_gate_up.weight"] = torch.cat([rows(up, 0, f),
-                                                       rows(up, c.ffn_dim, f)])
-        state[p + "ffn.w_down.weight"] = rows(state[p + "ffn.w_down.weight"].T, 0, f).T
+        state[p + "ffn.w_gate_up.weight"] = torch.cat([rows(up, 0, mine.units),
+                                                       rows(up, c.ffn_dim, mine.units)])
+        state[p + "ffn.w_down.weight"] = rows(state[p + "ffn.w_down.weight"].T, 0, mine.units).T
     biases = {name: state.pop(name) for name in list(state)
               if name.endswith(("attn.wo.bias", "ffn.w_down.bias"))}
     part.load_state_dict({k: v.contiguous() for k, v in state.items()}, strict=False,
@@ -104,7 +138,7 @@ def shard(model: Transformer, rank: int, world: int,
     part.kv_dtype = model.kv_dtype
     part.init_rope()
     if missing := [n for n, t in [*part.named_parameters(), *part.named_buffers()]
-                   if t.is_meta and n not in ("inv_freq", "inv_freq_local")]:
+                   if t.is_meta]:
         raise ValueError(f"tensor parallel: no weights for {missing}")
     return part
 

@@ -1,10 +1,12 @@
-"""Tensor parallelism (engine/tensor_parallel.py): two gloo ranks on this CPU, each holding half
-of a tiny model's heads and feed-forward units, give the whole model's logits, cached decode
-steps included, for the layouts that split differently (grouped kv heads; q/k/v biases;
-per-head q/k norms, sandwich norms and a sliding window)."""
+"""Tensor parallelism (engine/tensor_parallel.py): two gloo ranks on this CPU, each holding its
+share of a model's heads and feed-forward units, give the whole model's logits, cached decode
+steps included: tiny models of the layouts that split differently (grouped kv heads; q/k/v
+biases; per-head q/k norms, sandwich norms and a sliding window) and the real smollm2 (3 kv
+heads: 1 and 2 per rank) and gemma3 (1 kv head, held by both ranks)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,24 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ollamapy.engine.kv_cache import KVCache
-from ollamapy.engine.tensor_parallel import shard, shard_config
+from ollamapy.engine.tensor_parallel import Share, shard, shard_config, share
+from tests.conftest import model_path
 from tests.engine.hf_tiny import VOCAB, tiny_hf_model
 from tests.engine.test_model_vs_hf import ours_from_hf
 
 ARCHS = ("llama", "qwen2", "gemma3")
+REAL = ("smollm2-135m.gguf", "gemma3-270m.gguf")
 WORLD = 2
+
+
+def _models():
+    """(name, the whole float reference model) for each case."""
+    import ollamapy
+
+    for arch in ARCHS:
+        yield arch, ours_from_hf(tiny_hf_model(arch, seed=5))
+    for file in REAL:
+        yield file, ollamapy.load(model_path(file), device="cpu").decoder
 
 
 def _rank(rank: int, store: str, out: str) -> None:
@@ -29,8 +43,7 @@ def _rank(rank: int, store: str, out: str) -> None:
     torch.set_num_threads(1)
     try:
         results = {}
-        for arch in ARCHS:
-            whole = ours_from_hf(tiny_hf_model(arch, seed=5))
+        for name, whole in _models():
             part = shard(whole, rank, WORLD)
             ids = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(2))
             got, want = [], []
@@ -40,8 +53,8 @@ def _rank(rank: int, store: str, out: str) -> None:
                 for pos in range(12, 15):
                     token = logits[-1].argmax(-1, keepdim=True)  # (1, 1)
                     logits.append(model(token, pos, cache))
-            results[arch] = (torch.stack(want), torch.stack(got))
-            assert part.config.n_heads == whole.config.n_heads // WORLD
+            results[name] = (torch.stack(want), torch.stack(got))
+            assert part.config.n_heads < whole.config.n_heads
         if rank == 0:
             torch.save(results, out)
         dist.barrier()  # neither leaves the group while the other still talks to it
@@ -54,14 +67,27 @@ def test_two_ranks_give_the_whole_models_logits(tmp_path: Path, monkeypatch) -> 
     # the ranks are fresh interpreters that import this module, with the parent's sys.path
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     mp.spawn(_rank, args=(str(tmp_path / "store"), str(out)), nprocs=WORLD)
-    for arch, (want, got) in torch.load(out).items():
+    results = torch.load(out)
+    assert sorted(results) == sorted(ARCHS + REAL)
+    for name, (want, got) in results.items():
         # the same sums, split in two and added: float32 rounding apart
-        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5, msg=arch)
-        assert torch.equal(got.argmax(-1), want.argmax(-1)), arch
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5, msg=name)
+        assert torch.equal(got.argmax(-1), want.argmax(-1)), name
 
 
-def test_layouts_that_do_not_split_are_refused() -> None:
+def test_shares_are_as_even_as_the_layout_allows() -> None:
     config = ours_from_hf(tiny_hf_model("llama", seed=5)).config  # 4 heads, 2 kv heads
-    assert shard_config(config, 2).n_kv_heads == 1
-    with pytest.raises(ValueError, match="2 kv heads do not split 4 ways"):
-        shard_config(config, 4)
+    smollm2 = dataclasses.replace(config, n_heads=9, n_kv_heads=3, ffn_dim=1536)
+    gemma3 = dataclasses.replace(config, n_heads=4, n_kv_heads=1, ffn_dim=2048)
+    assert [share(smollm2, r, 2) for r in (0, 1)] == [
+        Share(range(0, 3), range(0, 1), range(0, 768)),
+        Share(range(3, 9), range(1, 3), range(768, 1536))]
+    assert [share(gemma3, r, 2) for r in (0, 1)] == [
+        Share(range(0, 2), range(0, 1), range(0, 1024)),
+        Share(range(2, 4), range(0, 1), range(1024, 2048))]
+    assert [share(config, r, 4).heads for r in range(4)] == [range(i, i + 1) for i in range(4)]
+    assert shard_config(smollm2, 1, 2).n_heads == 6
+    with pytest.raises(ValueError, match="4 attention heads over 2 kv heads do not split 3"):
+        share(config, 0, 3)
+    with pytest.raises(ValueError, match="mixture-of-experts"):
+        shard_config(dataclasses.replace(config, n_experts=4, n_experts_used=2), 0, 2)
