@@ -1,5 +1,5 @@
 """Tensor parallelism over torch.distributed (Megatron-LM's split): one decoder across the W
-ranks of a process group, each holding 1/W of every layer.
+ranks of a process group, each holding about 1/W of every layer.
 
 A rank keeps its share of the attention heads (the q rows of its heads, the k and v rows of
 its kv heads, the matching columns of the output projection) and of the feed-forward's hidden
@@ -13,8 +13,8 @@ of the residual update, and one all-reduce completes it:
 Every rank runs the same forward on the same tokens, so each samples the same logits; its KV
 cache holds its own kv heads (`part.config` is the config to build it from). Shares are as
 even as the layout allows (`share`): whole kv groups per rank, or, with fewer kv heads than
-ranks, a kv head held by several ranks that split its query heads. gloo runs
-the all-reduce on CPU, NCCL on CUDA; nothing here depends on which.
+ranks, a kv head held by several ranks that split its query heads. gloo runs the all-reduce
+on CPU, NCCL on CUDA; nothing here depends on which.
 
     part = shard(model, rank, world)     # after dist.init_process_group(...)
     logits = part(tokens, 0, KVCache(part.config, num_ctx))
