@@ -14,12 +14,10 @@ import openai
 import pytest
 
 import ollamapy
-from ollamapy_kernels import native
 from tests.conftest import model_path
+from tests.engine.test_batch_invariance import NEEDS_KERNEL
 
-pytestmark = pytest.mark.skipif(
-    not native.load(), reason="batch invariance needs the attention kernel: an x86-64 CPU "
-    "with AVX-512 VNNI (on other devices prompt chunks take torch's fused attention)")
+pytestmark = NEEDS_KERNEL
 
 MODEL = "smollm2:135m"
 SYSTEM = "You are a helpful assistant. Answer in one short paragraph, plainly."
@@ -65,10 +63,7 @@ async def _ask(url: str, request: dict[str, Any]) -> tuple[str, list[Any]]:
                 model=MODEL, messages=request["messages"], seed=request["seed"],
                 temperature=request["temperature"], max_tokens=24, logprobs=True,
                 top_logprobs=3)
-        logprobs = r.choices[0].logprobs.content
-        return r.choices[0].message.content, [
-            (t.token, t.logprob, [(a.token, a.logprob) for a in t.top_logprobs])
-            for t in logprobs]
+        return r.choices[0].message.content, _listed(r.choices[0].logprobs.content)
     async with ollama.AsyncClient(host=url, timeout=600) as client:
         options = {"num_predict": 24, **request["options"]}
         if request["api"] == "generate":
@@ -79,8 +74,13 @@ async def _ask(url: str, request: dict[str, Any]) -> tuple[str, list[Any]]:
             r = await client.chat(model=MODEL, messages=request["messages"], options=options,
                                   logprobs=True, top_logprobs=3)
             text = r.message.content
-    return text, [(t.token, t.logprob, [(a.token, a.logprob) for a in t.top_logprobs])
-                  for t in r.logprobs]
+    return text, _listed(r.logprobs)
+
+
+def _listed(logprobs: list[Any]) -> list[Any]:
+    """Either client's token logprobs → [(token, logprob, [(token, logprob) of the top])]."""
+    return [(t.token, t.logprob, [(a.token, a.logprob) for a in t.top_logprobs])
+            for t in logprobs]
 
 
 async def _hang_up(url: str, after: int) -> None:

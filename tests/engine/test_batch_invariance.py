@@ -22,10 +22,13 @@ from ollamapy.engine.seq import Seq, TokenLogprobs
 from ollamapy.engine.step import decode_step, prefill
 from ollamapy_kernels import native
 from tests.conftest import model_path
+from tests.engine.test_batch import Silent
 
-pytestmark = pytest.mark.skipif(
+# shared with tests/e2e/test_batch_invariance.py
+NEEDS_KERNEL = pytest.mark.skipif(
     not native.load(), reason="batch invariance needs the attention kernel: an x86-64 CPU "
     "with AVX-512 VNNI (on other devices prompt chunks take torch's fused attention)")
+pytestmark = NEEDS_KERNEL
 
 SYSTEM = ("<|im_start|>system\nYou are a helpful assistant. Answer in one short paragraph."
           "<|im_end|>\n")
@@ -33,14 +36,6 @@ QUESTIONS = ["Why is the sky blue?", "Name three rivers.", "What is 12 times 7?"
              "Tell me about the moon, its phases, its tides and how it was formed, and "
              "then about the sun, the planets and the stars beyond them. " * 3,
              "Write a haiku about rain.", "Who wrote Hamlet?"]
-
-
-class Silent:
-    def push(self, token_id: int) -> str:
-        return ""
-
-    def flush(self) -> str:
-        return ""
 
 
 @pytest.fixture(scope="module", params=["smollm2-135m.gguf", "gemma3-270m.gguf"])
