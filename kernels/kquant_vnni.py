@@ -20,9 +20,8 @@ import torch
 from torch import nn
 
 from . import native
-from .rows import BlockRows
+from .rows import BLOCK, BlockRows  # BLOCK: weights per K-quant block, K a multiple
 
-BLOCK = 256  # weights per K-quant block: K must be a multiple
 KINDS = ("Q4_K", "Q6_K")
 Q4K_BYTES, Q4K_HEADER = 144, 16  # a Q4_K block: d, dmin and 12 bytes of scales, then codes
 

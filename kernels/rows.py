@@ -10,9 +10,11 @@ kernel's private layout it lives here in one of four forms:
     BlockRows  w = decode(blocks): a file's own blocks (GGUF's Q4_K, Q6_K), whole per row
 
 (the int4 form is the convention of torch's int4 kernels: `zero` is the value of code 8).
-Every form can `permute_rows` (llama's q/k un-permutation) and `concat_rows` (fused q/k/v or
-gate/up) without touching a value, so a fused, un-permuted weight is exactly as precise as its
-parts. Scales are kept in float32 here; packing rounds them to the kernel's dtype.
+Every form can `permute_rows` (llama's q/k un-permutation, or a tensor-parallel rank's rows),
+`concat_rows` (fused q/k/v or gate/up) and take `columns` (a rank's share of the inputs, in
+whole groups or blocks) without touching a value, so a fused, un-permuted or split weight is
+exactly as precise as its parts. Scales are kept in float32 here; packing rounds them to the
+kernel's dtype.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from dataclasses import dataclass
 import torch
 
 GROUP = 32  # weights per int4 group: a GGUF 32-weight block, or a K-quant sub-block
+BLOCK = 256  # weights per K-quant block (`BlockRows`)
 
-RowDecoder = Callable[[torch.Tensor], torch.Tensor]  # (n, row_bytes) uint8 → (n, K) float32
+# (n, row_bytes) uint8 → (n, K) float32, K from the row bytes (so a slice of whole blocks
+# decodes with the same decoder)
+RowDecoder = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +125,29 @@ QuantRows = Int4Rows | Int8Rows | DenseRows | BlockRows
 def form(rows: QuantRows) -> tuple[type, str]:
     """What rows must share to be concatenated: their class, and for blocks their layout."""
     return type(rows), rows.kind if isinstance(rows, BlockRows) else ""
+
+
+def columns(rows: QuantRows, start: int, stop: int) -> QuantRows:
+    """Inputs [start, stop) of every row: (N, K) → (N, stop - start). Int4 rows split only
+    between groups and blocks only between blocks (their scales cover whole ones)."""
+    n, k = rows.shape
+    if not 0 <= start < stop <= k:
+        raise ValueError(f"columns [{start}, {stop}) of a weight of {k} inputs")
+    if isinstance(rows, Int8Rows):  # one scale per row: any columns
+        return Int8Rows(rows.q[:, start:stop].contiguous(), rows.scales)
+    if isinstance(rows, DenseRows):
+        return DenseRows(rows.weight[:, start:stop].contiguous())
+    unit = GROUP if isinstance(rows, Int4Rows) else BLOCK
+    if start % unit or stop % unit:
+        raise ValueError(f"columns [{start}, {stop}) split a {unit}-weight "
+                         f"{'group' if unit == GROUP else 'block'}")
+    if isinstance(rows, Int4Rows):
+        g = slice(start // GROUP, stop // GROUP)
+        return Int4Rows(rows.q[:, start:stop].contiguous(), rows.scales[:, g].contiguous(),
+                        rows.zeros[:, g].contiguous())
+    per_block = rows.blocks.shape[1] // (k // BLOCK)  # bytes
+    cut = rows.blocks[:, start // BLOCK * per_block:stop // BLOCK * per_block].contiguous()
+    return BlockRows(cut, rows.kind, stop - start, rows.decode)
 
 
 def concat_rows(parts: Sequence[QuantRows]) -> QuantRows:

@@ -54,6 +54,11 @@ class ShuttingDown(Exception):
     pass
 
 
+class RankLost(RuntimeError):
+    """A tensor-parallel rank of the model stopped (tensor_group.py): its forwards cannot go
+    on, so the requests end with this (a 500) and the runner stops (the model is unloaded)."""
+
+
 @dataclass(frozen=True, slots=True)
 class TokenLogprob:
     """A generated token's bytes and log probability, and the likeliest alternatives'."""

@@ -30,6 +30,7 @@ from ollamapy.engine.model import Transformer
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.pooling import decoder_embedding
 from ollamapy.engine.seq import window
+from ollamapy.engine.tensor_parallel import Part
 from ollamapy.loading.gguf_config import decoder_pooling
 from ollamapy.loading.load import Checkpoint, load_checkpoint
 from ollamapy.text.detokenize import IncrementalDetokenizer
@@ -201,14 +202,16 @@ class LoadedModel:
 
 def load(path: str | Path, device: str | torch.device | None = None,
          dtype: str | torch.dtype | None = None, *, fast: bool = False,
-         compile: bool | None = None, kv_cache_type: str = "f16") -> LoadedModel:
+         compile: bool | None = None, kv_cache_type: str = "f16",
+         part: Part | None = None) -> LoadedModel:
     """Load a .gguf file or a Hugging Face safetensors folder onto device (auto: cuda, mps,
     cpu) in dtype (auto: bf16 on cuda, fp16 on mps, fp32 on cpu). fast: keep a GGUF's
     weights quantized (int4/int8 kernels) instead of the float reference, its KV cache of
     kv_cache_type (OLLAMA_KV_CACHE_TYPE's values; the reference keeps dtype). compile
-    (default: fast): decode through the compiled step the server runs, compiled now."""
+    (default: fast): decode through the compiled step the server runs, compiled now. part:
+    a decoder's tensor-parallel share (ollamapy/tensor_group.py runs it)."""
     dev = pick_device(device)
-    checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype), fast)
+    checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype), fast, part)
     if fast and isinstance(checkpoint.model, Transformer):
         model = checkpoint.model
         model.kv_dtype = kv_cache_dtype(kv_cache_type, model.dtype)

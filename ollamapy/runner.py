@@ -30,12 +30,13 @@ from ollamapy.contract import (
 )
 from ollamapy.engine.batch import Batch
 from ollamapy.engine.compiled import CompiledDecode
-from ollamapy.engine.device import release_cached_memory, release_openmp_threads
+from ollamapy.engine.device import pick_device, release_cached_memory, release_openmp_threads
 from ollamapy.engine.grammar import Grammars, Matcher, constrains
 from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.reasoning_first import ReasoningFirst
 from ollamapy.engine.seq import Constraint, Seq, TokenLogprobs
 from ollamapy.loaded import LoadedModel, load
+from ollamapy.loading.load import checkpoint_kind
 from ollamapy.prompt import (
     ModelPrompt,
     Think,
@@ -44,6 +45,7 @@ from ollamapy.prompt import (
     generate_messages,
     render,
 )
+from ollamapy.tensor_group import Group
 from ollamapy.text.detokenize import IncrementalDetokenizer
 from ollamapy.text.gotemplate import GoTemplateError
 from ollamapy.text.harmony import HarmonyParser, harmony_template
@@ -56,15 +58,33 @@ class Runner:
     def __init__(self, spec: ModelSpec, num_ctx: int, *, num_parallel: int = 4,
                  max_queue: int = 512, device: str | None = None, fast: bool = False,
                  compile: bool = False, kv_cache_type: str = "f16",
-                 batch_invariant: bool = True) -> None:
+                 batch_invariant: bool = True, tensor_parallel: int = 1) -> None:
         """fast: GGUF weights stay quantized (int4/int8 kernels); compile: the batched
         decode step is compiled (and compiled now, before the first request waits on it);
         kv_cache_type: OLLAMA_KV_CACHE_TYPE (the fast path's cache); batch_invariant:
-        OLLAMAPY_BATCH_INVARIANT (`Transformer.batch_invariant`)."""
+        OLLAMAPY_BATCH_INVARIANT (`Transformer.batch_invariant`); tensor_parallel:
+        OLLAMAPY_TENSOR_PARALLEL, a decoder split over that many processes, this one rank 0
+        (tensor_group.py; its steps run eagerly)."""
         self.spec = spec
+        self.group: Group | None = None
+        part = None
+        if tensor_parallel > 1 and checkpoint_kind(spec.path) == "decoder":
+            self.group = Group.start(spec.path, tensor_parallel, device=pick_device(device),
+                                     fast=fast, kv_cache_type=kv_cache_type, num_ctx=num_ctx,
+                                     slots=num_parallel, batch_invariant=batch_invariant,
+                                     name=spec.name)
+            part, compile = self.group.part, False
         # compile=False: the batch below gets its own compiled step, one per bucket
-        self.model: LoadedModel = load(spec.path, device=device, fast=fast, compile=False,
-                                       kv_cache_type=kv_cache_type)
+        try:
+            self.model: LoadedModel = load(spec.path, device=device, fast=fast, compile=False,
+                                           kv_cache_type=kv_cache_type, part=part)
+        except Exception as e:
+            if self.group is not None:
+                self.group.ready(e)  # raises what failed, on every rank
+            raise
+        if self.group is not None:
+            self.group.ready()
+            self.group.lead(self.model.decoder)
         self.is_encoder = self.model.checkpoint.kind == "encoder"
         self.context_length = self.model.context_length
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one
@@ -85,6 +105,8 @@ class Runner:
             self.model.decoder.batch_invariant = batch_invariant
             batch = Batch(self.model.decoder, num_parallel, self.num_ctx,
                           self.base_options.num_batch)
+            if self.group is not None:
+                batch.cache = self.group.mirrored(batch.cache)
             if compile:
                 batch.decode = CompiledDecode(self.model.decoder, num_parallel,
                                               self.model.device)
@@ -101,6 +123,8 @@ class Runner:
     def close(self) -> None:
         """Stop the engine thread (failing what it still holds) and release the weights."""
         self.worker.stop()
+        if self.group is not None:
+            self.group.stop()
         if isinstance(self.worker, DecodeWorker):
             del self.worker.batch
         del self.model

@@ -286,6 +286,7 @@ class RunnerProcess:
 
 
 HEARTBEAT_S = 1.0  # how often a loading engine says it is still working
+WATCH_S = 0.5  # how often a serving engine checks that its runner still runs
 
 
 def _beat_while_loading(conn: Connection, loaded: threading.Event) -> None:
@@ -348,10 +349,22 @@ class _Engine:
         self.closed = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_reader(self.conn.fileno(), self._receive)
+        watch = asyncio.create_task(self._watch())
         await self.closed.wait()
+        watch.cancel()
         loop.remove_reader(self.conn.fileno())
         for task in self.tasks.values():
             task.cancel()
+
+    async def _watch(self) -> None:
+        """A runner whose engine stopped for good (a tensor-parallel rank lost) ends this
+        process, once what it failed has gone out: the server sees the engine gone and
+        unloads the model."""
+        assert self.closed is not None
+        while self.runner.alive:
+            await asyncio.sleep(WATCH_S)
+        await asyncio.sleep(WATCH_S)
+        self.closed.set()
 
     def _receive(self) -> None:
         assert self.closed is not None

@@ -54,7 +54,8 @@ class Scheduler:
         runner_args = {"num_parallel": settings.num_parallel, "max_queue": settings.max_queue,
                        "fast": settings.fast, "compile": settings.fast and settings.compile,
                        "kv_cache_type": settings.kv_cache_type,
-                       "batch_invariant": settings.batch_invariant}
+                       "batch_invariant": settings.batch_invariant,
+                       "tensor_parallel": settings.tensor_parallel}
         self.make_runner = make_runner or (
             partial(RunnerProcess, load_timeout=settings.load_timeout, **runner_args)
             if settings.engine_process else partial(_runner_class(), **runner_args))
@@ -178,8 +179,10 @@ class Scheduler:
         return True
 
     def running(self) -> list[Loaded]:
-        """Loaded models, the latest to expire first (as /api/ps sorts them)."""
-        return sorted(self.loaded.values(), key=lambda m: m.expires_at, reverse=True)
+        """Loaded models, the latest to expire first (as /api/ps sorts them); one whose
+        engine stopped is not loaded any more (the next request loads it afresh)."""
+        return sorted((m for m in self.loaded.values() if m.runner.alive),
+                      key=lambda m: m.expires_at, reverse=True)
 
     def shutdown(self) -> None:
         for loaded in list(self.loaded.values()):

@@ -15,7 +15,8 @@ default 0 = no cap: they stream to disk), `OLLAMAPY_BODY_TIMEOUT` (seconds a JSO
 to arrive, and the longest pause inside an upload; default 60).
 
 And for the engine: `OLLAMAPY_FAST`, `OLLAMAPY_COMPILE`, `OLLAMAPY_BATCH_INVARIANT` (each on
-unless 0; README, "Speed" and "Batch invariance") and `OLLAMAPY_ENGINE_PROCESS`.
+unless 0; README, "Speed" and "Batch invariance"), `OLLAMAPY_ENGINE_PROCESS` and
+`OLLAMAPY_TENSOR_PARALLEL` (ranks a decoder is split over, default 1; ollamapy/tensor_group.py).
 """
 
 from __future__ import annotations
@@ -208,6 +209,8 @@ class Settings:
     # OLLAMAPY_ENGINE_PROCESS: each loaded model's engine runs in its own process (0: on a
     # thread of the server's, for debugging and for tests that reach into the engine)
     engine_process: bool = True
+    # OLLAMAPY_TENSOR_PARALLEL: each decoder split over this many processes (tensor_group.py)
+    tensor_parallel: int = 1
     # the HTTP guards (server/security.py, server/limits.py); the key stays out of repr()
     api_key: str = field(default="", repr=False)  # OLLAMAPY_API_KEY; "" = no authentication
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # OLLAMAPY_MAX_BODY_BYTES; 0 = no cap
@@ -236,6 +239,7 @@ class Settings:
             kv_cache_type=env("OLLAMA_KV_CACHE_TYPE", environ).lower() or "f16",
             batch_invariant=_flag("OLLAMAPY_BATCH_INVARIANT", True, environ),
             engine_process=_flag("OLLAMAPY_ENGINE_PROCESS", True, environ),
+            tensor_parallel=max(1, _int("OLLAMAPY_TENSOR_PARALLEL", 1, environ)),
             api_key=env("OLLAMAPY_API_KEY", environ),
             max_body_bytes=max(0, _int("OLLAMAPY_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES,
                                        environ)),

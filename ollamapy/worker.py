@@ -26,6 +26,7 @@ from ollamapy.contract import (
     Embeddings,
     Finished,
     Job,
+    RankLost,
     ServerBusy,
     ShuttingDown,
     Text,
@@ -126,6 +127,7 @@ class Worker:
         raise NotImplementedError
 
     def _run(self) -> None:
+        ending: BaseException = ShuttingDown("the server is shutting down")
         while True:
             with self.cond:
                 while not self.stopping and not self.waiting and not self._busy():
@@ -135,13 +137,17 @@ class Worker:
                 admitted = self._admit()
             try:
                 self._step(admitted)
+            except RankLost as e:  # the model cannot run any more: end everything with why
+                log.error("%s", e)
+                ending = e
+                break
             except Exception as e:  # a broken step fails the requests in it, not the server
                 log.exception("worker step failed")
                 self._fail_running(e)
-        self._fail_running(ShuttingDown("the server is shutting down"))
+        self._fail_running(ending)
         with self.cond:
             while self.waiting:
-                self.waiting.popleft().end(ShuttingDown("the server is shutting down"))
+                self.waiting.popleft().end(ending)
 
     def _fail_running(self, error: BaseException) -> None:
         raise NotImplementedError
@@ -195,6 +201,8 @@ class DecodeWorker(Worker):
                 job.seq = job.make_seq()
                 self.running[id(job.seq)] = job
                 self._deliver(job, self.batch.add(job.seq))
+            except RankLost:
+                raise  # not this request's fault: the model cannot run (`_run`)
             except Exception as e:
                 self.running.pop(id(job.seq), None)
                 job.end(e)
@@ -217,6 +225,8 @@ class DecodeWorker(Worker):
                 raise ValueError("this model does not support embeddings")
             ids = job.batch[len(job.vectors)]
             job.vectors += self.embed([ids], job.limit, job.normalize)
+        except RankLost:
+            raise
         except Exception as e:
             self.embedding.popleft()
             job.end(e)

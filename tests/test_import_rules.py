@@ -10,7 +10,7 @@ as well as one at the top:
   names, so a loader (or anything above it) is never imported from the model;
 - loading/ imports of the package only engine/, text/ and itself (no runner, scheduler, worker,
   loaded, server or store), and of the engine only the models and configs it builds, RoPE's
-  factor math for configs and the kernels' door (`LOADER_SEES`);
+  factor math for configs, the kernels' door and the tensor-parallel split (`LOADER_SEES`);
 - store/ and text/ import no torch (here for text, by importing all of it; the store runs
   without torch in tests/store/test_no_torch.py);
 - nothing imports `ollamapy.server` but the server itself and the `ollamapy serve` command;
@@ -35,9 +35,11 @@ SERVE_COMMAND = PACKAGE / "cli.py"  # `ollamapy serve` starts the app: the one w
 ENGINE = PACKAGE / "engine"
 LOADING = PACKAGE / "loading"
 # what the loader may import of the engine: the models and configs it builds (decoder and BERT
-# encoder), RoPE's factor math (read into configs) and the kernels' door (the fast path's rows)
+# encoder), RoPE's factor math (read into configs), the kernels' door (the fast path's rows)
+# and the tensor-parallel split (a rank's part is built from its share of the rows)
 LOADER_SEES = ("ollamapy.engine.config", "ollamapy.engine.model", "ollamapy.engine.bert",
-               "ollamapy.engine.rope", "ollamapy.engine.kernels")
+               "ollamapy.engine.rope", "ollamapy.engine.kernels",
+               "ollamapy.engine.tensor_parallel")
 
 
 def module_name(path: Path) -> str:

@@ -104,3 +104,9 @@ def test_batch_invariance_is_on_unless_turned_off() -> None:
     assert Settings.from_env({"OLLAMAPY_BATCH_INVARIANT": "1"}).batch_invariant
     assert not Settings.from_env({"OLLAMAPY_BATCH_INVARIANT": "0"}).batch_invariant
     assert not Settings.from_env({"OLLAMAPY_BATCH_INVARIANT": " off "}).batch_invariant
+
+
+def test_tensor_parallel_is_one_process_unless_set() -> None:
+    assert Settings.from_env({}).tensor_parallel == 1
+    assert Settings.from_env({"OLLAMAPY_TENSOR_PARALLEL": "2"}).tensor_parallel == 2
+    assert Settings.from_env({"OLLAMAPY_TENSOR_PARALLEL": "0"}).tensor_parallel == 1

@@ -20,10 +20,11 @@ from ollamapy_kernels.rows import (
     Int8Rows,
     QuantRows,
     RowDecoder,
+    columns,
     concat_rows,
     form,
 )
 
 __all__ = ["DEFAULT_POLICY", "GROUP", "BlockRows", "Int4Rows", "Int8Experts", "Int8Rows", "Policy",
-           "QuantRows", "QuantizedEmbedding", "RowDecoder", "Target", "concat_rows", "convert_rows",
-           "span_attention", "form", "from_dense", "pack", "rows_from_dense"]
+           "QuantRows", "QuantizedEmbedding", "RowDecoder", "Target", "columns", "concat_rows",
+           "convert_rows", "span_attention", "form", "from_dense", "pack", "rows_from_dense"]

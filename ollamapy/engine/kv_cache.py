@@ -45,6 +45,9 @@ def kv_cache_dtype(kind: str, dtype: torch.dtype) -> torch.dtype:
 
 
 class KVCache:
+    parent: KVCache | None = None  # a slot view's cache, and its slot there (`slot`)
+    index: int | None = None
+
     def __init__(self, config: ModelConfig, max_len: int, batch: int = 1,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
         shape = (batch, config.n_kv_heads, max_len, config.head_dim)
@@ -77,6 +80,7 @@ class KVCache:
         """Slot i as a one-sequence cache: views of rows i:i+1, so its writes land here."""
         view = object.__new__(KVCache)
         view._hold([k[i:i + 1] for k in self.k], [v[i:i + 1] for v in self.v])
+        view.parent, view.index = self, i
         return view
 
     def copy(self, src: int, dst: int, length: int) -> None:

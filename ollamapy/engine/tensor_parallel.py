@@ -50,6 +50,16 @@ class AllReduced(nn.Module):
         return y if self.bias is None else y + self.bias
 
 
+@dataclass(frozen=True)
+class Part:
+    """Which part of a model a process holds: rank `rank` of `world`, its all-reduces over
+    `group` (None: the default group)."""
+
+    rank: int
+    world: int
+    group: dist.ProcessGroup | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Share:
     """What one rank holds: ranges of the query heads, the kv heads they read and the
@@ -95,6 +105,44 @@ def shard_config(config: ModelConfig, rank: int, world: int) -> ModelConfig:
                                ffn_dim=len(mine.units))
 
 
+Split = tuple[str, torch.Tensor | slice]  # ("rows", index) or ("columns", slice)
+
+
+def split_tensor(t: torch.Tensor, split: Split | None) -> torch.Tensor:
+    """A whole (N, K) weight or (N,) vector → this rank's share of it, as `split_of` says."""
+    if split is None:
+        return t
+    return t[split[1]] if split[0] == "rows" else t[:, split[1]]
+
+
+def split_of(name: str, config: ModelConfig, mine: Share) -> Split | None:
+    """How one weight of a decoder (our name: the reference model's fused ones, or their
+    parts as a file stores them) is split: ("rows", the rank's output rows), ("columns", its
+    inputs) or None, whole on every rank (embeddings, norms, the head, the biases that
+    AllReduced adds once)."""
+    hd, f = config.head_dim, config.ffn_dim
+    q_all, kv_all = config.n_heads * hd, config.n_kv_heads * hd
+    heads = torch.arange(mine.heads.start * hd, mine.heads.stop * hd)
+    kv = torch.arange(mine.kv_heads.start * hd, mine.kv_heads.stop * hd)
+    units = torch.arange(mine.units.start, mine.units.stop)
+    layer, _, rest = name.partition(".attn.") if ".attn." in name else name.partition(".ffn.")
+    if not rest:
+        return None
+    kind, what = rest.rsplit(".", 1)[0], rest.rsplit(".", 1)[1]
+    if ".attn." in name:
+        rows = {"wq": heads, "wk": kv, "wv": kv, "wqkv": torch.cat([heads, q_all + kv,
+                                                                  q_all + kv_all + kv]),
+                "sinks": torch.arange(mine.heads.start, mine.heads.stop)}.get(kind)
+        if kind == "wo" and what == "weight":
+            return "columns", slice(mine.heads.start * hd, mine.heads.stop * hd)
+    else:
+        rows = {"w_gate": units, "w_up": units,
+                "w_gate_up": torch.cat([units, f + units])}.get(kind)
+        if kind == "w_down" and what == "weight":
+            return "columns", slice(mine.units.start, mine.units.stop)
+    return None if rows is None else ("rows", rows)
+
+
 @torch.no_grad()
 def shard(model: Transformer, rank: int, world: int,
           group: dist.ProcessGroup | None = None) -> Transformer:
@@ -104,27 +152,8 @@ def shard(model: Transformer, rank: int, world: int,
     c, mine = model.config, share(model.config, rank, world)
     with torch.device("meta"):
         part = Transformer(shard_config(c, rank, world))
-    state = dict(model.state_dict())
-    hd, q_all, kv_all = c.head_dim, c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim
-
-    def rows(t: torch.Tensor, start: int, taken: range, size: int = 1) -> torch.Tensor:
-        return t[start + taken.start * size:start + taken.stop * size]
-
-    for i in range(c.n_layers):
-        p = f"layers.{i}."
-        for name in ("attn.wqkv.weight", "attn.wqkv.bias"):  # rows: q, then k, then v
-            if p + name in state:
-                t = state[p + name]
-                state[p + name] = torch.cat([rows(t, 0, mine.heads, hd),
-                                             rows(t, q_all, mine.kv_heads, hd),
-                                             rows(t, q_all + kv_all, mine.kv_heads, hd)])
-        state[p + "attn.wo.weight"] = rows(state[p + "attn.wo.weight"].T, 0, mine.heads, hd).T
-        if p + "attn.sinks.weight" in state:
-            state[p + "attn.sinks.weight"] = rows(state[p + "attn.sinks.weight"], 0, mine.heads)
-        up = state[p + "ffn.w_gate_up.weight"]  # rows: gate, then up
-        state[p + "ffn.w_gate_up.weight"] = torch.cat([rows(up, 0, mine.units),
-                                                       rows(up, c.ffn_dim, mine.units)])
-        state[p + "ffn.w_down.weight"] = rows(state[p + "ffn.w_down.weight"].T, 0, mine.units).T
+    state = {name: split_tensor(t, split_of(name, c, mine))
+             for name, t in model.state_dict().items()}
     biases = {name: state.pop(name) for name in list(state)
               if name.endswith(("attn.wo.bias", "ffn.w_down.bias"))}
     part.load_state_dict({k: v.contiguous() for k, v in state.items()}, strict=False,

@@ -33,12 +33,23 @@ from ollamapy.engine.kernels import (
     Int8Experts,
     Policy,
     QuantRows,
+    columns,
     concat_rows,
+    convert_rows,
     form,
     pack,
     span_attention,
 )
 from ollamapy.engine.model import Transformer
+from ollamapy.engine.tensor_parallel import (
+    AllReduced,
+    Part,
+    Split,
+    shard_config,
+    share,
+    split_of,
+    split_tensor,
+)
 from ollamapy.loading.gguf import GGUFFile
 from ollamapy.loading.gguf_config import UnsupportedModelError, is_decoder_weight
 from ollamapy.loading.gguf_rows import gguf_embedding, gguf_rows, quantize_head
@@ -68,19 +79,42 @@ def _joined(parts: list[QuantRows], biases: list[torch.Tensor | None], device: t
     return SideBySide([pack(p, bias=b, device=device) for p, b in zip(parts, biases, strict=True)])
 
 
+def _split_rows(rows: QuantRows, split: Split | None) -> QuantRows:
+    """A rank's share of rows (`split_of`); columns that would cut an int4 group or a block
+    in two are taken from the weight as int8 (one scale per row: any columns)."""
+    if split is None:
+        return rows
+    if split[0] == "rows":
+        assert isinstance(split[1], torch.Tensor)
+        return rows.permute_rows(split[1])
+    assert isinstance(split[1], slice)
+    start, stop = split[1].start, split[1].stop
+    try:
+        return columns(rows, start, stop)
+    except ValueError:
+        return columns(convert_rows(rows, "int8"), start, stop)
+
+
 def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.device,
-                           dtype: torch.dtype, policy: Policy = DEFAULT_POLICY) -> Transformer:
+                           dtype: torch.dtype, policy: Policy = DEFAULT_POLICY,
+                           part: Part | None = None) -> Transformer:
+    """part: only this tensor-parallel rank's share of each layer (engine/tensor_parallel.py),
+    cut from the rows before they are packed; wo and w_down sum over its group."""
     stored = {gguf_name(name, config): name for name in filter(is_decoder_weight, gguf.tensors)}
+    mine = share(config, part.rank, part.world) if part else None
+
+    def split(ours: str) -> Split | None:
+        return None if mine is None else split_of(ours, config, mine)
 
     def rows(ours: str) -> QuantRows:
         info = gguf.tensors[stored[ours]]
         r = gguf_rows(gguf.raw(stored[ours]), info.type_name, info.shape, policy, device)
         order = gguf_row_order(ours, config)
-        return r if order is None else r.permute_rows(order)
+        return _split_rows(r if order is None else r.permute_rows(order), split(ours))
 
     def dense(ours: str) -> torch.Tensor:
-        t = fix_gguf_tensor(ours, gguf.tensor(stored[ours]), config)
-        return t.to(device=device, dtype=dtype)
+        t = split_tensor(fix_gguf_tensor(ours, gguf.tensor(stored[ours]), config), split(ours))
+        return t.contiguous().to(device=device, dtype=dtype)
 
     def bias(weight: str) -> torch.Tensor | None:
         name = weight.replace(".weight", ".bias")
@@ -88,6 +122,13 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
 
     def layer(ours: str) -> nn.Module:
         return pack(rows(ours), bias=bias(ours), device=device)
+
+    def summed(ours: str) -> nn.Module:
+        """A row-parallel projection (wo, w_down): under tensor parallelism this rank's
+        inputs, summed over the group, the bias added once."""
+        if part is None:
+            return layer(ours)
+        return AllReduced(pack(rows(ours), device=device), bias(ours), part.group)
 
     def fused(ours: str, parts: tuple[str, ...]) -> nn.Module:
         """The model's fused projection: stored so (phi3), or joined from its parts."""
@@ -102,22 +143,23 @@ def build_fast_transformer(gguf: GGUFFile, config: ModelConfig, device: torch.de
         return Int8Experts([gguf_rows(raw[e], info.type_name, (shape[0], shape[1]), policy)
                             for e in range(n_experts)], device, bias(ours))
 
+    ours = shard_config(config, part.rank, part.world) if part else config
     with torch.device("meta"):
-        model = Transformer(config)
-    kernel = span_attention(device, config.n_heads, config.n_kv_heads, config.head_dim)
+        model = Transformer(ours)
+    kernel = span_attention(device, ours.n_heads, ours.n_kv_heads, ours.head_dim)
     for i, block in enumerate(model.layers):
         attn, ffn, p = block.attn, block.ffn, f"layers.{i}."
         attn.kernel = kernel
         attn.wqkv = fused(p + "attn.wqkv.weight",
                           tuple(p + f"attn.{w}.weight" for w in ("wq", "wk", "wv")))
-        attn.wo = layer(p + "attn.wo.weight")
+        attn.wo = summed(p + "attn.wo.weight")
         if config.n_experts:  # the router stays on the meta device: loaded dense below
             ffn.w_gate, ffn.w_up, ffn.w_down = (experts(p + f"ffn.{w}.weight")
                                                 for w in ("w_gate", "w_up", "w_down"))
         else:
             ffn.w_gate_up = fused(p + "ffn.w_gate_up.weight",
                                   (p + "ffn.w_gate.weight", p + "ffn.w_up.weight"))
-            ffn.w_down = layer(p + "ffn.w_down.weight")
+            ffn.w_down = summed(p + "ffn.w_down.weight")
 
     embd = gguf.tensors[stored["tok_embeddings.weight"]]
     table = gguf.raw(embd.name)  # read once: a tied head is made from the same bytes

@@ -92,22 +92,24 @@ def rows_from_gguf(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
     return concat_rows([first, *(rows(i) for i in range(_CHUNK_ROWS, n, _CHUNK_ROWS))])
 
 
-def _dequantize_rows(rows: torch.Tensor, type_name: str, dim: int) -> torch.Tensor:
-    """(n, row_bytes) uint8 → (n, dim) float32."""
+def _dequantize_rows(rows: torch.Tensor, type_name: str) -> torch.Tensor:
+    """(n, row_bytes) uint8 → (n, K) float32, K from the row's whole blocks."""
+    t = GGML_TYPES[GGML_TYPE_IDS[type_name]]
+    dim = rows.shape[1] // t.type_size * t.block_size
     return dequantize(rows.reshape(-1), type_name, (rows.shape[0], dim))
 
 
-def row_decoder(type_name: str, dim: int) -> RowDecoder:
-    """ggml's dequantization of whole rows of `dim` weights: the decoder an embedding's table
-    and kept blocks carry."""
-    return functools.partial(_dequantize_rows, type_name=type_name, dim=dim)
+def row_decoder(type_name: str) -> RowDecoder:
+    """ggml's dequantization of whole rows (of any number of blocks): the decoder an
+    embedding's table and kept blocks carry."""
+    return functools.partial(_dequantize_rows, type_name=type_name)
 
 
 def block_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int]) -> BlockRows:
     """An (N, K) weight's bytes kept as stored: (N, row bytes) rows of blocks, no copy."""
     n, k = shape
     return BlockRows(raw.view(n, _row_bytes(type_name, k)), type_name, k,
-                     row_decoder(type_name, k))
+                     row_decoder(type_name))
 
 
 def gguf_rows(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
@@ -150,4 +152,4 @@ def gguf_embedding(raw: torch.Tensor, type_name: str, shape: tuple[int, int],
         raise NotImplementedError(f"cannot dequantize {type_name}")
     n, dim = shape
     return QuantizedEmbedding(raw.view(n, _row_bytes(type_name, dim)), dim,
-                              row_decoder(type_name, dim), dtype)
+                              row_decoder(type_name), dtype)

@@ -19,6 +19,7 @@ import torch
 from ollamapy.engine.bert import BertEncoder
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.model import Transformer
+from ollamapy.engine.tensor_parallel import Part, shard
 from ollamapy.loading.encoder_weights import build_encoder, encoder_from_hf, gguf_encoder_name
 from ollamapy.loading.families import ENCODER_ARCHS, HF_ENCODER_TYPES
 from ollamapy.loading.gguf import GGUFFile, read_gguf
@@ -54,16 +55,36 @@ class Checkpoint:
 
 
 def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
-                    fast: bool = False) -> Checkpoint:
+                    fast: bool = False, part: Part | None = None) -> Checkpoint:
     """fast: a GGUF decoder's weights stay quantized (`loading/fast_model.py`); everything
-    else, and fast=False, dequantizes to dtype (the reference path)."""
+    else, and fast=False, dequantizes to dtype (the reference path). part: a decoder's
+    tensor-parallel share only (engine/tensor_parallel.py; encoders are not split)."""
+    path = Path(path)
+    if part is not None and checkpoint_kind(path) == "encoder":
+        raise UnsupportedModelError("tensor parallel: encoders are not split")
+    if path.is_dir():
+        checkpoint = _load_hf(read_hf_folder(path), device, dtype)
+    elif not path.is_file():
+        raise FileNotFoundError(f"no model file or folder at {path}")
+    else:
+        with read_gguf(path) as gguf:
+            checkpoint = _load_gguf(gguf, device, dtype, fast, part)
+    split_as_built = fast and not path.is_dir()  # the fast GGUF loader cuts the rows itself
+    if part is not None and not split_as_built and isinstance(checkpoint.model, Transformer):
+        checkpoint.model = shard(checkpoint.model, part.rank, part.world, part.group)
+    return checkpoint
+
+
+def checkpoint_kind(path: str | Path) -> Literal["decoder", "encoder"]:
+    """Whether the file or folder at path holds a decoder or an encoder (BERT), from its
+    metadata alone."""
     path = Path(path)
     if path.is_dir():
-        return _load_hf(read_hf_folder(path), device, dtype)
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file or folder at {path}")
+        config = json.loads((path / "config.json").read_text())
+        return "encoder" if config.get("model_type") in HF_ENCODER_TYPES else "decoder"
     with read_gguf(path) as gguf:
-        return _load_gguf(gguf, device, dtype, fast)
+        arch = gguf.metadata.get("general.architecture")
+    return "encoder" if arch in ENCODER_ARCHS else "decoder"
 
 
 def decoder_tensors(gguf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
@@ -74,7 +95,7 @@ def decoder_tensors(gguf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, 
 
 
 def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
-               fast: bool) -> Checkpoint:
+               fast: bool, part: Part | None = None) -> Checkpoint:
     meta = gguf.metadata
     if meta.get("general.architecture") in ENCODER_ARCHS:  # fast or not: BERT is small
         config = encoder_config_from_gguf(meta)
@@ -88,7 +109,7 @@ def _load_gguf(gguf: GGUFFile, device: torch.device, dtype: torch.dtype,
     if fast:
         from ollamapy.loading.fast_model import build_fast_transformer  # imports the kernels
 
-        model = build_fast_transformer(gguf, config, device, dtype)
+        model = build_fast_transformer(gguf, config, device, dtype, part=part)
     else:
         model = build_transformer(config, decoder_tensors(gguf, config), device, dtype)
     trim_heap()

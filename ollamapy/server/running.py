@@ -15,7 +15,14 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
-from ollamapy.contract import Finished, ModelSpec, ServerBusy, ShuttingDown, TokenLogprob
+from ollamapy.contract import (
+    Finished,
+    ModelSpec,
+    RankLost,
+    ServerBusy,
+    ShuttingDown,
+    TokenLogprob,
+)
 from ollamapy.engine.options import Options, OptionsError, parse_options
 from ollamapy.runner_process import RunnerStopped
 from ollamapy.server.errors import APIError, bad_request
@@ -80,7 +87,7 @@ async def run_model(state: State, spec: ModelSpec, options: Mapping[str, Any],
                 raise APIError(503, str(e)) from None
             except ValueError as e:  # RequestError, OptionsError, an empty prompt …
                 raise bad_request(str(e)) from None
-    except RunnerStopped as e:  # the engine process died (loading, or under the request)
+    except (RunnerStopped, RankLost) as e:  # the engine process died, or a rank under it
         raise APIError(500, str(e)) from None
 
 
