@@ -137,8 +137,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # a graceful stop exits 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.run(create_app(settings), host=host, port=settings.host.port,
-                log_level=logging.getLevelName(level).lower(), timeout_graceful_shutdown=10)
+    # asyncio's loop and h11 whatever else is installed (uvicorn's "auto" would take uvloop
+    # and httptools where a package such as Ray Serve brought them): one server, tested as is
+    uvicorn.run(create_app(settings), host=host, port=settings.host.port, loop="asyncio",
+                http="h11", log_level=logging.getLevelName(level).lower(),
+                timeout_graceful_shutdown=10)
     return 0
 
 
