@@ -120,26 +120,28 @@ def split_of(name: str, config: ModelConfig, mine: Share) -> Split | None:
     parts as a file stores them) is split: ("rows", the rank's output rows), ("columns", its
     inputs) or None, whole on every rank (embeddings, norms, the head, the biases that
     AllReduced adds once)."""
+    parts = name.split(".")  # layers.<i>.attn.wq.weight, layers.<i>.ffn.w_down.bias, ...
+    if len(parts) != 5 or parts[2] not in ("attn", "ffn"):
+        return None
+    block, kind, what = parts[2:]
     hd, f = config.head_dim, config.ffn_dim
     q_all, kv_all = config.n_heads * hd, config.n_kv_heads * hd
     heads = torch.arange(mine.heads.start * hd, mine.heads.stop * hd)
     kv = torch.arange(mine.kv_heads.start * hd, mine.kv_heads.stop * hd)
     units = torch.arange(mine.units.start, mine.units.stop)
-    layer, _, rest = name.partition(".attn.") if ".attn." in name else name.partition(".ffn.")
-    if not rest:
-        return None
-    kind, what = rest.rsplit(".", 1)[0], rest.rsplit(".", 1)[1]
-    if ".attn." in name:
-        rows = {"wq": heads, "wk": kv, "wv": kv, "wqkv": torch.cat([heads, q_all + kv,
-                                                                  q_all + kv_all + kv]),
+    if block == "attn":
+        if kind == "wo":
+            return ("columns", slice(mine.heads.start * hd, mine.heads.stop * hd)) \
+                if what == "weight" else None
+        rows = {"wq": heads, "wk": kv, "wv": kv,
+                "wqkv": torch.cat([heads, q_all + kv, q_all + kv_all + kv]),
                 "sinks": torch.arange(mine.heads.start, mine.heads.stop)}.get(kind)
-        if kind == "wo" and what == "weight":
-            return "columns", slice(mine.heads.start * hd, mine.heads.stop * hd)
     else:
+        if kind == "w_down":
+            return ("columns", slice(mine.units.start, mine.units.stop)) \
+                if what == "weight" else None
         rows = {"w_gate": units, "w_up": units,
                 "w_gate_up": torch.cat([units, f + units])}.get(kind)
-        if kind == "w_down" and what == "weight":
-            return "columns", slice(mine.units.start, mine.units.stop)
     return None if rows is None else ("rows", rows)
 
 
