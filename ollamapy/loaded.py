@@ -28,6 +28,7 @@ from ollamapy.engine.generate import Delta, generate
 from ollamapy.engine.kv_cache import KVCache, kv_cache_dtype
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.options import Options, parse_options
+from ollamapy.engine.placement import place
 from ollamapy.engine.pooling import decoder_embedding
 from ollamapy.engine.seq import window
 from ollamapy.engine.tensor_parallel import Part
@@ -203,14 +204,26 @@ class LoadedModel:
 def load(path: str | Path, device: str | torch.device | None = None,
          dtype: str | torch.dtype | None = None, *, fast: bool = False,
          compile: bool | None = None, kv_cache_type: str = "f16",
-         part: Part | None = None) -> LoadedModel:
+         part: Part | None = None, num_gpu: int = -1) -> LoadedModel:
     """Load a .gguf file or a Hugging Face safetensors folder onto device (auto: cuda, mps,
     cpu) in dtype (auto: bf16 on cuda, fp16 on mps, fp32 on cpu). fast: keep a GGUF's
     weights quantized (int4/int8 kernels) instead of the float reference, its KV cache of
     kv_cache_type (OLLAMA_KV_CACHE_TYPE's values; the reference keeps dtype). compile
     (default: fast): decode through the compiled step the server runs, compiled now. part:
-    a decoder's tensor-parallel share (ollamapy/tensor_group.py runs it)."""
+    a decoder's tensor-parallel share (ollamapy/tensor_group.py runs it). num_gpu: Ollama's
+    layers on the accelerator (-1: all, 0: none; a count splits a decoder between the
+    accelerator and the CPU, engine/placement.py: its float model, run eagerly)."""
     dev = pick_device(device)
+    if num_gpu == 0:
+        dev = torch.device("cpu")
+    if dev.type != "cpu" and num_gpu > 0:  # a count: the layers split between the two
+        cpu = torch.device("cpu")
+        checkpoint = load_checkpoint(path, cpu, pick_dtype(cpu, dtype), False, part)
+        if isinstance(checkpoint.model, Transformer):
+            checkpoint.model = place(checkpoint.model, num_gpu, dev)
+        else:  # an encoder: small, whole on the accelerator
+            checkpoint.model.to(dev)
+        return LoadedModel(checkpoint, Path(path), False)
     checkpoint = load_checkpoint(path, dev, pick_dtype(dev, dtype), fast, part)
     if fast and isinstance(checkpoint.model, Transformer):
         model = checkpoint.model

@@ -36,7 +36,6 @@ from ollamapy.engine.options import Options, parse_options
 from ollamapy.engine.reasoning_first import ReasoningFirst
 from ollamapy.engine.seq import Constraint, Seq, TokenLogprobs
 from ollamapy.loaded import LoadedModel, load
-from ollamapy.loading.load import checkpoint_kind
 from ollamapy.prompt import (
     ModelPrompt,
     Think,
@@ -63,28 +62,34 @@ class Runner:
         decode step is compiled (and compiled now, before the first request waits on it);
         kv_cache_type: OLLAMA_KV_CACHE_TYPE (the fast path's cache); batch_invariant:
         OLLAMAPY_BATCH_INVARIANT (`Transformer.batch_invariant`); tensor_parallel:
-        OLLAMAPY_TENSOR_PARALLEL, a decoder split over that many processes, this one rank 0
+        OLLAMAPY_TENSOR_PARALLEL, the model split over that many processes, this one rank 0
         (tensor_group.py; its steps run eagerly)."""
         self.spec = spec
         self.group: Group | None = None
         part = None
-        if tensor_parallel > 1 and checkpoint_kind(spec.path) == "decoder":
+        if tensor_parallel > 1:
             self.group = Group.start(spec.path, tensor_parallel, device=pick_device(device),
                                      fast=fast, kv_cache_type=kv_cache_type, num_ctx=num_ctx,
                                      slots=num_parallel, batch_invariant=batch_invariant,
                                      name=spec.name)
             part, compile = self.group.part, False
+        # Ollama's num_gpu (a Modelfile parameter, or a request's: the scheduler puts it in
+        # the spec): a count of layers splits the model between the accelerator and the CPU
+        num_gpu = parse_options(spec.params).num_gpu
+        if num_gpu > 0 and pick_device(device).type != "cpu":
+            compile = False  # the split float model runs eagerly
         # compile=False: the batch below gets its own compiled step, one per bucket
         try:
             self.model: LoadedModel = load(spec.path, device=device, fast=fast, compile=False,
-                                           kv_cache_type=kv_cache_type, part=part)
+                                           kv_cache_type=kv_cache_type, part=part,
+                                           num_gpu=num_gpu)
         except Exception as e:
             if self.group is not None:
-                self.group.ready(e)  # raises what failed, on every rank
+                self.group.ready(e)  # the followers learn it and stop
             raise
         if self.group is not None:
             self.group.ready()
-            self.group.lead(self.model.decoder)
+            self.group.lead(self.model.model)
         self.is_encoder = self.model.checkpoint.kind == "encoder"
         self.context_length = self.model.context_length
         # the KV window this runner was loaded for: Ollama clamps num_ctx to the trained one

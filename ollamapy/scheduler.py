@@ -13,6 +13,7 @@ process died is loaded afresh by the next request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -77,10 +78,20 @@ class Scheduler:
                 return int(source)
         return self.settings.context_length or DEFAULT_NUM_CTX
 
+    @staticmethod
+    def with_num_gpu(spec: ModelSpec, options: Mapping[str, Any] | None) -> ModelSpec:
+        """spec with the request's num_gpu (Ollama's layers on the accelerator) in its
+        parameters, where the request sets one: the runner loads by it."""
+        value = (options or {}).get("num_gpu")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return spec
+        return dataclasses.replace(spec, params={**spec.params, "num_gpu": int(value)})
+
     @asynccontextmanager
     async def use(self, spec: ModelSpec, options: Mapping[str, Any] | None = None,
                   keep_alive: float | None = None) -> AsyncIterator[AnyRunner]:
         """The runner for spec, loaded if needed, held for the duration of the block."""
+        spec = self.with_num_gpu(spec, options)
         loaded = await self._acquire(spec, self.wanted_num_ctx(spec, options), keep_alive)
         try:
             yield loaded.runner
@@ -114,10 +125,14 @@ class Scheduler:
 
     @staticmethod
     def _needs_reload(loaded: Loaded, spec: ModelSpec, num_ctx: int) -> bool:
+        """Ollama's needsReload: a dead runner, a changed model, another num_ctx (after
+        clamping) or another num_gpu (but -1, "as many as fit")."""
         runner = loaded.runner
         clamped = max(4, min(num_ctx, runner.context_length))
+        num_gpu = spec.params.get("num_gpu", -1)
         return not runner.alive or loaded.spec.digest != spec.digest or (
-            not runner.is_encoder and clamped != runner.num_ctx)
+            not runner.is_encoder and clamped != runner.num_ctx) or (
+            num_gpu != -1 and num_gpu != loaded.spec.params.get("num_gpu", -1))
 
     async def _wait_idle(self, loaded: Loaded) -> None:
         while loaded.refs:

@@ -16,7 +16,7 @@ to arrive, and the longest pause inside an upload; default 60).
 
 And for the engine: `OLLAMAPY_FAST`, `OLLAMAPY_COMPILE`, `OLLAMAPY_BATCH_INVARIANT` (each on
 unless 0; README, "Speed" and "Batch invariance"), `OLLAMAPY_ENGINE_PROCESS` and
-`OLLAMAPY_TENSOR_PARALLEL` (ranks a decoder is split over, default 1; ollamapy/tensor_group.py).
+`OLLAMAPY_TENSOR_PARALLEL` (ranks a model is split over, default 1; ollamapy/tensor_group.py).
 """
 
 from __future__ import annotations
@@ -209,7 +209,7 @@ class Settings:
     # OLLAMAPY_ENGINE_PROCESS: each loaded model's engine runs in its own process (0: on a
     # thread of the server's, for debugging and for tests that reach into the engine)
     engine_process: bool = True
-    # OLLAMAPY_TENSOR_PARALLEL: each decoder split over this many processes (tensor_group.py)
+    # OLLAMAPY_TENSOR_PARALLEL: each model split over this many processes (tensor_group.py)
     tensor_parallel: int = 1
     # the HTTP guards (server/security.py, server/limits.py); the key stays out of repr()
     api_key: str = field(default="", repr=False)  # OLLAMAPY_API_KEY; "" = no authentication

@@ -11,6 +11,7 @@ partners. Followers stop at the final hidden state: only rank 0 computes logits 
 
     rank 0 → followers   ("forward", tokens, start_pos, cache, key_positions)
                          ("copy", src, dst, n)    ("swap", a, b, len_a, len_b)
+                         ("encode", ids, mask)   (an encoder's batch)
                          ("stop",)
     cache:               None, ("batch", slot or None), or ("scratch", id, max_len, slots)
 
@@ -41,6 +42,7 @@ import torch
 import torch.distributed as dist
 
 from ollamapy.contract import RankLost
+from ollamapy.engine.bert import BertEncoder
 from ollamapy.engine.kv_cache import KVCache
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.tensor_parallel import Part
@@ -95,14 +97,15 @@ def _join(launch: Launch, rank: int) -> Part:
     return Part(rank, launch.world, dist.group.WORLD)
 
 
-def _load_part(launch: Launch, part: Part) -> Transformer:
+def _load_part(launch: Launch, part: Part) -> Transformer | BertEncoder:
     from ollamapy.loaded import load
 
     device = rank_device(torch.device(launch.device), part.rank)
     model = load(launch.path, device=device, fast=launch.fast, compile=False,
-                 kv_cache_type=launch.kv_cache_type, part=part).decoder
-    model.init_rope(max(4, min(launch.num_ctx, model.config.context_length)))
-    model.batch_invariant = launch.batch_invariant
+                 kv_cache_type=launch.kv_cache_type, part=part).model
+    if isinstance(model, Transformer):
+        model.init_rope(max(4, min(launch.num_ctx, model.config.context_length)))
+        model.batch_invariant = launch.batch_invariant
     return model
 
 
@@ -171,13 +174,15 @@ class Group:
         return joined[0]
 
     def ready(self, error: BaseException | None = None) -> None:
-        """After this rank's load (error: how it failed): every rank's load went well, or
-        this raises with what went wrong where (and the followers are stopped)."""
+        """After this rank's load: every rank's load went well, or this raises with what
+        went wrong where, and the followers are stopped. error: this rank's load failed
+        (the followers are told and stopped; the caller raises it)."""
         try:
             _agree(None if error is None else f"{type(error).__name__}: {error}")
         except BaseException:
             self.stop(announce=False)
-            raise
+            if error is None:
+                raise
 
     def announce(self, message: tuple) -> None:
         """Send message to every follower before rank 0 acts on it."""
@@ -201,10 +206,17 @@ class Group:
                                f"is unloaded ({error})")
         return self.broken
 
-    def lead(self, model: Transformer) -> None:
+    def lead(self, model: Transformer | BertEncoder) -> None:
         """Make every forward of model (rank 0's part) announce itself first, whichever path
         calls it (a prompt chunk, a decode step, an embedding)."""
         forward = model.forward
+        if isinstance(model, BertEncoder):
+            def encoded(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                self.announce(("encode", ids.cpu(), mask.cpu()))
+                return self._guarded(forward, ids, mask)
+
+            model.forward = encoded  # type: ignore[method-assign]
+            return
 
         def announced(tokens: torch.Tensor, start_pos: int | torch.Tensor = 0,
                       cache: KVCache | None = None, **kwargs: Any) -> torch.Tensor:
@@ -213,14 +225,17 @@ class Group:
                            start_pos.cpu() if isinstance(start_pos, torch.Tensor) else start_pos,
                            self._cache_key(cache),
                            None if key_positions is None else key_positions.cpu()))
-            try:
-                return forward(tokens, start_pos, cache, **kwargs)
-            except RuntimeError as e:  # an all-reduce whose partner is gone
-                if self.broken is None and any(p.poll() is not None for p in self.followers):
-                    raise self.lost(e) from e
-                raise
+            return self._guarded(forward, tokens, start_pos, cache, **kwargs)
 
         model.forward = announced  # type: ignore[method-assign]
+
+    def _guarded(self, forward: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        try:
+            return forward(*args, **kwargs)
+        except RuntimeError as e:  # an all-reduce whose partner is gone
+            if self.broken is None and any(p.poll() is not None for p in self.followers):
+                raise self.lost(e) from e
+            raise
 
     def mirrored(self, cache: KVCache) -> KVCache:
         """The batch's cache, its slot operations announced (the same buffers)."""
@@ -284,6 +299,9 @@ def follow(rank: int, launch: Launch) -> None:
         _agree(f"{type(e).__name__}: {e}")
         return
     _agree(None)
+    if isinstance(model, BertEncoder):
+        _encode_along(model)
+        return
     device = model.device
     num_ctx = max(4, min(launch.num_ctx, model.config.context_length))  # as the Runner's
     cache = KVCache(model.config, num_ctx, batch=launch.slots, device=device,
@@ -320,6 +338,25 @@ def follow(rank: int, launch: Launch) -> None:
                       key_positions=None if key_positions is None else key_positions.to(device))
             except ValueError as e:  # rank 0 met the same refusal (a cache overflow)
                 log.debug("follower %d: %s", rank, e)
+    dist.destroy_process_group()
+
+
+def _encode_along(model: BertEncoder) -> None:
+    """An encoder's follower: each batch rank 0 encodes, encoded here too."""
+    device = model.tok_embeddings.weight.device
+    while True:
+        box: list[Any] = [None]
+        try:
+            dist.broadcast_object_list(box, src=0)
+        except Exception:  # rank 0 is gone
+            return
+        if box[0][0] == "stop":
+            break
+        _, ids, mask = box[0]
+        try:
+            model(ids.to(device), mask.to(device))
+        except ValueError as e:  # rank 0 met the same refusal (too many tokens)
+            log.debug("follower: %s", e)
     dist.destroy_process_group()
 
 

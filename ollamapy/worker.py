@@ -315,6 +315,8 @@ class EmbedWorker(Worker):
             except Exception as e:
                 for job in jobs:
                     job.end(e)
+                if isinstance(e, RankLost):
+                    raise  # the model cannot run: `_run` stops
                 continue
             self.steps += 1
             start = 0

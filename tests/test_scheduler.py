@@ -89,6 +89,27 @@ def test_num_ctx_or_model_change_reloads() -> None:
     run(go())
 
 
+def test_a_changed_num_gpu_reloads_but_minus_one_keeps_the_runner() -> None:
+    """Ollama's needsReload: num_gpu (layers on the accelerator) from the request or the
+    Modelfile is the runner's; -1, "as many as fit", takes whatever is loaded."""
+    async def go():
+        s = scheduler()
+        async with s.use(spec("a")) as r1:
+            assert "num_gpu" not in r1.spec.params
+        async with s.use(spec("a"), {"num_gpu": -1}) as r2:
+            pass
+        async with s.use(spec("a"), {"num_gpu": 12}) as r3:
+            assert r3.spec.params["num_gpu"] == 12  # the runner loads by it
+        async with s.use(spec("a", num_gpu=12)) as r4:  # the same count, from the Modelfile
+            pass
+        async with s.use(spec("a"), {"num_gpu": -1}) as r5:
+            pass
+        async with s.use(spec("a"), {"num_gpu": 0.0}) as r6:  # a JSON number: a count
+            assert r6.spec.params["num_gpu"] == 0
+        assert r1 is r2 and r1.closed and r3 is r4 is r5 and r5.closed and not r6.closed
+    run(go())
+
+
 def test_a_runner_whose_engine_died_is_loaded_afresh() -> None:
     async def go():
         s = scheduler()

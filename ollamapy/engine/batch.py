@@ -47,7 +47,7 @@ class Batch:
     def __init__(self, model: Transformer, slots: int, num_ctx: int, num_batch: int = 512,
                  reuse: bool = True) -> None:
         self.model, self.num_ctx, self.num_batch = model, num_ctx, max(1, num_batch)
-        self.cache = KVCache(model.config, num_ctx, batch=slots, device=model.device,
+        self.cache = KVCache(model.config, num_ctx, batch=slots, device=model.cache_devices,
                              dtype=model.kv_dtype)
         # active[i] lives in cache slot i: the decoding seqs, then at most one prefilling
         self.active: list[Seq] = []

@@ -73,7 +73,7 @@ class SelfAttention(nn.Module):
                 rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x (B, T, dim), key_mask (B, 1, 1, T) bool, True for real tokens, rope the (T, head_dim)
         cos and sin tables or None → (B, T, dim)."""
-        B, T, D = x.shape
+        B, T, _ = x.shape
         # (B, T, dim) → (B, T, n_heads, head_dim) → (B, n_heads, T, head_dim)
         q = self.wq(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.wk(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -81,7 +81,8 @@ class SelfAttention(nn.Module):
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)  # scale 1/√head_dim
-        out = out.transpose(1, 2).reshape(B, T, D)  # (B, n_heads, T, hd) → (B, T, dim)
+        # (B, n_heads, T, hd) → (B, T, n_heads * hd): dim, or a tensor-parallel rank's share
+        out = out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
         return self.wo(out)
 
 

@@ -37,7 +37,7 @@ def generate(model: Transformer, prompt_ids: Sequence[int], opts: Options, *,
     seq = Seq(prompt_ids, opts, num_ctx=num_ctx, eos_ids=eos_ids, detokenizer=detokenizer,
               add_bos=add_bos, shift=shift, device=device)
     cache = new_cache(num_ctx) if new_cache else KVCache(
-        model.config, num_ctx, device=device, dtype=model.kv_dtype)
+        model.config, num_ctx, device=model.cache_devices, dtype=model.kv_dtype)
     decode = decode or partial(decode_step, model)
     while not seq.done:
         tokens, start = seq.feed()

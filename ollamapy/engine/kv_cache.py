@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import mmap
+from collections.abc import Sequence
 
 import torch
 
@@ -49,11 +50,18 @@ class KVCache:
     index: int | None = None
 
     def __init__(self, config: ModelConfig, max_len: int, batch: int = 1,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str | Sequence[torch.device] = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        """device: one for every layer, or each layer's (`Transformer.cache_devices`: its
+        layers split between an accelerator and the CPU, engine/placement.py)."""
         shape = (batch, config.n_kv_heads, max_len, config.head_dim)
+        devices = [device] * config.n_layers if isinstance(device, str | torch.device) \
+            else list(device)
+        if len(devices) != config.n_layers:
+            raise ValueError(f"{len(devices)} devices for {config.n_layers} layers")
         # zeros, not empty: a masked-out key still meets its value in the matmul (0 · NaN = NaN)
-        self._hold([zeros(shape, device, dtype) for _ in range(config.n_layers)],
-                   [zeros(shape, device, dtype) for _ in range(config.n_layers)])
+        self._hold([zeros(shape, d, dtype) for d in devices],
+                   [zeros(shape, d, dtype) for d in devices])
 
     def _hold(self, k: list[torch.Tensor], v: list[torch.Tensor]) -> None:
         self.k, self.v = k, v  # per layer: (slots, n_kv_heads, max_len, head_dim)

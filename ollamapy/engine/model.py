@@ -9,6 +9,8 @@ files. The KV cache is run state passed into `forward`.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -150,6 +152,12 @@ class Transformer(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.norm.weight.device
+
+    @property
+    def cache_devices(self) -> list[torch.device]:
+        """Where each layer's KV cache lives: its block's device (engine/placement.py may
+        put the last blocks on an accelerator)."""
+        return [next(itertools.chain(b.parameters(), b.buffers())).device for b in self.layers]
 
     @property
     def dtype(self) -> torch.dtype:

@@ -49,7 +49,7 @@ def decoder_embedding(model: Transformer, ids: Sequence[int], pooling: Pooling,
     if not ids:
         raise ValueError("every sequence needs at least one token")
     num_batch = max(1, num_batch)
-    cache = KVCache(model.config, len(ids), device=model.device, dtype=model.kv_dtype)
+    cache = KVCache(model.config, len(ids), device=model.cache_devices, dtype=model.kv_dtype)
     states = []
     for begin in range(0, len(ids), num_batch):
         chunk = torch.tensor([list(ids[begin:begin + num_batch])], device=model.device)

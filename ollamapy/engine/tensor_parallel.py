@@ -1,4 +1,4 @@
-"""Tensor parallelism over torch.distributed (Megatron-LM's split): one decoder across the W
+"""Tensor parallelism over torch.distributed (Megatron-LM's split): one model across the W
 ranks of a process group, each holding about 1/W of every layer.
 
 A rank keeps its share of the attention heads (the q rows of its heads, the k and v rows of
@@ -13,8 +13,10 @@ of the residual update, and one all-reduce completes it:
 Every rank runs the same forward on the same tokens, so each samples the same logits; its KV
 cache holds its own kv heads (`part.config` is the config to build it from). Shares are as
 even as the layout allows (`share`): whole kv groups per rank, or, with fewer kv heads than
-ranks, a kv head held by several ranks that split its query heads. gloo runs the all-reduce
-on CPU, NCCL on CUDA; nothing here depends on which.
+ranks, a kv head held by several ranks that split its query heads. The fast loader cuts the
+same shares from the quantized rows (`split_of` says where each weight is cut); a BERT
+encoder splits the same way (`shard_encoder`). gloo runs the all-reduce on CPU, NCCL on CUDA;
+nothing here depends on which.
 
     part = shard(model, rank, world)     # after dist.init_process_group(...)
     logits = part(tokens, 0, KVCache(part.config, num_ctx))
@@ -22,6 +24,7 @@ on CPU, NCCL on CUDA; nothing here depends on which.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 
@@ -29,6 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ollamapy.engine.bert import BertEncoder
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.model import Transformer
 from ollamapy.engine.ops import Linear
@@ -172,6 +176,50 @@ def shard(model: Transformer, rank: int, world: int,
                    if t.is_meta]:
         raise ValueError(f"tensor parallel: no weights for {missing}")
     return part
+
+
+@torch.no_grad()
+def shard_encoder(model: BertEncoder, rank: int, world: int,
+                  group: dist.ProcessGroup | None = None) -> BertEncoder:
+    """Rank `rank`'s part of a BERT encoder: its heads' q, k and v rows and wo columns, its
+    feed-forward units' rows of up (and gate) and columns of down, as in a decoder; the
+    embeddings and LayerNorms whole. (The whole model is copied first: encoders are small.)"""
+    c = model.config
+    heads = range(rank * c.n_heads // world, (rank + 1) * c.n_heads // world)
+    units = range(rank * c.ffn_dim // world, (rank + 1) * c.ffn_dim // world)
+    if not heads or not units:
+        raise ValueError(f"tensor parallel: {c.n_heads} heads do not split {world} ways")
+    cols = slice(heads.start * c.head_dim, heads.stop * c.head_dim)
+    hidden = slice(units.start, units.stop)
+    part = copy.deepcopy(model)
+    for layer in part.layers:
+        attn, ffn = layer.attn, layer.ffn
+        for linear in (attn.wq, attn.wk, attn.wv):
+            _keep(linear, rows=cols)
+        for linear in (ffn.w_gate, ffn.w_up):
+            if linear is not None:
+                _keep(linear, rows=hidden)
+        attn.n_heads = len(heads)
+        attn.wo = AllReduced(*_keep(attn.wo, columns=cols), group)
+        ffn.w_down = AllReduced(*_keep(ffn.w_down, columns=hidden), group)
+    return part
+
+
+def _keep(linear: nn.Module, *, rows: slice | None = None, columns: slice | None = None
+          ) -> tuple[nn.Module, torch.Tensor | None]:
+    """A float Linear cut to these output rows (its bias with them) or input columns (its
+    bias, whole, taken out and returned for AllReduced to add once)."""
+    if not isinstance(linear, Linear):
+        raise ValueError(f"tensor parallel splits float layers, not {linear}")
+    bias = linear.bias
+    if rows is not None:
+        linear.weight = nn.Parameter(linear.weight[rows].contiguous(), requires_grad=False)
+        if bias is not None:
+            linear.bias = nn.Parameter(bias[rows].contiguous(), requires_grad=False)
+        return linear, None
+    linear.weight = nn.Parameter(linear.weight[:, columns].contiguous(), requires_grad=False)
+    linear.bias = None
+    return linear, None if bias is None else bias.detach()
 
 
 def _without_bias(linear: nn.Module) -> nn.Module:

@@ -19,7 +19,7 @@ import torch
 from ollamapy.engine.bert import BertEncoder
 from ollamapy.engine.config import ModelConfig
 from ollamapy.engine.model import Transformer
-from ollamapy.engine.tensor_parallel import Part, shard
+from ollamapy.engine.tensor_parallel import Part, shard, shard_encoder
 from ollamapy.loading.encoder_weights import build_encoder, encoder_from_hf, gguf_encoder_name
 from ollamapy.loading.families import ENCODER_ARCHS, HF_ENCODER_TYPES
 from ollamapy.loading.gguf import GGUFFile, read_gguf
@@ -57,11 +57,9 @@ class Checkpoint:
 def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
                     fast: bool = False, part: Part | None = None) -> Checkpoint:
     """fast: a GGUF decoder's weights stay quantized (`loading/fast_model.py`); everything
-    else, and fast=False, dequantizes to dtype (the reference path). part: a decoder's
-    tensor-parallel share only (engine/tensor_parallel.py; encoders are not split)."""
+    else, and fast=False, dequantizes to dtype (the reference path). part: only this
+    tensor-parallel rank's share (engine/tensor_parallel.py)."""
     path = Path(path)
-    if part is not None and checkpoint_kind(path) == "encoder":
-        raise UnsupportedModelError("tensor parallel: encoders are not split")
     if path.is_dir():
         checkpoint = _load_hf(read_hf_folder(path), device, dtype)
     elif not path.is_file():
@@ -69,22 +67,14 @@ def load_checkpoint(path: str | Path, device: torch.device, dtype: torch.dtype,
     else:
         with read_gguf(path) as gguf:
             checkpoint = _load_gguf(gguf, device, dtype, fast, part)
-    split_as_built = fast and not path.is_dir()  # the fast GGUF loader cuts the rows itself
-    if part is not None and not split_as_built and isinstance(checkpoint.model, Transformer):
-        checkpoint.model = shard(checkpoint.model, part.rank, part.world, part.group)
+    if part is None:
+        return checkpoint
+    model = checkpoint.model
+    if isinstance(model, BertEncoder):  # small: split once loaded
+        checkpoint.model = shard_encoder(model, part.rank, part.world, part.group)
+    elif not fast or path.is_dir():  # the float decoder; the fast loader cut its rows itself
+        checkpoint.model = shard(model, part.rank, part.world, part.group)
     return checkpoint
-
-
-def checkpoint_kind(path: str | Path) -> Literal["decoder", "encoder"]:
-    """Whether the file or folder at path holds a decoder or an encoder (BERT), from its
-    metadata alone."""
-    path = Path(path)
-    if path.is_dir():
-        config = json.loads((path / "config.json").read_text())
-        return "encoder" if config.get("model_type") in HF_ENCODER_TYPES else "decoder"
-    with read_gguf(path) as gguf:
-        arch = gguf.metadata.get("general.architecture")
-    return "encoder" if arch in ENCODER_ARCHS else "decoder"
 
 
 def decoder_tensors(gguf: GGUFFile, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:

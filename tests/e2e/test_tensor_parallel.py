@@ -1,11 +1,11 @@
-"""`OLLAMAPY_TENSOR_PARALLEL=2 make serve`: each decoder split over two processes (rank 0 the
+"""`OLLAMAPY_TENSOR_PARALLEL=2 make serve`: each model split over two processes (rank 0 the
 engine process, one follower), through the official client, against the default server.
 
-The same greedy text as the default server for the default models (all-minilm, an encoder,
-is served whole by rank 0: encoders are not split); seeded sampling reproducible; concurrent
-requests, prefix reuse and slot compaction mirrored on the follower (each answer equals its
-solo run); and a follower killed under the server ends the next request with a clear error,
-unloads the model, and the request after loads it afresh.
+The same greedy text as the default server for the default decoders, and all-minilm's
+embeddings to float rounding (its encoder split the same way); seeded sampling reproducible;
+concurrent requests, prefix reuse and slot compaction mirrored on the follower (each answer
+equals its solo run); and a follower killed under the server ends the next request with a
+clear error, unloads the model, and the request after loads it afresh.
 """
 
 from __future__ import annotations
@@ -69,8 +69,13 @@ def test_greedy_text_is_the_default_servers(tp_server: Server, fast_server: Serv
             assert tp.chat(model="smollm2:135m", messages=chat, options=GREEDY).message \
                 .content == one.chat(model="smollm2:135m", messages=chat,
                                      options=GREEDY).message.content
-            assert tp.embed(model="all-minilm", input=["a sentence"]).embeddings == \
-                one.embed(model="all-minilm", input=["a sentence"]).embeddings
+            texts = ["a sentence", "and a longer one, about the sea and its tides"]
+            got = tp.embed(model="all-minilm", input=texts).embeddings
+            assert len(followers(tp_server, "all-minilm:latest")) == 1
+            want = one.embed(model="all-minilm", input=texts).embeddings
+            # the same sums, split in two and added: float32 rounding apart
+            assert max(abs(g - w) for gs, ws in zip(got, want, strict=True)
+                       for g, w in zip(gs, ws, strict=True)) < 1e-5
 
 
 def test_seeded_sampling_is_reproducible_and_requests_mirror_in_a_batch(
@@ -112,3 +117,19 @@ def test_a_follower_that_dies_unloads_the_model_with_a_clear_error(tp_server: Se
         # the next request loads it afresh, with a new follower
         assert client.generate(model=model, prompt=prompt, options=GREEDY).response == before
         assert pid not in followers(tp_server, model) and len(followers(tp_server, model)) == 1
+
+
+def test_a_model_that_cannot_split_so_is_refused_clearly(server: Server) -> None:
+    """smollm2's 9 heads over 3 kv heads do not split 4 ways: the load fails on every rank,
+    the request says why, and the server goes on serving."""
+    srv = start_server(server.models, OLLAMAPY_TENSOR_PARALLEL="4")
+    try:
+        with ollama.Client(host=srv.url, timeout=600) as client:
+            with pytest.raises(ollama.ResponseError) as refused:
+                client.generate(model="smollm2:135m", prompt="Hi", options=GREEDY)
+            assert refused.value.status_code == 500
+            assert "9 attention heads over 3 kv heads do not split 4 ways" in refused.value.error
+            assert followers(srv, "smollm2:135m") == []  # none left behind
+            assert client.list().models  # still serving
+    finally:
+        stop_server(srv)

@@ -4,7 +4,8 @@ steps included: tiny models of the layouts that split differently (grouped kv he
 biases; per-head q/k norms, sandwich norms and a sliding window) and the real smollm2 (3 kv
 heads: 1 and 2 per rank) and gemma3 (1 kv head, held by both ranks). The fast path's parts
 are cut from the quantized rows (whole int4 groups and K-quant blocks) and give the whole
-fast model's tokens."""
+fast model's tokens. all-minilm's BERT encoder splits the same way and gives the whole one's
+embeddings."""
 
 from __future__ import annotations
 
@@ -17,7 +18,15 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ollamapy.engine.kv_cache import KVCache
-from ollamapy.engine.tensor_parallel import Part, Share, shard, shard_config, share, split_of
+from ollamapy.engine.tensor_parallel import (
+    Part,
+    Share,
+    shard,
+    shard_config,
+    shard_encoder,
+    share,
+    split_of,
+)
 from tests.conftest import model_path
 from tests.engine.hf_tiny import VOCAB, tiny_hf_model
 from tests.engine.test_model_vs_hf import ours_from_hf
@@ -69,6 +78,12 @@ def _rank(rank: int, store: str, out: str) -> None:
                                       part=Part(rank, WORLD)).decoder
                 fast[name] = (_logits(quantized, ids, 8), _logits(quantized_part, ids, 8),
                               _logits(whole, ids, 8))
+        encoder = load(model_path("all-minilm")).model
+        texts = [[101, 7592, 2088, 102], [101, 2023, 2003, 1037, 2936, 6251, 2055, 1996, 2712,
+                                          102]]
+        part = shard_encoder(encoder, rank, WORLD)
+        assert part.layers[0].attn.n_heads == encoder.config.n_heads // WORLD
+        results["all-minilm"] = (encoder.embed_ids(texts), part.embed_ids(texts))
         if rank == 0:
             torch.save((results, fast), out)
         dist.barrier()  # neither leaves the group while the other still talks to it
@@ -82,7 +97,8 @@ def test_two_ranks_give_the_whole_models_logits(tmp_path: Path, monkeypatch) -> 
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     mp.spawn(_rank, args=(str(tmp_path / "store"), str(out)), nprocs=WORLD)
     results, fast = torch.load(out)
-    assert sorted(results) == sorted(ARCHS + REAL) and sorted(fast) == sorted(REAL)
+    assert sorted(results) == sorted((*ARCHS, *REAL, "all-minilm"))
+    assert sorted(fast) == sorted(REAL)
     for name, (want, got) in results.items():
         # the same sums, split in two and added: float32 rounding apart
         torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5, msg=name)
