@@ -42,6 +42,7 @@ from starlette.responses import Response, StreamingResponse
 REPLICA_HEADER = "x-ollamapy-replica"
 PR_SET_PDEATHSIG = 1  # prctl(2)
 START_TIMEOUT_S = 300.0
+SERVER_STOP_S = 15.0  # a replica's server that has not exited by then after SIGTERM is killed
 PROMPT_PREFIX_CHARS = 512  # of a bare prompt: its opening, where requests share one
 # hop-by-hop and length headers: each side sets its own
 _DROPPED = frozenset({"host", "content-length", "transfer-encoding", "connection"})
@@ -94,7 +95,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@serve.deployment
+@serve.deployment(graceful_shutdown_timeout_s=SERVER_STOP_S)
 class Replica:
     """One `ollamapy serve` on a loopback port; requests forwarded to it, streamed back."""
 
@@ -132,11 +133,11 @@ class Replica:
         finally:
             await response.aclose()
 
-    def __del__(self) -> None:
+    def __del__(self) -> None:  # Ray Serve's shutdown hook for a replica
         if getattr(self, "process", None) is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(30)
+                self.process.wait(SERVER_STOP_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
 

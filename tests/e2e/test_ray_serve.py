@@ -8,12 +8,11 @@ the fast path itself is tested through a live server in test_fast_server.py)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -37,26 +36,28 @@ def ray_url(server: Server) -> Iterator[str]:
     port = free_port()
     env = {**os.environ, "OLLAMA_MODELS": str(server.models), "OLLAMAPY_FAST": "0",
            "OLLAMAPY_COMPILE": "0"}
+    # its own session: Ray's processes are its children, and go with it whatever happens
     process = subprocess.Popen([sys.executable, "-m", "ollamapy.deploy.ray_serve",
                                 "--replicas", "2", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_HANG_GUARD_S
-        while process.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=10).text == "Ollama is running":
-                    break
-            time.sleep(0.5)
+        # the line it prints once serve.run has returned (the proxy answers before that)
+        ready = threading.Thread(target=process.stdout.readline, daemon=True)
+        ready.start()
+        ready.join(START_HANG_GUARD_S)
         assert process.poll() is None, f"the deployment exited ({process.returncode})"
+        assert httpx.get(url, timeout=10).text == "Ollama is running"
         yield url
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)  # serve.shutdown(), ray.shutdown()
         try:
-            process.wait(120)
+            process.wait(60)
         except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        process.stdout.close()
 
 
 def _conversation(client: ollama.Client, topic: str) -> list[str]:
