@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -307,16 +308,8 @@ def follow(rank: int, launch: Launch) -> None:
     cache = KVCache(model.config, num_ctx, batch=launch.slots, device=device,
                     dtype=model.kv_dtype)
     scratch: tuple[Any, KVCache] | None = None
-    while True:
-        box: list[Any] = [None]
-        try:
-            dist.broadcast_object_list(box, src=0)
-        except Exception:  # rank 0 is gone
-            return
-        message = box[0]
+    for message in _announcements():
         kind = message[0]
-        if kind == "stop":
-            break
         if kind == "copy":
             cache.copy(*message[1:])
         elif kind == "swap":
@@ -338,26 +331,31 @@ def follow(rank: int, launch: Launch) -> None:
                       key_positions=None if key_positions is None else key_positions.to(device))
             except ValueError as e:  # rank 0 met the same refusal (a cache overflow)
                 log.debug("follower %d: %s", rank, e)
-    dist.destroy_process_group()
 
 
 def _encode_along(model: BertEncoder) -> None:
     """An encoder's follower: each batch rank 0 encodes, encoded here too."""
     device = model.tok_embeddings.weight.device
-    while True:
-        box: list[Any] = [None]
-        try:
-            dist.broadcast_object_list(box, src=0)
-        except Exception:  # rank 0 is gone
-            return
-        if box[0][0] == "stop":
-            break
-        _, ids, mask = box[0]
+    for _, ids, mask in _announcements():
         try:
             model(ids.to(device), mask.to(device))
         except ValueError as e:  # rank 0 met the same refusal (too many tokens)
             log.debug("follower: %s", e)
-    dist.destroy_process_group()
+
+
+def _announcements() -> Iterator[tuple]:
+    """Rank 0's messages, in order, until "stop" (then the group is left) or until rank 0
+    is gone (its sockets closed: nothing to leave)."""
+    while True:
+        box: list[Any] = [None]
+        try:
+            dist.broadcast_object_list(box, src=0)
+        except Exception:
+            return
+        if box[0][0] == "stop":
+            dist.destroy_process_group()
+            return
+        yield box[0]
 
 
 def main(argv: list[str]) -> None:
