@@ -15,6 +15,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +123,24 @@ class TransferProgress:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ollamapy.cluster import SHUTDOWN, Cluster, stand_by
     from ollamapy.server.app import create_app
     from ollamapy.settings import Settings, log_level
 
     settings = Settings.from_env()
     level = log_level()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job, store = Cluster.from_env(), None
+    if job is not None and job.world > 1:  # started by torchrun: one rank of a split server
+        if job.rank > 0:
+            return stand_by(job)
+        if settings.tensor_parallel not in (1, job.world):
+            print(f"Error: OLLAMAPY_TENSOR_PARALLEL={settings.tensor_parallel} but torchrun "
+                  f"started {job.world} ranks", file=sys.stderr)
+            return 1
+        store = job.join()  # held while serving: it counts this rank in
+        job.wait_for_standbys(store)
+        settings = replace(settings, tensor_parallel=job.world, job=job.address)
     if not settings.engine_process:  # engines on threads of this process (else: theirs)
         from ollamapy.engine.device import tune_heap_for_serving
 
@@ -139,9 +153,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: None)
     # asyncio's loop and h11 whatever else is installed (uvicorn's "auto" would take uvloop
     # and httptools where a package such as Ray Serve brought them): one server, tested as is
-    uvicorn.run(create_app(settings), host=host, port=settings.host.port, loop="asyncio",
-                http="h11", log_level=logging.getLevelName(level).lower(),
-                timeout_graceful_shutdown=10)
+    try:
+        uvicorn.run(create_app(settings), host=host, port=settings.host.port, loop="asyncio",
+                    http="h11", log_level=logging.getLevelName(level).lower(),
+                    timeout_graceful_shutdown=10)
+    finally:
+        if store is not None:  # the other ranks' standbys stop
+            with suppress(RuntimeError):
+                store.set(SHUTDOWN, "1")
     return 0
 
 

@@ -57,13 +57,16 @@ class Runner:
     def __init__(self, spec: ModelSpec, num_ctx: int, *, num_parallel: int = 4,
                  max_queue: int = 512, device: str | None = None, fast: bool = False,
                  compile: bool = False, kv_cache_type: str = "f16",
-                 batch_invariant: bool = True, tensor_parallel: int = 1) -> None:
+                 batch_invariant: bool = True, tensor_parallel: int = 1,
+                 job: str = "") -> None:
         """fast: GGUF weights stay quantized (int4/int8 kernels); compile: the batched
         decode step is compiled (and compiled now, before the first request waits on it);
         kv_cache_type: OLLAMA_KV_CACHE_TYPE (the fast path's cache); batch_invariant:
         OLLAMAPY_BATCH_INVARIANT (`Transformer.batch_invariant`); tensor_parallel:
         OLLAMAPY_TENSOR_PARALLEL, the model split over that many processes, this one rank 0
-        (tensor_group.py; its steps run eagerly)."""
+        (tensor_group.py; its steps run eagerly); job: the address of torchrun's store when
+        the server is rank 0 of a torchrun job, whose other ranks run the followers
+        (cluster.py)."""
         self.spec = spec
         self.group: Group | None = None
         part = None
@@ -71,7 +74,7 @@ class Runner:
             self.group = Group.start(spec.path, tensor_parallel, device=pick_device(device),
                                      fast=fast, kv_cache_type=kv_cache_type, num_ctx=num_ctx,
                                      slots=num_parallel, batch_invariant=batch_invariant,
-                                     name=spec.name)
+                                     name=spec.name, job=job)
             part, compile = self.group.part, False
         # Ollama's num_gpu (a Modelfile parameter, or a request's: the scheduler puts it in
         # the spec): a count of layers splits the model between the accelerator and the CPU

@@ -56,7 +56,7 @@ class Scheduler:
                        "fast": settings.fast, "compile": settings.fast and settings.compile,
                        "kv_cache_type": settings.kv_cache_type,
                        "batch_invariant": settings.batch_invariant,
-                       "tensor_parallel": settings.tensor_parallel}
+                       "tensor_parallel": settings.tensor_parallel, "job": settings.job}
         self.make_runner = make_runner or (
             partial(RunnerProcess, load_timeout=settings.load_timeout, **runner_args)
             if settings.engine_process else partial(_runner_class(), **runner_args))

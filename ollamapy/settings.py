@@ -211,6 +211,9 @@ class Settings:
     engine_process: bool = True
     # OLLAMAPY_TENSOR_PARALLEL: each model split over this many processes (tensor_group.py)
     tensor_parallel: int = 1
+    # where torchrun's store listens ("host:port") when this server is rank 0 of a torchrun
+    # job (cluster.py: the other ranks run the followers); "" when it starts its own
+    job: str = ""
     # the HTTP guards (server/security.py, server/limits.py); the key stays out of repr()
     api_key: str = field(default="", repr=False)  # OLLAMAPY_API_KEY; "" = no authentication
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # OLLAMAPY_MAX_BODY_BYTES; 0 = no cap

@@ -8,6 +8,8 @@ embeddings and head). Rank 0 runs the engine as it always does: batching, sampli
 prompt side. Each forward of its part, and each operation on its KV cache's slots, is first
 announced to the followers, which do the same on theirs, so every all-reduce meets its
 partners. Followers stop at the final hidden state: only rank 0 computes logits and samples.
+Under torchrun (cluster.py) the followers are started by the other ranks' standbys, on their
+own hosts, and the group meets in torchrun's store instead of a file.
 
     rank 0 → followers   ("forward", tokens, start_pos, cache, key_positions)
                          ("copy", src, dst, n)    ("swap", a, b, len_a, len_b)
@@ -32,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import asdict, dataclass
@@ -42,6 +45,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ollamapy import cluster
 from ollamapy.contract import RankLost
 from ollamapy.engine.bert import BertEncoder
 from ollamapy.engine.kv_cache import KVCache
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 # stays loaded (keep_alive may be forever); a peer that dies closes its sockets at once
 PATIENCE = timedelta(days=365)
 STOP_GRACE_S = 30.0  # a follower that has not exited by then after "stop" is killed
+GONE_WAIT_S = 2.0  # a collective failed: how long to look for the follower that exited
 
 
 def backend_for(device: torch.device) -> str:
@@ -77,7 +82,9 @@ class Launch:
 
     path: str
     world: int
-    rendezvous: str  # init_method URL
+    # where the ranks meet: an init_method URL ("file://…"), or "store://host:port/prefix"
+    # (a prefix of torchrun's store, cluster.py)
+    rendezvous: str
     device: str
     fast: bool
     kv_cache_type: str
@@ -87,21 +94,39 @@ class Launch:
     name: str = ""
 
 
+def _local() -> tuple[int, int] | None:
+    """This process's device index and the ranks sharing its host (LOCAL_RANK and
+    LOCAL_WORLD_SIZE: torchrun's, or those `cluster.spawn_follower` sets)."""
+    if "LOCAL_RANK" not in os.environ:
+        return None
+    return int(os.environ["LOCAL_RANK"]), int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def _device(launch: Launch, rank: int) -> torch.device:
+    local = _local()
+    return rank_device(torch.device(launch.device), rank if local is None else local[0])
+
+
 def _join(launch: Launch, rank: int) -> Part:
-    device = rank_device(torch.device(launch.device), rank)
+    device = _device(launch, rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    else:
-        torch.set_num_threads(threads_per_rank(launch.world))
-    dist.init_process_group(backend_for(device), init_method=launch.rendezvous, rank=rank,
-                            world_size=launch.world, timeout=PATIENCE)
+    elif "OMP_NUM_THREADS" not in os.environ:  # else the count the user gave stands
+        local = _local()
+        torch.set_num_threads(threads_per_rank(launch.world if local is None else local[1]))
+    where: dict[str, Any] = {"init_method": launch.rendezvous}
+    if launch.rendezvous.startswith("store://"):
+        address, _, prefix = launch.rendezvous.removeprefix("store://").partition("/")
+        where = {"store": dist.PrefixStore(prefix, cluster.connect(address))}
+    dist.init_process_group(backend_for(device), rank=rank, world_size=launch.world,
+                            timeout=PATIENCE, **where)
     return Part(rank, launch.world, dist.group.WORLD)
 
 
 def _load_part(launch: Launch, part: Part) -> Transformer | BertEncoder:
     from ollamapy.loaded import load
 
-    device = rank_device(torch.device(launch.device), part.rank)
+    device = _device(launch, part.rank)
     model = load(launch.path, device=device, fast=launch.fast, compile=False,
                  kv_cache_type=launch.kv_cache_type, part=part).model
     if isinstance(model, Transformer):
@@ -121,9 +146,10 @@ def _agree(error: str | None) -> None:
 class Group:
     """Rank 0's side: the followers' processes, the group, and the announcements."""
 
-    def __init__(self, launch: Launch, folder: Path) -> None:
+    def __init__(self, launch: Launch, folder: Path | None) -> None:
         self.launch, self.folder = launch, folder
-        self.followers: list[subprocess.Popen] = []
+        # subprocess.Popen, or cluster.RemoteRank where another host's standby started it
+        self.followers: list[Any] = []
         self.part: Part | None = None
         self.broken: RankLost | None = None
         self.batch_cache: KVCache | None = None  # `mirrored`
@@ -132,18 +158,26 @@ class Group:
     @classmethod
     def start(cls, path: str | Path, world: int, *, device: torch.device, fast: bool,
               kv_cache_type: str, num_ctx: int, slots: int, batch_invariant: bool,
-              name: str = "") -> Group:
+              name: str = "", job: str = "") -> Group:
         """Start the followers and join them as rank 0 (→ the Group; `part` is this
-        process's); load this rank's part next, then `ready()`."""
-        folder = Path(tempfile.mkdtemp(prefix="ollamapy-tp-"))
-        launch = Launch(str(path), world, f"file://{folder / 'rendezvous'}", str(device), fast,
-                        kv_cache_type, num_ctx, slots, batch_invariant, name)
-        group = cls(launch, folder)
-        args = json.dumps(asdict(launch))
-        for rank in range(1, world):
-            group.followers.append(subprocess.Popen(
-                [sys.executable, "-m", "ollamapy.tensor_group", str(rank), args],
-                stdin=subprocess.DEVNULL))
+        process's); load this rank's part next, then `ready()`. job: the address of
+        torchrun's store (cluster.py), whose standbys start the followers; "" starts them
+        here."""
+        options = (str(device), fast, kv_cache_type, num_ctx, slots, batch_invariant, name)
+        if job:
+            store = cluster.connect(job)
+            n = int(store.add(cluster.LOADS, 1))
+            group = cls(Launch(str(path), world, f"store://{job}/{cluster.group_prefix(n)}",
+                               *options), None)
+            store.set(cluster.load_key(n), json.dumps(asdict(group.launch)))
+            group.followers = [cluster.RemoteRank(store, n, rank) for rank in range(1, world)]
+        else:
+            folder = Path(tempfile.mkdtemp(prefix="ollamapy-tp-"))
+            group = cls(Launch(str(path), world, f"file://{folder / 'rendezvous'}", *options),
+                        folder)
+            group.followers = [
+                cluster.spawn_follower(rank, json.dumps(asdict(group.launch)), local_rank=rank,
+                                       local_world=world) for rank in range(1, world)]
         try:
             group.part = group._join_watching()
         except BaseException:
@@ -166,10 +200,10 @@ class Group:
         thread.start()
         while thread.is_alive():
             thread.join(0.2)
-            if gone := [(r, p.returncode) for r, p in enumerate(self.followers, 1)
-                        if p.poll() is not None]:
-                raise RuntimeError(f"tensor parallel: rank {gone[0][0]} exited (status "
-                                   f"{gone[0][1]}) before the group was formed")
+            if gone := self._gone(0):
+                raise RuntimeError(f"tensor parallel: rank {gone[0]} exited (status "
+                                   f"{self.followers[gone[0] - 1].returncode}) before the "
+                                   "group was formed")
         if isinstance(joined[0], BaseException):
             raise joined[0]
         return joined[0]
@@ -200,7 +234,7 @@ class Group:
         if isinstance(error, RankLost):
             self.broken = error
             return error
-        gone = [rank for rank, p in enumerate(self.followers, 1) if p.poll() is not None]
+        gone = self._gone()
         who = f"rank {', '.join(map(str, gone))}" if gone else "a rank"
         self.broken = RankLost(f"tensor parallel {who} of {self.launch.world} stopped while "
                                f"serving {self.launch.name or self.launch.path}; the model "
@@ -234,9 +268,18 @@ class Group:
         try:
             return forward(*args, **kwargs)
         except RuntimeError as e:  # an all-reduce whose partner is gone
-            if self.broken is None and any(p.poll() is not None for p in self.followers):
+            if self.broken is None and self._gone():
                 raise self.lost(e) from e
             raise
+
+    def _gone(self, wait_s: float = GONE_WAIT_S) -> list[int]:
+        """The ranks whose followers have exited, looking for up to wait_s: a follower on
+        another host is known to be gone only once its standby has said so."""
+        deadline = time.monotonic() + wait_s
+        while not (gone := [rank for rank, p in enumerate(self.followers, 1)
+                            if p.poll() is not None]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return gone
 
     def mirrored(self, cache: KVCache) -> KVCache:
         """The batch's cache, its slot operations announced (the same buffers)."""
@@ -273,7 +316,8 @@ class Group:
                 p.wait()
         if dist.is_initialized() and self.broken is None:  # a broken group may hang in it
             dist.destroy_process_group()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class MirroredCache(KVCache):

@@ -11,7 +11,15 @@ import dataclasses
 import torch
 
 from ollamapy.engine.kv_cache import KVCache
-from ollamapy.tensor_group import Group, Launch, backend_for, rank_device, threads_per_rank
+from ollamapy.tensor_group import (
+    Group,
+    Launch,
+    _device,
+    _local,
+    backend_for,
+    rank_device,
+    threads_per_rank,
+)
 from tests.engine.hf_tiny import tiny_hf_model
 from tests.engine.test_model_vs_hf import ours_from_hf
 
@@ -23,6 +31,18 @@ def test_cuda_ranks_take_nccl_and_a_gpu_each_cpu_ranks_gloo() -> None:
         torch.device("cuda", r) for r in range(4)]
     assert rank_device(torch.device("cpu"), 3) == torch.device("cpu")
     assert rank_device(torch.device("mps"), 1) == torch.device("mps")
+
+
+def test_a_rank_takes_its_hosts_gpu_under_torchrun(monkeypatch) -> None:
+    """Rank 3 of a job of two hosts with two GPUs each computes on its host's GPU 1 (torchrun's
+    LOCAL_RANK), not on GPU 3; one host's followers, started by rank 0, on GPU `rank`."""
+    launch = Launch("m.gguf", 4, "store://h:1/p", "cuda", True, "f16", 64, 4, True)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert _device(launch, 3) == torch.device("cuda", 3)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert _device(launch, 3) == torch.device("cuda", 1)
+    assert _local() == (1, 2)  # two ranks share this host's cores
 
 
 def test_one_hosts_cores_are_shared_out() -> None:

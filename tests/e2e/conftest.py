@@ -49,12 +49,15 @@ class Server:
 START_HANG_GUARD_S = 300  # a start takes ~2-5 s on two busy cores
 
 
-def start_server(models: Path, port: int | None = None, **env: str) -> Server:
+def start_server(models: Path, port: int | None = None, command: list[str] | None = None,
+                 **env: str) -> Server:
+    """command: what runs the server (`ollamapy serve`, or a launcher that runs it)."""
     port = port or free_port()
     host = f"127.0.0.1:{port}"
     server_env = {**os.environ, "OLLAMA_HOST": host, "OLLAMA_MODELS": str(models), **env}
-    process = subprocess.Popen([sys.executable, "-m", "ollamapy.cli", "serve"], env=server_env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command or [sys.executable, "-m", "ollamapy.cli", "serve"],
+                               env=server_env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
     server = Server(f"http://{host}", host, models, process)
     deadline = time.monotonic() + START_HANG_GUARD_S
     while time.monotonic() < deadline:

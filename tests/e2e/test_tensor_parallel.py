@@ -5,21 +5,32 @@ The same greedy text as the default server for the default decoders, and all-min
 embeddings to float rounding (its encoder split the same way); seeded sampling reproducible;
 concurrent requests, prefix reuse and slot compaction mirrored on the follower (each answer
 equals its solo run); and a follower killed under the server ends the next request with a
-clear error, unloads the model, and the request after loads it afresh.
+clear error, unloads the model, and the request after loads it afresh. The README's torchrun
+job over two hosts (two torchrun agents on loopback) answers the same text.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 
 import ollama
 import pytest
 
-from tests.e2e.conftest import Server, process_tree, start_server, stop_server
+from tests.e2e.conftest import (
+    Server,
+    free_port,
+    gone,
+    process_tree,
+    start_server,
+    stop_server,
+)
 
 PROMPTS = {"smollm2:135m": "Why is the sky blue?", "gemma3:270m": "Name three rivers."}
 GREEDY = {"temperature": 0, "num_predict": 24}
@@ -35,10 +46,11 @@ def tp_server(server: Server) -> Iterator[Server]:
         stop_server(srv)
 
 
-def followers(srv: Server, model: str) -> list[int]:
-    """The server's rank-1 processes for model (`ps` shows "tp<rank> <model>", 15 bytes)."""
-    return [pid for pid, name in process_tree(srv.process.pid).items()
-            if name == f"tp1 {model}"[:15]]
+def followers(srv: Server | subprocess.Popen, model: str) -> list[int]:
+    """A server's (or a torchrun host's) rank-1 processes for model (`ps` shows
+    "tp<rank> <model>", 15 bytes)."""
+    root = srv.process.pid if isinstance(srv, Server) else srv.pid
+    return [pid for pid, name in process_tree(root).items() if name == f"tp1 {model}"[:15]]
 
 
 @pytest.fixture(scope="module")
@@ -110,13 +122,18 @@ def test_a_follower_that_dies_unloads_the_model_with_a_clear_error(tp_server: Se
             client.generate(model=model, prompt=prompt, options=GREEDY)
         assert failed.value.status_code == 500
         assert "tensor parallel rank 1 of 2 stopped" in failed.value.error
-        deadline = time.monotonic() + 60
-        while model in [m.model for m in client.ps().models] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert model not in [m.model for m in client.ps().models]
+        unloaded(client, model)
         # the next request loads it afresh, with a new follower
         assert client.generate(model=model, prompt=prompt, options=GREEDY).response == before
         assert pid not in followers(tp_server, model) and len(followers(tp_server, model)) == 1
+
+
+def unloaded(client: ollama.Client, model: str) -> None:
+    """Wait (a hang guard) for the server to drop model, as it does when a rank is lost."""
+    deadline = time.monotonic() + 60
+    while model in [m.model for m in client.ps().models] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert model not in [m.model for m in client.ps().models]
 
 
 def test_a_model_that_cannot_split_so_is_refused_clearly(server: Server) -> None:
@@ -133,3 +150,52 @@ def test_a_model_that_cannot_split_so_is_refused_clearly(server: Server) -> None
             assert client.list().models  # still serving
     finally:
         stop_server(srv)
+
+
+def torchrun(node_rank: int, master_port: int) -> list[str]:
+    """The README's command for one host of a two-host job, one rank a host."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+            "--nproc-per-node", "1", "--node-rank", str(node_rank), "--master-addr",
+            "127.0.0.1", "--master-port", str(master_port), "-m", "ollamapy.cli", "serve"]
+
+
+def test_a_torchrun_job_over_two_hosts_serves_the_default_servers_text(
+        server: Server, fast_server: Server) -> None:
+    """Host 0's rank serves; host 1's stands by and starts each model's follower there (rank
+    1 of the split, its group met in torchrun's store). A follower that dies on host 1 is
+    reported as one on rank 0's host is; stopping host 0 stops the job."""
+    master, model, prompt = free_port(), "smollm2:135m", PROMPTS["smollm2:135m"]
+    # one thread a rank: both "hosts" share this machine's cores
+    host1 = subprocess.Popen(torchrun(1, master), env={**server.env(), "OLLAMAPY_FAST": "1",
+                                                       "OMP_NUM_THREADS": "1"},
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        host0 = start_server(server.models, command=torchrun(0, master), OLLAMAPY_FAST="1",
+                             OLLAMAPY_COMPILE="1", OMP_NUM_THREADS="1")
+        try:
+            with ollama.Client(host=host0.url, timeout=600) as job, \
+                    ollama.Client(host=fast_server.url, timeout=600) as one:
+                got = job.generate(model=model, prompt=prompt, options=GREEDY)
+                want = one.generate(model=model, prompt=prompt, options=GREEDY)
+                assert got.response == want.response and got.eval_count == want.eval_count
+                (follower,) = followers(host1, model)  # started on host 1, by its standby
+                assert followers(host0, model) == []
+                # host 1's follower dies: its standby says so, the request says which rank
+                os.kill(follower, signal.SIGKILL)
+                with pytest.raises(ollama.ResponseError) as failed:
+                    job.generate(model=model, prompt=prompt, options=GREEDY)
+                assert "tensor parallel rank 1 of 2 stopped" in failed.value.error
+                unloaded(job, model)
+                # and the model loads afresh (a new group, a new follower on host 1)
+                assert job.generate(model=model, prompt=prompt,
+                                    options=GREEDY).response == want.response
+                (follower,) = followers(host1, model)
+        finally:
+            stop_server(host0)
+        host1.wait(60)  # its standby saw rank 0's server stop
+        assert gone(follower)
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(host1.pid, signal.SIGKILL)
+        host1.wait()
