@@ -1,9 +1,10 @@
 """Beyond one process: one server, the same server tensor-parallel over two processes
-(OLLAMAPY_TENSOR_PARALLEL=2) and two replicas behind Ray Serve (ollamapy/deploy/ray_serve.py),
-on one machine, with 1, 2 and 4 concurrent streaming clients.
+(OLLAMAPY_TENSOR_PARALLEL=2), the same split launched by torchrun as a job of two hosts (two
+torchrun agents on this machine, ollamapy/cluster.py) and two replicas behind Ray Serve
+(ollamapy/deploy/ray_serve.py), on one machine, with 1, 2 and 4 concurrent streaming clients.
 
     .venv/bin/python benchmarks/bench_scale_out.py [--clients 1,2,4] [--requests 2]
-        [--num-predict 48] [--threads 2] [--setups one,tp2,ray2]
+        [--num-predict 48] [--threads 2] [--setups one,tp2,torchrun2,ray2]
 
 smollm2:135m imported into a temporary store (`ollamapy create`). Every setup runs the server's
 defaults (fast path; compiled steps, which tensor parallelism runs eagerly; 4 slots a server),
@@ -34,7 +35,7 @@ from bench_serving import MODEL_FILE, free_port, level, wait_up
 
 HERE = Path(__file__).resolve().parent
 LABELS = {"one": "one server", "tp2": "tensor parallel, 2 ranks",
-          "ray2": "2 replicas, Ray Serve"}
+          "torchrun2": "torchrun, 2 hosts x 1 rank", "ray2": "2 replicas, Ray Serve"}
 
 
 def import_model(models: Path, port: int) -> None:
@@ -53,22 +54,35 @@ def import_model(models: Path, port: int) -> None:
         server.wait(timeout=60)
 
 
-def launch(setup: str, models: Path, port: int, threads: int) -> subprocess.Popen:
+def torchrun(node_rank: int, master_port: int) -> list[str]:
+    """The README's command for one host of a two-host job (after the interpreter)."""
+    return ["-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--node-rank", str(node_rank), "--master-addr", "127.0.0.1", "--master-port",
+            str(master_port), "-m", "ollamapy.cli", "serve"]
+
+
+def launch(setup: str, models: Path, port: int, threads: int) -> list[subprocess.Popen]:
+    """The setup's processes (a torchrun job: one a host), once it answers on port."""
     env = {**os.environ, "OLLAMA_MODELS": str(models), "OLLAMA_NUM_PARALLEL": "4",
            "OLLAMA_CONTEXT_LENGTH": "1024", "OLLAMAPY_FAST": "1", "OLLAMAPY_COMPILE": "1"}
+    commands = [["-m", "ollamapy.cli", "serve"]]
     if setup == "one":
-        command = ["-m", "ollamapy.cli", "serve"]
         env |= {"OLLAMA_HOST": f"127.0.0.1:{port}", "OMP_NUM_THREADS": str(threads)}
     elif setup == "tp2":  # each rank takes threads // 2 itself (tensor_group.threads_per_rank)
-        command = ["-m", "ollamapy.cli", "serve"]
+        env.pop("OMP_NUM_THREADS", None)
         env |= {"OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMAPY_TENSOR_PARALLEL": "2"}
+    elif setup == "torchrun2":  # host 1 first: host 0 serves once host 1 stands by
+        master = free_port()
+        commands = [torchrun(1, master), torchrun(0, master)]
+        env |= {"OLLAMA_HOST": f"127.0.0.1:{port}", "OMP_NUM_THREADS": str(max(1, threads // 2))}
     else:
-        command = ["-m", "ollamapy.deploy.ray_serve", "--replicas", "2", "--port", str(port)]
+        commands = [["-m", "ollamapy.deploy.ray_serve", "--replicas", "2", "--port", str(port)]]
         env |= {"OMP_NUM_THREADS": str(max(1, threads // 2))}
-    process = subprocess.Popen([sys.executable, *command], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    processes = [subprocess.Popen([sys.executable, *command], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True) for command in commands]
     wait_up(f"http://127.0.0.1:{port}/")
-    return process
+    return processes
 
 
 def tree_rss(pid: int) -> int:
@@ -83,13 +97,15 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGINT)
-    try:
-        process.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+def stop(processes: list[subprocess.Popen]) -> None:
+    """The last started first (a torchrun job's host 0, whose stop stops the others)."""
+    for process in reversed(processes):
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _collectives(rank: int, world: int, store: str, dim: int, out: str) -> None:
@@ -159,7 +175,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2, help="per client")
     parser.add_argument("--num-predict", type=int, default=48)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--setups", default="one,tp2,ray2")
+    parser.add_argument("--setups", default="one,tp2,torchrun2,ray2")
     parser.add_argument("--out", default=str(HERE / "results" / "bench_scale_out.json"))
     args = parser.parse_args()
 
@@ -171,18 +187,18 @@ def main() -> None:
         for setup in args.setups.split(","):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            process = launch(setup, models, port, args.threads)
+            processes = launch(setup, models, port, args.threads)
             try:
                 # load the model (in each replica: eight conversations reach both), warm up
                 asyncio.run(level(url, 8, 1, 8))
                 rows = []
                 for clients in map(int, args.clients.split(",")):
                     row = asyncio.run(level(url, clients, args.requests, args.num_predict))
-                    row["rss_mib"] = tree_rss(process.pid) / 2**20
+                    row["rss_mib"] = sum(tree_rss(p.pid) for p in processes) / 2**20
                     rows.append(row)
                 runs[setup] = rows
             finally:
-                stop(process)
+                stop(processes)
     print(f"smollm2:135m, {args.threads} threads in all, {args.num_predict} tokens a request, "
           f"{args.requests} requests a client")
     print(f"{'setup':<26} {'clients':>7} {'agg tok/s':>10} {'x one':>6} {'TTFT p50 ms':>11} "
@@ -203,7 +219,7 @@ def main() -> None:
             "requests_per_client": args.requests, "cpu": os.cpu_count()}
     out.write_text(json.dumps({**meta, "collectives": costs, "runs": runs}, indent=2) + "\n")
     plot(runs, out.with_suffix(".png"),
-         f"smollm2:135m: one server, TP=2, 2 Ray replicas ({args.threads} threads in all)")
+         f"smollm2:135m: {', '.join(map(LABELS.get, runs))} ({args.threads} threads in all)")
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

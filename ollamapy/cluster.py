@@ -161,9 +161,11 @@ class RemoteRank:
 def stand_by(cluster: Cluster) -> int:
     """A rank other than 0: start a follower for each group rank 0 starts, report each one's
     exit, kill those rank 0 gives up on; return when rank 0's server stops (0) or the store
-    is gone (1). SIGTERM (torchrun stopping the job) ends it too."""
+    is gone (1). SIGTERM (torchrun stopping the job) ends it too; Ctrl-C is torchrun's to
+    handle (ignored here, and so by the followers, which inherit it)."""
     store = cluster.join()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     followers: dict[int, subprocess.Popen] = {}
     n = int(store.add(LOADS, 0)) + 1  # the next group (rank 0 waits for `ready` to start one)
     store.set(ready_key(cluster.rank), str(n))
