@@ -38,7 +38,7 @@ def test_torchruns_variables_place_this_process() -> None:
                             "MASTER_PORT": "29500"})
     assert job == Cluster(3, 4, 1, 2, "10.0.0.5", 29500)
     assert job.address == "10.0.0.5:29500"
-    # set by hand for one process a host: the local rank is the rank
+    # set by hand without LOCAL_*: every rank on this one host, as OLLAMAPY_TENSOR_PARALLEL's
     assert Cluster.from_env({"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "h",
                              "MASTER_PORT": "1"}) == Cluster(1, 2, 1, 2, "h", 1)
 

@@ -53,9 +53,9 @@ def ray_url(server: Server) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGINT)  # serve.shutdown(), ray.shutdown()
         try:
-            # ~5 s alone; in the full suite it has not exited in 60 s (cause not found yet):
-            # then the whole session, Ray's processes with it, is killed
-            process.wait(20)
+            # ~5 s alone; in the full suite it has not exited in 20 s, nor in 60 (cause not
+            # found yet): then the whole session, Ray's processes with it, is killed
+            process.wait(8)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
