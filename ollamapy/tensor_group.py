@@ -313,7 +313,10 @@ class Group:
                 p.wait(STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 p.kill()
-                p.wait()
+                # bounded: a follower on another host is known gone only once its standby
+                # says so, and a standby that is gone itself never will
+                with suppress(subprocess.TimeoutExpired):
+                    p.wait(STOP_GRACE_S)
         if dist.is_initialized() and self.broken is None:  # a broken group may hang in it
             dist.destroy_process_group()
         if self.folder is not None:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 import torch.distributed as dist
 
+from ollamapy import tensor_group
 from ollamapy.cluster import (
     LOADS,
     SHUTDOWN,
@@ -25,7 +26,7 @@ from ollamapy.cluster import (
     kill_key,
     load_key,
 )
-from ollamapy.tensor_group import Launch
+from ollamapy.tensor_group import Group, Launch
 
 HANG_GUARD_S = 60.0
 
@@ -99,3 +100,13 @@ def test_serve_under_torchrun_refuses_another_tensor_parallel_degree(monkeypatch
         monkeypatch.setenv(key, value)
     assert cli.main(["serve"]) == 1
     assert "OLLAMAPY_TENSOR_PARALLEL=3 but torchrun started 2 ranks" in capsys.readouterr().err
+
+
+def test_rank_0_gives_up_on_a_follower_whose_standby_is_gone(store, monkeypatch) -> None:
+    """No standby will ever report rank 1's exit: rank 0 asks for the kill, waits its grace
+    once more, and goes on unloading."""
+    monkeypatch.setattr(tensor_group, "STOP_GRACE_S", 0.2)
+    group = Group(Launch("m.gguf", 2, "store://h:1/p", "cpu", True, "f16", 64, 1, True), None)
+    group.followers = [RemoteRank(store, 3, 1)]
+    group.stop(announce=False)
+    assert store.check([kill_key(3)])
