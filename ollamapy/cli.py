@@ -147,8 +147,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tune_heap_for_serving()  # before any model is loaded
     host = settings.host.host or "0.0.0.0"
     # uvicorn handles SIGTERM/SIGINT (stop accepting, let streams in flight finish for up to
-    # 10 s, unload), then re-raises the signal to the handler it found: make that a no-op so
-    # a graceful stop exits 0
+    # OLLAMAPY_SHUTDOWN_TIMEOUT, unload), then re-raises the signal to the handler it found:
+    # make that a no-op so a graceful stop exits 0
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     # asyncio's loop and h11 whatever else is installed (uvicorn's "auto" would take uvloop
@@ -156,7 +156,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(create_app(settings), host=host, port=settings.host.port, loop="asyncio",
                     http="h11", log_level=logging.getLevelName(level).lower(),
-                    timeout_graceful_shutdown=10)
+                    timeout_graceful_shutdown=settings.shutdown_timeout)
     finally:
         if store is not None:  # the other ranks' standbys stop
             with suppress(RuntimeError):

@@ -17,6 +17,8 @@ to arrive, and the longest pause inside an upload; default 60).
 And for the engine: `OLLAMAPY_FAST`, `OLLAMAPY_COMPILE`, `OLLAMAPY_BATCH_INVARIANT` (each on
 unless 0; README, "Speed" and "Batch invariance"), `OLLAMAPY_ENGINE_PROCESS` and
 `OLLAMAPY_TENSOR_PARALLEL` (ranks a model is split over, default 1; ollamapy/tensor_group.py).
+And `OLLAMAPY_SHUTDOWN_TIMEOUT`: seconds the streams in flight at SIGTERM/SIGINT may take to
+finish (default 10).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ MAX_DURATION_S = (2**63 - 1) / 1e9
 # what would hurt the server's memory; /api/blobs uploads are not JSON and are not capped
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
 DEFAULT_BODY_TIMEOUT_S = 60.0
+DEFAULT_SHUTDOWN_TIMEOUT_S = 10.0
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
           "h": 3600.0}
@@ -219,6 +222,9 @@ class Settings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES  # OLLAMAPY_MAX_BODY_BYTES; 0 = no cap
     max_blob_bytes: int = 0  # OLLAMAPY_MAX_BLOB_BYTES; 0 = no cap
     body_timeout: float = DEFAULT_BODY_TIMEOUT_S  # OLLAMAPY_BODY_TIMEOUT, seconds
+    # OLLAMAPY_SHUTDOWN_TIMEOUT: seconds the streams in flight at SIGTERM/SIGINT may take to
+    # finish before they are cut (uvicorn's timeout_graceful_shutdown)
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT_S
     # OLLAMA_LOAD_TIMEOUT: how long an engine process may load without using the CPU before
     # it is given up (Ollama: "stall"); 5m, a Go duration or seconds; <= 0: never
     load_timeout: float = 300.0
@@ -248,5 +254,7 @@ class Settings:
                                        environ)),
             max_blob_bytes=max(0, _int("OLLAMAPY_MAX_BLOB_BYTES", 0, environ)),
             body_timeout=_float("OLLAMAPY_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S, environ),
+            shutdown_timeout=_float("OLLAMAPY_SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT_S,
+                                    environ),
             load_timeout=parse_env_duration(env("OLLAMA_LOAD_TIMEOUT", environ)),
         )

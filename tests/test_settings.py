@@ -110,3 +110,9 @@ def test_tensor_parallel_is_one_process_unless_set() -> None:
     assert Settings.from_env({}).tensor_parallel == 1
     assert Settings.from_env({"OLLAMAPY_TENSOR_PARALLEL": "2"}).tensor_parallel == 2
     assert Settings.from_env({"OLLAMAPY_TENSOR_PARALLEL": "0"}).tensor_parallel == 1
+
+
+def test_streams_in_flight_get_ten_seconds_to_finish_at_shutdown_unless_set() -> None:
+    assert Settings.from_env({}).shutdown_timeout == 10.0
+    assert Settings.from_env({"OLLAMAPY_SHUTDOWN_TIMEOUT": "120"}).shutdown_timeout == 120.0
+    assert Settings.from_env({"OLLAMAPY_SHUTDOWN_TIMEOUT": "soon"}).shutdown_timeout == 10.0

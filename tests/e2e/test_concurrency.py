@@ -294,8 +294,9 @@ def refused(url: str) -> bool:
 def test_sigterm_finishes_the_stream_in_flight_then_exits(server, tmp_path) -> None:
     """SIGTERM (hardening.md §7 item 25): new requests are refused at once while the stream
     in flight runs to its end; then the process exits 0, releasing the models, and leaves no
-    temporary file in the store."""
-    srv = start_server(server.models)
+    temporary file in the store. The stream gets as long as a hang guard to finish
+    (OLLAMAPY_SHUTDOWN_TIMEOUT), since a busy machine may take more than the default 10 s."""
+    srv = start_server(server.models, OLLAMAPY_SHUTDOWN_TIMEOUT=str(HANG_GUARD_S))
     try:
         lines, refused_while_streaming = [], False
         with httpx.Client(base_url=srv.url, timeout=60) as http, \
