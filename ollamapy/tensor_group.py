@@ -163,21 +163,24 @@ class Group:
         process's); load this rank's part next, then `ready()`. job: the address of
         torchrun's store (cluster.py), whose standbys start the followers; "" starts them
         here."""
-        options = (str(device), fast, kv_cache_type, num_ctx, slots, batch_invariant, name)
+        folder: Path | None = None
         if job:
             store = cluster.connect(job)
             n = int(store.add(cluster.LOADS, 1))
-            group = cls(Launch(str(path), world, f"store://{job}/{cluster.group_prefix(n)}",
-                               *options), None)
-            store.set(cluster.load_key(n), json.dumps(asdict(group.launch)))
-            group.followers = [cluster.RemoteRank(store, n, rank) for rank in range(1, world)]
+            rendezvous = f"store://{job}/{cluster.group_prefix(n)}"
         else:
             folder = Path(tempfile.mkdtemp(prefix="ollamapy-tp-"))
-            group = cls(Launch(str(path), world, f"file://{folder / 'rendezvous'}", *options),
-                        folder)
-            group.followers = [
-                cluster.spawn_follower(rank, json.dumps(asdict(group.launch)), local_rank=rank,
-                                       local_world=world) for rank in range(1, world)]
+            rendezvous = f"file://{folder / 'rendezvous'}"
+        group = cls(Launch(str(path), world, rendezvous, str(device), fast, kv_cache_type,
+                           num_ctx, slots, batch_invariant, name), folder)
+        launch = json.dumps(asdict(group.launch))
+        if job:
+            store.set(cluster.load_key(n), launch)  # each host's standby starts its follower
+            group.followers = [cluster.RemoteRank(store, n, rank) for rank in range(1, world)]
+        else:
+            group.followers = [cluster.spawn_follower(rank, launch, local_rank=rank,
+                                                      local_world=world)
+                               for rank in range(1, world)]
         try:
             group.part = group._join_watching()
         except BaseException:
